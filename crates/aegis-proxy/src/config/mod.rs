@@ -1,0 +1,294 @@
+//! Configuration: one TOML file, parsed into validated runtime types before any socket is bound.
+//!
+//! [`raw`] mirrors the file; [`validate`] turns it into [`Config`] and reports every mistake at
+//! once, each with its key path and line ([`ConfigError`]).
+
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A validated configuration, ready to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Admin listener address, if any.
+    pub admin: Option<SocketAddr>,
+    /// Grace period for in-flight requests on shutdown.
+    pub drain_timeout: Duration,
+    /// Whether each request writes a JSON access-log line.
+    pub access_log: bool,
+    /// Client-facing listeners.
+    pub listeners: Vec<ListenerConfig>,
+    /// Routes in match order.
+    pub routes: Vec<RouteConfig>,
+    /// Upstream clusters; routes refer to them by index.
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// One client-facing listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Name used in metrics and logs.
+    pub name: String,
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// TLS termination, or plain HTTP/1.1 + h2c when `None`.
+    pub tls: Option<ListenerTls>,
+    /// Deadline for a client to send its request head.
+    pub header_read_timeout: Duration,
+    /// Deadline for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+    /// Largest request body accepted.
+    pub max_request_body_bytes: Option<u64>,
+}
+
+/// TLS settings of a listener, with the rustls configuration already built.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// Certificate chain file.
+    pub cert: PathBuf,
+    /// Private key file.
+    pub key: PathBuf,
+    /// Only the hybrid post-quantum group is offered.
+    pub pq_only: bool,
+    /// CA bundle for client certificates, when mTLS is required.
+    pub client_ca: Option<PathBuf>,
+    /// The server configuration built from the above.
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+/// How a route matches the request host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `*`: any host.
+    Any,
+    /// An exact host name, lower case.
+    Exact(String),
+    /// `*.example.com`: stored as `.example.com`; matches any name ending in it.
+    Suffix(String),
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Name in metrics and logs.
+    pub name: String,
+    /// Host pattern.
+    pub host: HostMatch,
+    /// Path prefix, starting with `/`.
+    pub path_prefix: String,
+    /// Index into [`Config::clusters`].
+    pub cluster: usize,
+}
+
+/// Load-balancing policy within a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// Each endpoint in turn.
+    RoundRobin,
+    /// The less busy of two random endpoints (power of two choices).
+    #[default]
+    LeastRequest,
+}
+
+/// HTTP version spoken to upstream endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 (prior knowledge on cleartext, ALPN `h2` over TLS).
+    Http2,
+}
+
+/// One upstream cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Cluster name.
+    pub name: String,
+    /// Load-balancing policy.
+    pub lb: LbPolicy,
+    /// Upstream HTTP version.
+    pub protocol: UpstreamProtocol,
+    /// Endpoints as `host:port`.
+    pub endpoints: Vec<EndpointAddr>,
+    /// Connect (and TLS handshake) deadline.
+    pub connect_timeout: Duration,
+    /// Deadline for the response head.
+    pub request_timeout: Duration,
+    /// Idle pooled connections are closed after this.
+    pub idle_timeout: Duration,
+    /// TLS to the endpoints.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// An endpoint address as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointAddr {
+    /// Host name or IP address (without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl fmt::Display for EndpointAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// TLS to upstream endpoints, with the rustls configuration already built.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// CA bundle endpoints must chain to.
+    pub ca: PathBuf,
+    /// Client certificate for mTLS.
+    pub cert: Option<PathBuf>,
+    /// Name verified on endpoint certificates instead of the endpoint host.
+    pub server_name: Option<String>,
+    /// Only the hybrid post-quantum group is offered.
+    pub pq_only: bool,
+    /// The client configuration built from the above.
+    pub client_config: Arc<rustls::ClientConfig>,
+}
+
+/// One configuration mistake, located by key path and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `clusters.api.endpoints[1]`; empty for the whole file.
+    pub key: String,
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.key.is_empty(), self.line) {
+            (false, Some(line)) => write!(f, "{}, line {line}: {}", self.key, self.message),
+            (false, None) => write!(f, "{}: {}", self.key, self.message),
+            (true, Some(line)) => write!(f, "line {line}: {}", self.message),
+            (true, None) => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Every mistake found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads and validates a configuration file; relative paths in it are taken from its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                key: String::new(),
+                line: None,
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, base)
+    }
+
+    /// Parses and validates configuration text; relative paths are resolved against `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Self, ConfigErrors> {
+        validate::parse(text, base_dir)
+    }
+
+    /// The effective configuration as JSON, for the admin `/config` page. Key files are redacted.
+    pub fn to_redacted_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let ms = |d: Duration| d.as_millis() as u64;
+        let listeners: Vec<_> = self
+            .listeners
+            .iter()
+            .map(|l| {
+                json!({
+                    "name": l.name,
+                    "listen": l.addr.to_string(),
+                    "tls": l.tls.as_ref().map(|t| json!({
+                        "cert": t.cert.display().to_string(),
+                        "key": "[redacted]",
+                        "pq_only": t.pq_only,
+                        "client_ca": t.client_ca.as_ref().map(|p| p.display().to_string()),
+                    })),
+                    "header_read_timeout_ms": ms(l.header_read_timeout),
+                    "handshake_timeout_ms": ms(l.handshake_timeout),
+                    "max_header_bytes": l.max_header_bytes,
+                    "max_request_body_bytes": l.max_request_body_bytes,
+                })
+            })
+            .collect();
+        let routes: Vec<_> = self
+            .routes
+            .iter()
+            .map(|r| {
+                let host = match &r.host {
+                    HostMatch::Any => "*".to_owned(),
+                    HostMatch::Exact(h) => h.clone(),
+                    HostMatch::Suffix(s) => format!("*{s}"),
+                };
+                json!({"name": r.name, "host": host, "path_prefix": r.path_prefix, "cluster": self.clusters[r.cluster].name})
+            })
+            .collect();
+        let clusters: serde_json::Map<_, _> = self
+            .clusters
+            .iter()
+            .map(|c| {
+                let value = json!({
+                    "lb": format!("{:?}", c.lb),
+                    "protocol": format!("{:?}", c.protocol),
+                    "endpoints": c.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "connect_timeout_ms": ms(c.connect_timeout),
+                    "request_timeout_ms": ms(c.request_timeout),
+                    "idle_timeout_ms": ms(c.idle_timeout),
+                    "tls": c.tls.as_ref().map(|t| json!({
+                        "ca": t.ca.display().to_string(),
+                        "cert": t.cert.as_ref().map(|p| p.display().to_string()),
+                        "key": t.cert.as_ref().map(|_| "[redacted]"),
+                        "server_name": t.server_name,
+                        "pq_only": t.pq_only,
+                    })),
+                });
+                (c.name.clone(), value)
+            })
+            .collect();
+        json!({
+            "admin": {"listen": self.admin.map(|a| a.to_string())},
+            "server": {"drain_timeout_ms": ms(self.drain_timeout), "access_log": self.access_log},
+            "listeners": listeners,
+            "routes": routes,
+            "clusters": clusters,
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! The configuration file as written: serde types that mirror the TOML one to one.
+//!
+//! Unknown keys are rejected. Leaves that need a semantic check are `Spanned`, so an error can
+//! name the line. Nothing here is checked beyond its TOML type; see [`super::validate`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[admin]`: the admin listener.
+    pub admin: Option<RawAdmin>,
+    /// `[server]`: process-wide settings.
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[[listeners]]`.
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    /// `[[routes]]`, matched in order.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// `[clusters.NAME]`.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, Spanned<RawCluster>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address of the admin HTTP listener.
+    pub listen: Spanned<String>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// How long in-flight requests may run after SIGTERM before the process exits.
+    pub drain_timeout_ms: Option<Spanned<u64>>,
+    /// Whether each request writes a JSON access-log line.
+    pub access_log: Option<bool>,
+}
+
+/// `[[listeners]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// Unique name, used in metrics and logs.
+    pub name: Spanned<String>,
+    /// `ip:port` to bind.
+    pub listen: Spanned<String>,
+    /// Terminate TLS with these settings; plain HTTP (h1 and h2c) without.
+    pub tls: Option<RawListenerTls>,
+    /// A client must send its request headers within this time.
+    pub header_read_timeout_ms: Option<Spanned<u64>>,
+    /// TLS handshake must finish within this time.
+    pub handshake_timeout_ms: Option<Spanned<u64>>,
+    /// Largest request head accepted (431 above).
+    pub max_header_bytes: Option<Spanned<u64>>,
+    /// Largest request body accepted (413 above); no limit when absent.
+    pub max_request_body_bytes: Option<Spanned<u64>>,
+}
+
+/// `tls = { ... }` on a listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    /// PEM certificate chain.
+    pub cert: Spanned<String>,
+    /// PEM private key.
+    pub key: Spanned<String>,
+    /// Offer only the hybrid post-quantum group.
+    #[serde(default)]
+    pub pq_only: bool,
+    /// Require client certificates issued by this PEM CA bundle (mTLS).
+    pub client_ca: Option<Spanned<String>>,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Name in metrics and logs; default `routes[N]`.
+    pub name: Option<String>,
+    /// `*`, an exact host, or `*.suffix`; default `*`.
+    pub host: Option<Spanned<String>>,
+    /// Path prefix, starting with `/`; default `/`.
+    pub path_prefix: Option<Spanned<String>>,
+    /// Name of the cluster that serves the route.
+    pub cluster: Spanned<String>,
+}
+
+/// `[clusters.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// Load-balancing policy.
+    #[serde(default)]
+    pub lb: super::LbPolicy,
+    /// HTTP version spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: super::UpstreamProtocol,
+    /// `host:port` of each endpoint.
+    pub endpoints: Spanned<Vec<Spanned<String>>>,
+    /// Time allowed to open a connection (and finish TLS) to an endpoint.
+    pub connect_timeout_ms: Option<Spanned<u64>>,
+    /// Time allowed from sending a request to receiving the response head.
+    pub request_timeout_ms: Option<Spanned<u64>>,
+    /// Idle pooled connections are closed after this time.
+    pub idle_timeout_ms: Option<Spanned<u64>>,
+    /// Speak TLS to the endpoints.
+    pub tls: Option<RawUpstreamTls>,
+}
+
+/// `tls = { ... }` on a cluster.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// PEM CA bundle that endpoint certificates must chain to.
+    pub ca: Spanned<String>,
+    /// Client certificate for mTLS.
+    pub cert: Option<Spanned<String>>,
+    /// Client key for mTLS.
+    pub key: Option<Spanned<String>>,
+    /// Name to verify on the endpoint certificate; default: the endpoint host.
+    pub server_name: Option<Spanned<String>>,
+    /// Offer only the hybrid post-quantum group.
+    #[serde(default)]
+    pub pq_only: bool,
+}

@@ -1,0 +1,535 @@
+//! Turns [`RawConfig`] into [`Config`], collecting every error with its key path and line.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aegis_tls::{pem, ClientAuth, ClientOptions, KxPolicy, ServerOptions};
+use toml::Spanned;
+
+use super::raw::{RawCluster, RawConfig, RawListener, RawListenerTls, RawRoute, RawUpstreamTls};
+use super::{
+    ClusterConfig, Config, ConfigError, ConfigErrors, EndpointAddr, HostMatch, ListenerConfig,
+    ListenerTls, RouteConfig, UpstreamProtocol, UpstreamTls,
+};
+
+const DEFAULT_DRAIN_MS: u64 = 30_000;
+const DEFAULT_HEADER_READ_MS: u64 = 10_000;
+const DEFAULT_HANDSHAKE_MS: u64 = 10_000;
+const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
+/// hyper's HTTP/1 read buffer cannot be smaller than this.
+const MIN_HEADER_BYTES: u64 = 8192;
+const MAX_HEADER_BYTES: u64 = 1024 * 1024;
+const DEFAULT_CONNECT_MS: u64 = 5_000;
+const DEFAULT_REQUEST_MS: u64 = 30_000;
+const DEFAULT_IDLE_MS: u64 = 60_000;
+
+/// Parses TOML text and validates it.
+pub(super) fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let raw = deserialize(text)?;
+    let mut checker = Checker {
+        text,
+        base_dir,
+        errors: Vec::new(),
+    };
+    let config = checker.config(raw);
+    if checker.errors.is_empty() {
+        // `config` is complete whenever no error was recorded.
+        config.ok_or_else(|| ConfigErrors(Vec::new()))
+    } else {
+        Err(ConfigErrors(checker.errors))
+    }
+}
+
+fn deserialize(text: &str) -> Result<RawConfig, ConfigErrors> {
+    let located = |key: String, e: &toml::de::Error| ConfigError {
+        key,
+        line: e.span().map(|s| line_of(text, s.start)),
+        message: e.message().trim_end().to_owned(),
+    };
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigErrors(vec![located(String::new(), &e)]))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        // `Spanned` wraps values in a private struct that shows up as a path segment.
+        let key = e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "");
+        let key = if key == "." { String::new() } else { key };
+        ConfigErrors(vec![located(key, e.inner())])
+    })
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    base_dir: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn error<T>(&mut self, key: impl Into<String>, at: &Spanned<T>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            key: key.into(),
+            line: Some(line_of(self.text, at.span().start)),
+            message: message.into(),
+        });
+    }
+
+    fn error_no_line(&mut self, key: &str, message: &str) {
+        self.errors.push(ConfigError {
+            key: key.to_owned(),
+            line: None,
+            message: message.to_owned(),
+        });
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Option<Config> {
+        let admin = raw
+            .admin
+            .as_ref()
+            .and_then(|a| self.socket_addr("admin.listen", &a.listen));
+        let drain = self.duration(
+            "server.drain_timeout_ms",
+            &raw.server.drain_timeout_ms,
+            DEFAULT_DRAIN_MS,
+        );
+        if raw.listeners.is_empty() {
+            self.error_no_line("listeners", "at least one listener is required");
+        }
+        if raw.routes.is_empty() {
+            self.error_no_line("routes", "at least one route is required");
+        }
+        let listeners = self.listeners(&raw.listeners);
+        let names: Vec<&str> = raw.clusters.keys().map(String::as_str).collect();
+        let routes: Vec<_> = raw
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.route(i, r, &names))
+            .collect();
+        let clusters: Vec<_> = raw
+            .clusters
+            .iter()
+            .map(|(name, c)| self.cluster(name, c))
+            .collect();
+        Some(Config {
+            admin,
+            drain_timeout: drain?,
+            access_log: raw.server.access_log.unwrap_or(true),
+            listeners: listeners?,
+            routes: routes.into_iter().collect::<Option<_>>()?,
+            clusters: clusters.into_iter().collect::<Option<_>>()?,
+        })
+    }
+
+    fn listeners(&mut self, raw: &[RawListener]) -> Option<Vec<ListenerConfig>> {
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut addrs: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for (i, l) in raw.iter().enumerate() {
+            let key = format!("listeners[{i}]");
+            let name = l.name.get_ref().as_str();
+            if name.is_empty() {
+                self.error(format!("{key}.name"), &l.name, "must not be empty");
+            } else if let Some(first) = names.insert(name, i) {
+                self.error(
+                    format!("{key}.name"),
+                    &l.name,
+                    format!("duplicate listener name \"{name}\" (also listeners[{first}])"),
+                );
+            }
+            let addr = self.socket_addr(&format!("{key}.listen"), &l.listen);
+            if let Some(addr) = addr {
+                if let Some(first) = addrs.insert(addr, i) {
+                    self.error(
+                        format!("{key}.listen"),
+                        &l.listen,
+                        format!("{addr} is already used by listeners[{first}]"),
+                    );
+                }
+            }
+            out.push(self.listener(&key, l, addr));
+        }
+        out.into_iter().collect()
+    }
+
+    fn listener(
+        &mut self,
+        key: &str,
+        l: &RawListener,
+        addr: Option<SocketAddr>,
+    ) -> Option<ListenerConfig> {
+        let header_read = self.duration(
+            &format!("{key}.header_read_timeout_ms"),
+            &l.header_read_timeout_ms,
+            DEFAULT_HEADER_READ_MS,
+        );
+        let handshake = self.duration(
+            &format!("{key}.handshake_timeout_ms"),
+            &l.handshake_timeout_ms,
+            DEFAULT_HANDSHAKE_MS,
+        );
+        let max_header = self.bounded(
+            &format!("{key}.max_header_bytes"),
+            &l.max_header_bytes,
+            DEFAULT_MAX_HEADER_BYTES,
+            MIN_HEADER_BYTES..=MAX_HEADER_BYTES,
+        );
+        let max_body = match &l.max_request_body_bytes {
+            Some(v) if *v.get_ref() == 0 => {
+                self.error(
+                    format!("{key}.max_request_body_bytes"),
+                    v,
+                    "must be greater than 0",
+                );
+                None
+            }
+            other => Some(other.as_ref().map(|v| *v.get_ref())),
+        };
+        let tls = match &l.tls {
+            Some(t) => Some(self.listener_tls(&format!("{key}.tls"), t)?),
+            None => None,
+        };
+        Some(ListenerConfig {
+            name: l.name.get_ref().clone(),
+            addr: addr?,
+            tls,
+            header_read_timeout: header_read?,
+            handshake_timeout: handshake?,
+            max_header_bytes: max_header? as usize,
+            max_request_body_bytes: max_body?,
+        })
+    }
+
+    fn listener_tls(&mut self, key: &str, t: &RawListenerTls) -> Option<ListenerTls> {
+        let cert_path = self.path(&t.cert);
+        let key_path = self.path(&t.key);
+        let chain = self.load(&format!("{key}.cert"), &t.cert, || {
+            pem::load_certs(&cert_path)
+        });
+        let private_key = self.load(&format!("{key}.key"), &t.key, || pem::load_key(&key_path));
+        let client_ca = t.client_ca.as_ref().map(|ca| (ca, self.path(ca)));
+        let client_roots = match &client_ca {
+            Some((spanned, path)) => {
+                Some(self.load(&format!("{key}.client_ca"), spanned, || {
+                    pem::load_roots(path)
+                })?)
+            }
+            None => None,
+        };
+        let options = ServerOptions {
+            cert_chain: chain?,
+            key: private_key?,
+            kx: kx_policy(t.pq_only),
+            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            client_roots,
+        };
+        let server_config = self.load(&format!("{key}.key"), &t.key, || {
+            aegis_tls::server_config(options)
+        })?;
+        Some(ListenerTls {
+            cert: cert_path,
+            key: key_path,
+            pq_only: t.pq_only,
+            client_ca: client_ca.map(|(_, p)| p),
+            server_config,
+        })
+    }
+
+    fn route(&mut self, i: usize, r: &RawRoute, clusters: &[&str]) -> Option<RouteConfig> {
+        let key = format!("routes[{i}]");
+        let host = match &r.host {
+            Some(h) => {
+                let parsed = host_match(h.get_ref());
+                if parsed.is_none() {
+                    self.error(
+                        format!("{key}.host"),
+                        h,
+                        format!(
+                            "\"{}\" is not a host name, \"*\" or \"*.suffix\"",
+                            h.get_ref()
+                        ),
+                    );
+                }
+                parsed
+            }
+            None => Some(HostMatch::Any),
+        };
+        let path_prefix = match &r.path_prefix {
+            Some(p) if !p.get_ref().starts_with('/') => {
+                self.error(
+                    format!("{key}.path_prefix"),
+                    p,
+                    format!("\"{}\" must start with \"/\"", p.get_ref()),
+                );
+                None
+            }
+            Some(p) => Some(p.get_ref().clone()),
+            None => Some("/".to_owned()),
+        };
+        let cluster = clusters.iter().position(|c| c == r.cluster.get_ref());
+        if cluster.is_none() {
+            self.error(
+                format!("{key}.cluster"),
+                &r.cluster,
+                format!("no cluster named \"{}\"", r.cluster.get_ref()),
+            );
+        }
+        Some(RouteConfig {
+            name: r.name.clone().unwrap_or(key),
+            host: host?,
+            path_prefix: path_prefix?,
+            cluster: cluster?,
+        })
+    }
+
+    fn cluster(&mut self, name: &str, spanned: &Spanned<RawCluster>) -> Option<ClusterConfig> {
+        let key = format!("clusters.{name}");
+        let c = spanned.get_ref();
+        if c.endpoints.get_ref().is_empty() {
+            self.error(
+                format!("{key}.endpoints"),
+                &c.endpoints,
+                "must list at least one endpoint",
+            );
+        }
+        let endpoints: Vec<_> = c
+            .endpoints
+            .get_ref()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let parsed = endpoint_addr(e.get_ref());
+                if let Err(message) = &parsed {
+                    self.error(format!("{key}.endpoints[{i}]"), e, message.clone());
+                }
+                parsed.ok()
+            })
+            .collect();
+        let connect = self.duration(
+            &format!("{key}.connect_timeout_ms"),
+            &c.connect_timeout_ms,
+            DEFAULT_CONNECT_MS,
+        );
+        let request = self.duration(
+            &format!("{key}.request_timeout_ms"),
+            &c.request_timeout_ms,
+            DEFAULT_REQUEST_MS,
+        );
+        let idle = self.duration(
+            &format!("{key}.idle_timeout_ms"),
+            &c.idle_timeout_ms,
+            DEFAULT_IDLE_MS,
+        );
+        let tls = match &c.tls {
+            Some(t) => Some(self.upstream_tls(&format!("{key}.tls"), spanned, t, c.protocol)?),
+            None => None,
+        };
+        Some(ClusterConfig {
+            name: name.to_owned(),
+            lb: c.lb,
+            protocol: c.protocol,
+            endpoints: endpoints.into_iter().collect::<Option<_>>()?,
+            connect_timeout: connect?,
+            request_timeout: request?,
+            idle_timeout: idle?,
+            tls,
+        })
+    }
+
+    fn upstream_tls(
+        &mut self,
+        key: &str,
+        cluster: &Spanned<RawCluster>,
+        t: &RawUpstreamTls,
+        protocol: UpstreamProtocol,
+    ) -> Option<UpstreamTls> {
+        let ca_path = self.path(&t.ca);
+        let roots = self.load(&format!("{key}.ca"), &t.ca, || pem::load_roots(&ca_path));
+        let client_auth = match (&t.cert, &t.key) {
+            (Some(cert), Some(private_key)) => {
+                let (cert_path, key_path) = (self.path(cert), self.path(private_key));
+                let chain = self.load(&format!("{key}.cert"), cert, || pem::load_certs(&cert_path));
+                let k = self.load(&format!("{key}.key"), private_key, || {
+                    pem::load_key(&key_path)
+                });
+                Some(Some((
+                    ClientAuth {
+                        cert_chain: chain?,
+                        key: k?,
+                    },
+                    cert_path,
+                )))
+            }
+            (None, None) => Some(None),
+            (Some(only), None) | (None, Some(only)) => {
+                self.error(key.to_owned(), only, "cert and key must be given together");
+                None
+            }
+        };
+        if let Some(name) = &t.server_name {
+            if rustls::pki_types::ServerName::try_from(name.get_ref().as_str()).is_err() {
+                self.error(
+                    format!("{key}.server_name"),
+                    name,
+                    format!("\"{}\" is not a valid server name", name.get_ref()),
+                );
+                return None;
+            }
+        }
+        let (client_auth, cert) = match client_auth? {
+            Some((auth, path)) => (Some(auth), Some(path)),
+            None => (None, None),
+        };
+        let alpn = match protocol {
+            UpstreamProtocol::Http1 => b"http/1.1".to_vec(),
+            UpstreamProtocol::Http2 => b"h2".to_vec(),
+        };
+        let options = ClientOptions {
+            roots: roots?,
+            client_auth,
+            kx: kx_policy(t.pq_only),
+            alpn: vec![alpn],
+        };
+        let client_config = self.load(key, cluster, || aegis_tls::client_config(options))?;
+        Some(UpstreamTls {
+            ca: ca_path,
+            cert,
+            server_name: t.server_name.as_ref().map(|n| n.get_ref().clone()),
+            pq_only: t.pq_only,
+            client_config,
+        })
+    }
+
+    fn load<S, T, E: std::fmt::Display>(
+        &mut self,
+        key: &str,
+        at: &Spanned<S>,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Option<T> {
+        f().map_err(|e| self.error(key.to_owned(), at, e.to_string()))
+            .ok()
+    }
+
+    fn path(&self, p: &Spanned<String>) -> PathBuf {
+        self.base_dir.join(p.get_ref())
+    }
+
+    fn socket_addr(&mut self, key: &str, v: &Spanned<String>) -> Option<SocketAddr> {
+        let text = v.get_ref();
+        match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                let message = if text.parse::<std::net::IpAddr>().is_ok() {
+                    format!("\"{text}\" has no port")
+                } else {
+                    format!("\"{text}\" is not an ip:port address")
+                };
+                self.error(key.to_owned(), v, message);
+                None
+            }
+        }
+    }
+
+    fn duration(
+        &mut self,
+        key: &str,
+        v: &Option<Spanned<u64>>,
+        default_ms: u64,
+    ) -> Option<Duration> {
+        let ms = self.bounded(key, v, default_ms, 1..=u64::from(u32::MAX))?;
+        Some(Duration::from_millis(ms))
+    }
+
+    fn bounded(
+        &mut self,
+        key: &str,
+        v: &Option<Spanned<u64>>,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Option<u64> {
+        let Some(spanned) = v else {
+            return Some(default);
+        };
+        let value = *spanned.get_ref();
+        if range.contains(&value) {
+            return Some(value);
+        }
+        let message = if *range.start() == 1 && value == 0 {
+            "must be greater than 0".to_owned()
+        } else {
+            format!("{value} is outside {}..={}", range.start(), range.end())
+        };
+        self.error(key.to_owned(), spanned, message);
+        None
+    }
+}
+
+fn kx_policy(pq_only: bool) -> KxPolicy {
+    if pq_only {
+        KxPolicy::PostQuantumOnly
+    } else {
+        KxPolicy::PreferPostQuantum
+    }
+}
+
+/// Parses a route host pattern: `*`, `*.suffix` or a host name.
+fn host_match(pattern: &str) -> Option<HostMatch> {
+    let lower = pattern.to_ascii_lowercase();
+    if lower == "*" {
+        return Some(HostMatch::Any);
+    }
+    let (suffix, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let valid = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    match (valid, suffix) {
+        (false, _) => None,
+        (true, true) => Some(HostMatch::Suffix(format!(".{name}"))),
+        (true, false) => Some(HostMatch::Exact(name.to_owned())),
+    }
+}
+
+/// Parses `host:port` or `[v6]:port`.
+fn endpoint_addr(text: &str) -> Result<EndpointAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(EndpointAddr {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        });
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("\"{text}\" has no port"));
+    };
+    if host.is_empty() || host.contains(':') || host.contains('/') {
+        return Err(format!("\"{text}\" is not a host:port address"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(EndpointAddr {
+            host: host.to_owned(),
+            port: p,
+        }),
+        _ => Err(format!("\"{text}\" has an invalid port")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

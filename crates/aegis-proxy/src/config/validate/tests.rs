@@ -1,0 +1,244 @@
+//! One test per rule, asserting the message a user reads.
+
+use std::path::Path;
+
+use super::*;
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(text, Path::new("/nonexistent")) {
+        Ok(_) => panic!("config unexpectedly valid:\n{text}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const VALID: &str = r#"
+[admin]
+listen = "127.0.0.1:9901"
+
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:8080"
+
+[[routes]]
+host = "*"
+path_prefix = "/"
+cluster = "api"
+
+[clusters.api]
+lb = "least_request"
+endpoints = ["127.0.0.1:9000", "127.0.0.1:9001"]
+"#;
+
+#[test]
+fn the_sample_config_is_valid_and_takes_defaults() {
+    let config = parse(VALID, Path::new(".")).unwrap();
+    assert_eq!(config.admin, Some("127.0.0.1:9901".parse().unwrap()));
+    assert_eq!(
+        config.listeners[0].header_read_timeout,
+        Duration::from_secs(10)
+    );
+    assert_eq!(config.listeners[0].max_header_bytes, 65536);
+    assert_eq!(config.clusters[0].connect_timeout, Duration::from_secs(5));
+    assert_eq!(config.routes[0].name, "routes[0]");
+    assert!(config.access_log);
+}
+
+#[test]
+fn endpoint_without_port() {
+    let text = VALID.replace("\"127.0.0.1:9001\"", "\"10.0.0.1\"");
+    assert_eq!(
+        errors(&text),
+        ["clusters.api.endpoints[1], line 16: \"10.0.0.1\" has no port"]
+    );
+}
+
+#[test]
+fn endpoint_with_bad_port() {
+    let text = VALID.replace("\"127.0.0.1:9001\"", "\"api.internal:99999\"");
+    assert_eq!(
+        errors(&text),
+        ["clusters.api.endpoints[1], line 16: \"api.internal:99999\" has an invalid port"]
+    );
+}
+
+#[test]
+fn unknown_key_is_an_error() {
+    let text = VALID.replace(
+        "lb = \"least_request\"",
+        "lb = \"least_request\"\nretries = 3",
+    );
+    assert_eq!(
+        errors(&text),
+        ["clusters.api.retries, line 16: unknown field `retries`, expected one of `lb`, `protocol`, `endpoints`, `connect_timeout_ms`, `request_timeout_ms`, `idle_timeout_ms`, `tls`"]
+    );
+}
+
+#[test]
+fn unknown_lb_policy() {
+    let text = VALID.replace("\"least_request\"", "\"random\"");
+    assert_eq!(
+        errors(&text),
+        ["clusters.api.lb, line 15: unknown variant `random`, expected `round_robin` or `least_request`"]
+    );
+}
+
+#[test]
+fn syntax_error_names_the_line() {
+    let text = VALID.replace("path_prefix = \"/\"", "path_prefix = ");
+    let found = errors(&text);
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("line 11: "), "{found:?}");
+}
+
+#[test]
+fn listen_address_without_port() {
+    let text = VALID.replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0\"");
+    assert_eq!(
+        errors(&text),
+        ["listeners[0].listen, line 7: \"0.0.0.0\" has no port"]
+    );
+}
+
+#[test]
+fn admin_address_that_is_not_an_address() {
+    let text = VALID.replace("127.0.0.1:9901", "localhost:9901");
+    assert_eq!(
+        errors(&text),
+        ["admin.listen, line 3: \"localhost:9901\" is not an ip:port address"]
+    );
+}
+
+#[test]
+fn route_to_unknown_cluster() {
+    let text = VALID.replace("cluster = \"api\"", "cluster = \"apl\"");
+    assert_eq!(
+        errors(&text),
+        ["routes[0].cluster, line 12: no cluster named \"apl\""]
+    );
+}
+
+#[test]
+fn path_prefix_must_start_with_slash() {
+    let text = VALID.replace("path_prefix = \"/\"", "path_prefix = \"api\"");
+    assert_eq!(
+        errors(&text),
+        ["routes[0].path_prefix, line 11: \"api\" must start with \"/\""]
+    );
+}
+
+#[test]
+fn host_pattern_must_be_a_name_star_or_suffix() {
+    let text = VALID.replace("host = \"*\"", "host = \"api.*.com\"");
+    assert_eq!(
+        errors(&text),
+        ["routes[0].host, line 10: \"api.*.com\" is not a host name, \"*\" or \"*.suffix\""]
+    );
+}
+
+#[test]
+fn cluster_needs_endpoints() {
+    let text = VALID.replace("[\"127.0.0.1:9000\", \"127.0.0.1:9001\"]", "[]");
+    assert_eq!(
+        errors(&text),
+        ["clusters.api.endpoints, line 16: must list at least one endpoint"]
+    );
+}
+
+#[test]
+fn zero_timeout_is_rejected() {
+    let text = VALID.replace(
+        "lb = \"least_request\"",
+        "lb = \"least_request\"\nconnect_timeout_ms = 0",
+    );
+    assert_eq!(
+        errors(&text),
+        ["clusters.api.connect_timeout_ms, line 16: must be greater than 0"]
+    );
+}
+
+#[test]
+fn header_limit_has_bounds() {
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nmax_header_bytes = 100",
+    );
+    assert_eq!(
+        errors(&text),
+        ["listeners[0].max_header_bytes, line 8: 100 is outside 8192..=1048576"]
+    );
+}
+
+#[test]
+fn duplicate_listener_name_and_address() {
+    let text = VALID.replace(
+        "[[routes]]",
+        "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:8080\"\n\n[[routes]]",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "listeners[1].name, line 10: duplicate listener name \"public\" (also listeners[0])",
+            "listeners[1].listen, line 11: 127.0.0.1:8080 is already used by listeners[0]",
+        ]
+    );
+}
+
+#[test]
+fn missing_certificate_file() {
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\ntls = { cert = \"certs/server.pem\", key = \"certs/server.key\" }",
+    );
+    let found = errors(&text);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with(
+            "listeners[0].tls.cert, line 8: cannot read /nonexistent/certs/server.pem: "
+        ),
+        "{found:?}"
+    );
+    assert!(found[1]
+        .starts_with("listeners[0].tls.key, line 8: cannot read /nonexistent/certs/server.key: "));
+}
+
+#[test]
+fn upstream_mtls_needs_cert_and_key_together() {
+    let text = VALID.replace(
+        "lb = \"least_request\"",
+        "lb = \"least_request\"\ntls = { ca = \"ca.pem\", cert = \"client.pem\" }",
+    );
+    let found = errors(&text);
+    assert!(
+        found
+            .contains(&"clusters.api.tls, line 16: cert and key must be given together".to_owned()),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = VALID
+        .replace("\"127.0.0.1:9001\"", "\"10.0.0.1\"")
+        .replace("cluster = \"api\"", "cluster = \"nope\"")
+        .replace("127.0.0.1:9901", "nowhere");
+    assert_eq!(
+        errors(&text),
+        [
+            "admin.listen, line 3: \"nowhere\" is not an ip:port address",
+            "routes[0].cluster, line 12: no cluster named \"nope\"",
+            "clusters.api.endpoints[1], line 16: \"10.0.0.1\" has no port",
+        ]
+    );
+}
+
+#[test]
+fn listeners_and_routes_are_required() {
+    let text = "[clusters.api]\nendpoints = [\"127.0.0.1:1\"]\n";
+    assert_eq!(
+        errors(text),
+        [
+            "listeners: at least one listener is required",
+            "routes: at least one route is required",
+        ]
+    );
+}

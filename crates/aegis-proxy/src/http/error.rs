@@ -1,0 +1,124 @@
+//! Every way a proxied request can fail, and the one place that turns a failure into a response.
+//!
+//! The variant records which side failed: downstream mistakes are 4xx, upstream failures 502/504.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::upstream::ConnectError;
+use crate::{Body, BoxError};
+
+/// Why a request was answered by the proxy itself.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The request is malformed or ambiguous; it is never forwarded.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// No route matches the host and path.
+    #[error("no route matches")]
+    NoRoute,
+    /// The body is larger than the listener allows.
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: u64,
+    },
+    /// No connection to the endpoint could be opened.
+    #[error("upstream connect failed: {0}")]
+    UpstreamConnect(#[source] BoxError),
+    /// The endpoint did not answer within the request timeout.
+    #[error("upstream sent no response within {0:?}")]
+    UpstreamTimeout(Duration),
+    /// The endpoint closed or reset the exchange.
+    #[error("upstream request failed: {0}")]
+    Upstream(#[source] BoxError),
+}
+
+impl ProxyError {
+    /// Classifies an error from the upstream client, walking its source chain.
+    pub fn from_client(error: hyper_util::client::legacy::Error, body_limit: Option<u64>) -> Self {
+        if let Some(limit) = body_limit {
+            if is_caused_by::<http_body_util::LengthLimitError>(&error) {
+                return Self::BodyTooLarge { limit };
+            }
+        }
+        if error.is_connect() {
+            return Self::UpstreamConnect(Box::new(error));
+        }
+        Self::Upstream(Box::new(error))
+    }
+
+    /// The status code sent to the client.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UpstreamConnect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A short stable name for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::NoRoute => "no_route",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::UpstreamConnect(e) => match find_cause::<ConnectError>(e.as_ref()) {
+                Some(ConnectError::Timeout { .. }) => "connect_timeout",
+                Some(ConnectError::Tls { .. }) => "upstream_tls",
+                Some(ConnectError::Resolve { .. }) => "resolve",
+                _ => "connect",
+            },
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::Upstream(_) => "upstream_reset",
+        }
+    }
+
+    /// Whether the proxy, not the client, is at fault (logged as a warning).
+    pub fn is_upstream(&self) -> bool {
+        self.status().is_server_error()
+    }
+
+    /// The response sent to the client: status plus a one-line text body.
+    pub fn to_response(&self) -> Response<Body> {
+        let text = match self {
+            Self::BadRequest(what) => format!("bad request: {what}\n"),
+            other => format!("{}\n", other.status().canonical_reason().unwrap_or("error")),
+        };
+        let mut response = Response::new(
+            Full::new(Bytes::from(text))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+/// Whether `error` or anything in its source chain is a `T`.
+pub fn is_caused_by<T: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
+    find_cause::<T>(error).is_some()
+}
+
+/// The first `T` in `error`'s source chain, `error` included.
+pub fn find_cause<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}

@@ -1,0 +1,10 @@
+//! HTTP: the version-independent forward path and the HTTP/1.1 + HTTP/2 server around it.
+
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod record;
+pub mod server;
+
+pub use error::ProxyError;
+pub use forward::{forward, ConnInfo, Proxy};

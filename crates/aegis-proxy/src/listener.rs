@@ -1,0 +1,203 @@
+//! Client-facing TCP listeners: accept, optional TLS handshake (counted by group), then HTTP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::ListenerConfig;
+use crate::http::{server, ConnInfo, Proxy};
+use crate::metrics::{HandshakeFailureLabels, HandshakeLabels, ListenerLabels, Metrics};
+
+/// A bound listener and what it needs to serve.
+pub struct Listener {
+    tcp: TcpListener,
+    name: Arc<str>,
+    config: ListenerConfig,
+    builder: auto::Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("name", &self.name)
+            .field("tcp", &self.tcp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    /// Binds the listener's socket.
+    pub async fn bind(config: &ListenerConfig) -> std::io::Result<Self> {
+        let tcp = TcpListener::bind(config.addr).await?;
+        Ok(Self {
+            tcp,
+            name: Arc::from(config.name.as_str()),
+            builder: server::builder(config),
+            tls: config
+                .tls
+                .as_ref()
+                .map(|t| TlsAcceptor::from(t.server_config.clone())),
+            config: config.clone(),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Accepts connections until `shutdown` turns true. Each connection task holds a clone of
+    /// `drain`, so the receiver learns when the last one has finished.
+    pub async fn run(
+        self,
+        proxy: Arc<Proxy>,
+        mut shutdown: watch::Receiver<bool>,
+        drain: mpsc::Sender<()>,
+    ) {
+        let this = Arc::new(self);
+        loop {
+            let accepted = tokio::select! {
+                accepted = this.tcp.accept() => accepted,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Typically EMFILE: back off instead of spinning on the error.
+                    tracing::warn!(listener = &*this.name, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let task = Connection {
+                listener: this.clone(),
+                proxy: proxy.clone(),
+                shutdown: shutdown.clone(),
+                _drain: drain.clone(),
+            };
+            tokio::spawn(task.serve(stream, peer));
+        }
+    }
+}
+
+/// One accepted client connection.
+struct Connection {
+    listener: Arc<Listener>,
+    proxy: Arc<Proxy>,
+    shutdown: watch::Receiver<bool>,
+    _drain: mpsc::Sender<()>,
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
+        let metrics = self.proxy.metrics().clone();
+        let labels = ListenerLabels {
+            listener: self.listener.name.to_string(),
+        };
+        metrics.connections_total.get_or_create(&labels).inc();
+        let _active = ActiveGuard::new(metrics.connections_active.get_or_create(&labels).clone());
+        let mut info = ConnInfo {
+            listener: self.listener.name.clone(),
+            peer,
+            secure: false,
+            tls_group: None,
+            max_request_body_bytes: self.listener.config.max_request_body_bytes,
+        };
+        let Some(acceptor) = &self.listener.tls else {
+            server::serve_connection(
+                &self.listener.builder,
+                stream,
+                self.proxy,
+                info,
+                self.shutdown,
+            )
+            .await;
+            return;
+        };
+        let timeout = self.listener.config.handshake_timeout;
+        let accepted = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
+        let tls = match accepted {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                return self.handshake_failed(
+                    &metrics,
+                    peer,
+                    aegis_tls::failure_reason(&error),
+                    &error,
+                )
+            }
+            Err(_) => {
+                return self.handshake_failed(&metrics, peer, "timeout", &"handshake timed out")
+            }
+        };
+        let session = tls.get_ref().1;
+        let group = session
+            .negotiated_key_exchange_group()
+            .map(aegis_tls::group_name);
+        let protocol = alpn_name(session.alpn_protocol());
+        metrics
+            .handshakes
+            .get_or_create(&HandshakeLabels {
+                listener: self.listener.name.to_string(),
+                group: group.unwrap_or("unknown"),
+                protocol,
+            })
+            .inc();
+        tracing::debug!(listener = &*self.listener.name, client = %peer, group, protocol, "tls handshake");
+        info.secure = true;
+        info.tls_group = group;
+        server::serve_connection(&self.listener.builder, tls, self.proxy, info, self.shutdown)
+            .await;
+    }
+
+    fn handshake_failed(
+        &self,
+        metrics: &Metrics,
+        peer: SocketAddr,
+        reason: &'static str,
+        error: &dyn std::fmt::Display,
+    ) {
+        metrics
+            .handshake_failures
+            .get_or_create(&HandshakeFailureLabels {
+                listener: self.listener.name.to_string(),
+                reason,
+            })
+            .inc();
+        tracing::info!(listener = &*self.listener.name, client = %peer, reason, %error, "tls handshake failed");
+    }
+}
+
+fn alpn_name(alpn: Option<&[u8]>) -> &'static str {
+    match alpn {
+        Some(b"h2") => "h2",
+        Some(b"http/1.1") => "http/1.1",
+        Some(_) => "other",
+        None => "none",
+    }
+}
+
+/// Keeps the active-connections gauge raised for the life of a connection.
+struct ActiveGuard(Gauge);
+
+impl ActiveGuard {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,222 @@
+//! The `aegis-proxy` command: parse arguments, load and validate configuration, run.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use aegis_proxy::config::Config;
+use aegis_proxy::demo::{self, DemoOptions};
+use aegis_proxy::quick::QuickOptions;
+use clap::{Parser, Subcommand};
+use prometheus_client::registry::Registry;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{filter, EnvFilter, Layer};
+
+/// Exit code for a configuration the proxy refuses to run.
+const EXIT_CONFIG: u8 = 2;
+
+/// Aegis-Flow: post-quantum reverse proxy.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Runtime worker threads (default: number of CPUs).
+    #[arg(long, global = true)]
+    workers: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy from a configuration file.
+    Run {
+        /// Path of the TOML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print every error with its key and line.
+    Validate {
+        /// Path of the TOML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Proxy one address to one or more upstreams, without a configuration file.
+    ReverseProxy {
+        /// Address to listen on, e.g. 127.0.0.1:8443.
+        #[arg(long)]
+        from: String,
+        /// Upstream host:port (repeat for several).
+        #[arg(long, required = true)]
+        to: Vec<String>,
+        /// Certificate chain (PEM) to serve TLS with.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Private key (PEM) for --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Offer only the hybrid post-quantum group X25519MLKEM768.
+        #[arg(long, requires = "tls_cert")]
+        pq_only: bool,
+        /// Write JSON access-log lines to stdout.
+        #[arg(long)]
+        access_log: bool,
+        /// Serve the admin endpoints on this address.
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// Create a local CA and a certificate for localhost and 127.0.0.1.
+    Cert {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Start loopback origins and the proxy on HTTPS with a fresh CA; Ctrl-C to stop.
+    Demo {
+        /// HTTPS listener address.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: String,
+        /// Admin listener address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Validate { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => config_failure(&config, &errors),
+        },
+        Command::Run { config: path } => match Config::load(&path) {
+            Ok(config) => serve(cli.workers, config),
+            Err(errors) => config_failure(&path, &errors),
+        },
+        Command::ReverseProxy {
+            from,
+            to,
+            tls_cert,
+            tls_key,
+            pq_only,
+            access_log,
+            admin,
+        } => {
+            let options = QuickOptions {
+                from,
+                to,
+                tls: tls_cert.zip(tls_key),
+                pq_only,
+                access_log,
+                admin,
+            };
+            match options.to_config(Path::new(".")) {
+                Ok(config) => serve(cli.workers, config),
+                Err(errors) => config_failure(Path::new("reverse-proxy"), &errors),
+            }
+        }
+        Command::Cert { out } => match demo::write_certs(&out) {
+            Ok(()) => {
+                println!(
+                    "wrote {0}/ca.pem, {0}/server.pem, {0}/server.key (localhost, 127.0.0.1, ::1), {0}/client.pem, {0}/client.key",
+                    out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error),
+        },
+        Command::Demo { listen, admin } => {
+            let dir = std::env::temp_dir().join(format!("aegis-demo-{}", std::process::id()));
+            let options = DemoOptions { listen, admin, dir };
+            block_on(cli.workers, async move {
+                let running = demo::start(&options).await?;
+                eprintln!("{}", demo::instructions(&options, &running));
+                wait_for_signal().await?;
+                running.shutdown().await;
+                Ok(())
+            })
+        }
+    }
+}
+
+fn serve(workers: Option<usize>, config: Config) -> ExitCode {
+    block_on(workers, async move {
+        let running = aegis_proxy::run(config, Registry::default()).await?;
+        wait_for_signal().await?;
+        tracing::info!("draining");
+        if running.shutdown().await {
+            tracing::info!("drained");
+        } else {
+            tracing::warn!("drain timeout reached; closing remaining connections");
+        }
+        Ok(())
+    })
+}
+
+fn block_on(
+    workers: Option<usize>,
+    task: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.build() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&error.into()),
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error),
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        result = tokio::signal::ctrl_c() => result?,
+    }
+    Ok(())
+}
+
+fn config_failure(path: &Path, errors: &aegis_proxy::config::ConfigErrors) -> ExitCode {
+    for error in &errors.0 {
+        eprintln!("{}: {error}", path.display());
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::FAILURE
+}
+
+/// JSON access-log lines go to stdout; diagnostics go to stderr (filtered by `RUST_LOG`).
+fn init_logging() {
+    let access = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(std::io::stdout)
+        .with_filter(filter::Targets::new().with_target(
+            aegis_proxy::http::record::ACCESS_LOG_TARGET,
+            tracing::Level::INFO,
+        ));
+    let diagnostics = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter::filter_fn(|meta| {
+            meta.target() != aegis_proxy::http::record::ACCESS_LOG_TARGET
+        }))
+        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+    tracing_subscriber::registry()
+        .with(access)
+        .with(diagnostics)
+        .init();
+}

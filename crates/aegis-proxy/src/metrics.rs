@@ -1,0 +1,171 @@
+//! Prometheus metrics, registered into a registry the caller owns (never a global one).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of `aegis_http_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Listener name.
+    pub listener: String,
+    /// Route name, or empty when no route matched.
+    pub route: String,
+    /// Cluster name, or empty when no route matched.
+    pub cluster: String,
+    /// Response status code.
+    pub status: u16,
+    /// Client HTTP version: `http/1.0`, `http/1.1`, `h2`, `h3`.
+    pub protocol: &'static str,
+}
+
+/// Labels of `aegis_upstream_request_duration_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// Cluster name.
+    pub cluster: String,
+}
+
+/// Labels of `aegis_downstream_connections_active`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// Listener name.
+    pub listener: String,
+}
+
+/// Labels of `aegis_tls_handshakes_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// Listener name.
+    pub listener: String,
+    /// Negotiated key-exchange group (`X25519MLKEM768`, `X25519`, ...).
+    pub group: &'static str,
+    /// Negotiated ALPN protocol (`h2`, `http/1.1`, `h3`), `none` without ALPN.
+    pub protocol: &'static str,
+}
+
+/// Labels of `aegis_tls_handshake_failures_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeFailureLabels {
+    /// Listener name.
+    pub listener: String,
+    /// Short reason (`no_shared_group`, `timeout`, `eof`, ...).
+    pub reason: &'static str,
+}
+
+/// Labels of `aegis_upstream_errors_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    /// Cluster name.
+    pub cluster: String,
+    /// Short reason (`connect`, `connect_timeout`, `timeout`, `reset`, ...).
+    pub reason: &'static str,
+}
+
+/// All proxy metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Requests answered, by listener, route, cluster, status and protocol.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time from sending a request upstream to receiving its response head.
+    pub upstream_duration: Family<ClusterLabels, Histogram, fn() -> Histogram>,
+    /// Upstream failures by reason.
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    /// Open client connections.
+    pub connections_active: Family<ListenerLabels, Gauge>,
+    /// Client connections accepted.
+    pub connections_total: Family<ListenerLabels, Counter>,
+    /// Completed TLS handshakes by group and protocol.
+    pub handshakes: Family<HandshakeLabels, Counter>,
+    /// Failed TLS handshakes by reason.
+    pub handshake_failures: Family<HandshakeFailureLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~26 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 19))
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under the `aegis` prefix.
+    pub fn new(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            requests: Family::default(),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
+            upstream_errors: Family::default(),
+            connections_active: Family::default(),
+            connections_total: Family::default(),
+            handshakes: Family::default(),
+            handshake_failures: Family::default(),
+        };
+        let aegis = registry.sub_registry_with_prefix("aegis");
+        aegis.register(
+            "http_requests",
+            "Requests answered, by listener, route, cluster, status and client protocol",
+            metrics.requests.clone(),
+        );
+        aegis.register(
+            "upstream_request_duration_seconds",
+            "Time from sending a request upstream to its response head",
+            metrics.upstream_duration.clone(),
+        );
+        aegis.register(
+            "upstream_errors",
+            "Upstream requests that failed, by reason",
+            metrics.upstream_errors.clone(),
+        );
+        aegis.register(
+            "downstream_connections_active",
+            "Open client connections",
+            metrics.connections_active.clone(),
+        );
+        aegis.register(
+            "downstream_connections",
+            "Client connections accepted",
+            metrics.connections_total.clone(),
+        );
+        aegis.register(
+            "tls_handshakes",
+            "Completed TLS handshakes by negotiated key-exchange group and protocol",
+            metrics.handshakes.clone(),
+        );
+        aegis.register(
+            "tls_handshake_failures",
+            "Failed TLS handshakes by reason",
+            metrics.handshake_failures.clone(),
+        );
+        metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    #[test]
+    fn handshakes_are_exposed_with_group_and_protocol() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        metrics
+            .handshakes
+            .get_or_create(&HandshakeLabels {
+                listener: "public".into(),
+                group: "X25519MLKEM768",
+                protocol: "h2",
+            })
+            .inc();
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(
+                "aegis_tls_handshakes_total{listener=\"public\",group=\"X25519MLKEM768\",protocol=\"h2\"} 1"
+            ),
+            "{text}"
+        );
+    }
+}

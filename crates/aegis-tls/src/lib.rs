@@ -1,0 +1,54 @@
+//! TLS for Aegis-Flow: every cryptographic choice the proxy makes lives here.
+//!
+//! One provider (rustls with aws-lc-rs), TLS 1.3 only, and an explicit key-exchange list with the
+//! hybrid post-quantum group `X25519MLKEM768` first ([`kx`]). This crate builds rustls server and
+//! client configurations ([`server`], [`client`]), loads PEM files ([`pem`]), makes local
+//! certificates for demos and tests ([`local_ca`]) and names what went wrong in a handshake
+//! ([`failure`]). It does not open sockets or perform I/O beyond reading PEM files.
+
+pub mod client;
+pub mod failure;
+pub mod kx;
+pub mod local_ca;
+pub mod pem;
+pub mod server;
+
+pub use client::{client_config, ClientAuth, ClientOptions};
+pub use failure::failure_reason;
+pub use kx::{group_name, provider, KxPolicy};
+pub use local_ca::{LocalCa, ServerCert};
+pub use server::{server_config, ServerOptions};
+
+/// Re-export of the rustls version this crate is built against.
+pub use rustls;
+
+use std::path::PathBuf;
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file that failed.
+        path: PathBuf,
+        /// The underlying parse or I/O error.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A certificate file held no certificate.
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate {
+        /// The file that was empty of certificates.
+        path: PathBuf,
+    },
+    /// rustls rejected the configuration (for example a key that does not match the certificate).
+    #[error("tls configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The certificate authority bundle could not be used.
+    #[error("certificate authority rejected: {0}")]
+    Roots(String),
+    /// Certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+}

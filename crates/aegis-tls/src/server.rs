@@ -1,0 +1,43 @@
+//! Server-side (listener) TLS configuration.
+
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+use crate::{kx, KxPolicy, TlsError};
+
+/// What a TLS listener needs.
+#[derive(Debug)]
+pub struct ServerOptions {
+    /// Leaf certificate first, then intermediates.
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+    /// Key-exchange groups offered.
+    pub kx: KxPolicy,
+    /// ALPN protocols, most preferred first (e.g. `h2`, `http/1.1`).
+    pub alpn: Vec<Vec<u8>>,
+    /// When set, clients must present a certificate issued by one of these roots (mTLS).
+    pub client_roots: Option<RootCertStore>,
+}
+
+/// Builds a TLS 1.3-only server configuration.
+pub fn server_config(options: ServerOptions) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = kx::provider(options.kx);
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = match options.client_roots {
+        Some(roots) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::Roots(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(options.cert_chain, options.key)?;
+    config.alpn_protocols = options.alpn;
+    Ok(Arc::new(config))
+}
