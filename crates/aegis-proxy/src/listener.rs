@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ListenerConfig;
+use crate::http::framing::FramingGuard;
 use crate::http::{server, ConnInfo, Proxy};
 use crate::metrics::{HandshakeFailureLabels, HandshakeLabels, ListenerLabels, Metrics};
 
@@ -115,7 +116,7 @@ impl Connection {
         let Some(acceptor) = &self.listener.tls else {
             server::serve_connection(
                 &self.listener.builder,
-                stream,
+                FramingGuard::new(stream),
                 self.proxy,
                 info,
                 self.shutdown,
@@ -155,8 +156,13 @@ impl Connection {
         tracing::debug!(listener = &*self.listener.name, client = %peer, group, protocol, "tls handshake");
         info.secure = true;
         info.tls_group = group;
-        server::serve_connection(&self.listener.builder, tls, self.proxy, info, self.shutdown)
-            .await;
+        let builder = &self.listener.builder;
+        if protocol == "h2" {
+            server::serve_connection(builder, tls, self.proxy, info, self.shutdown).await;
+        } else {
+            let tls = FramingGuard::new(tls);
+            server::serve_connection(builder, tls, self.proxy, info, self.shutdown).await;
+        }
     }
 
     fn handshake_failed(

@@ -115,8 +115,12 @@ where
             }
             record.error = Some(error.reason());
             let mut response = error.to_response();
-            if error.status() == http::StatusCode::BAD_REQUEST && version < Version::HTTP_2 {
-                // After a framing error the connection's byte stream cannot be trusted.
+            let status = error.status();
+            let unread_body = status == http::StatusCode::PAYLOAD_TOO_LARGE;
+            if (status == http::StatusCode::BAD_REQUEST || unread_body) && version < Version::HTTP_2
+            {
+                // After a framing error the byte stream cannot be trusted, and an unread body
+                // would be taken for the next request: close instead of keeping alive.
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));

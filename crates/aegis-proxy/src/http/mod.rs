@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod forward;
+pub mod framing;
 pub mod headers;
 pub mod record;
 pub mod server;

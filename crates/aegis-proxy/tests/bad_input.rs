@@ -1,0 +1,227 @@
+//! Bad input gets a clear status, is never forwarded, and costs no connection or task.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn plain_proxy(
+    origin: &Origin,
+    extra_listener: &str,
+    extra_cluster: &str,
+) -> (TestDir, aegis_proxy::Running) {
+    let dir = TestDir::new("bad");
+    let proxy = start(
+        &config(None, &[origin.addr], extra_listener, extra_cluster),
+        &dir,
+    )
+    .await;
+    (dir, proxy)
+}
+
+fn status_line(response: &str) -> &str {
+    response.lines().next().unwrap_or("")
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_rejected_and_never_forwarded() {
+    let origin = origin(Behaviour::Answer).await;
+    let (_dir, proxy) = plain_proxy(&origin, "", "").await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let cases: [&[u8]; 6] = [
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ];
+    for case in cases {
+        let response = raw(addr, case).await;
+        assert_eq!(
+            status_line(&response),
+            "HTTP/1.1 400 Bad Request",
+            "{}\n---\n{response}",
+            String::from_utf8_lossy(case)
+        );
+    }
+    let response = raw(addr, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert_eq!(
+        status_line(&response),
+        "HTTP/1.1 400 Bad Request",
+        "missing host"
+    );
+    let response = raw(addr, b"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(
+        status_line(&response),
+        "HTTP/1.1 400 Bad Request",
+        "bad target"
+    );
+    assert_eq!(origin.hits(), 0);
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let origin = origin(Behaviour::Answer).await;
+    let (_dir, proxy) = plain_proxy(&origin, "max_header_bytes = 8192", "").await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let response = raw(addr, big.as_bytes()).await;
+    assert_eq!(
+        status_line(&response),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+    assert_eq!(origin.hits(), 0);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413() {
+    let origin = origin(Behaviour::Answer).await;
+    let (_dir, proxy) = plain_proxy(&origin, "max_request_body_bytes = 1000", "").await;
+    let addr = proxy.listener_addr("public").unwrap();
+
+    let declared = format!(
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n{}",
+        "x".repeat(2000)
+    );
+    assert_eq!(
+        status_line(&raw(addr, declared.as_bytes()).await),
+        "HTTP/1.1 413 Payload Too Large"
+    );
+
+    // Chunked: the limit is only known to be exceeded while streaming.
+    let chunk = "x".repeat(600);
+    let chunked = format!(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    assert_eq!(
+        status_line(&raw(addr, chunked.as_bytes()).await),
+        "HTTP/1.1 413 Payload Too Large"
+    );
+
+    let small = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    assert_eq!(
+        status_line(&raw(addr, small.as_bytes()).await),
+        "HTTP/1.1 200 OK"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_headers_are_cut_off() {
+    let origin = origin(Behaviour::Answer).await;
+    let (_dir, proxy) = plain_proxy(&origin, "header_read_timeout_ms = 2000", "").await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    // Paused time jumps to the proxy's timer while the client waits; the proxy must close.
+    let read = tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "connection still open after 30s");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(origin.hits(), 0);
+}
+
+#[tokio::test]
+async fn refused_upstream_is_502() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let dir = TestDir::new("refused");
+    let proxy = start(&config(None, &[dead], "", ""), &dir).await;
+    let answer = http(proxy.listener_addr("public").unwrap(), get("/"), false)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 502);
+    let text = metrics(&proxy).await;
+    assert_eq!(
+        metric(
+            &text,
+            "aegis_upstream_errors_total{cluster=\"api\",reason=\"connect\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn upstream_that_never_finishes_tls_is_502_after_the_connect_timeout() {
+    // Accepts TCP but never speaks TLS.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let dir = TestDir::new("tlstimeout");
+    let hop = "connect_timeout_ms = 200\ntls = { ca = \"ca.pem\", server_name = \"localhost\" }";
+    let proxy = start(&config(None, &[addr], "", hop), &dir).await;
+    let answer = http(proxy.listener_addr("public").unwrap(), get("/"), false)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 502);
+    let text = metrics(&proxy).await;
+    assert_eq!(
+        metric(
+            &text,
+            "aegis_upstream_errors_total{cluster=\"api\",reason=\"connect_timeout\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    drop(silent);
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let origin = origin(Behaviour::Hang).await;
+    let (_dir, proxy) = plain_proxy(&origin, "", "request_timeout_ms = 200").await;
+    let answer = http(proxy.listener_addr("public").unwrap(), get("/"), false)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 504);
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn unmatched_route_is_404() {
+    let origin = origin(Behaviour::Answer).await;
+    let dir = TestDir::new("noroute");
+    let toml = config(None, &[origin.addr], "", "")
+        .replace("[[routes]]", "[[routes]]\nhost = \"api.test\"");
+    let proxy = start(&toml, &dir).await;
+    let answer = http(proxy.listener_addr("public").unwrap(), get("/"), false)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 404);
+    assert_eq!(origin.hits(), 0);
+}
+
+#[tokio::test]
+async fn no_connection_outlives_bad_requests() {
+    let origin = origin(Behaviour::Answer).await;
+    let (_dir, proxy) = plain_proxy(&origin, "", "").await;
+    let addr = proxy.listener_addr("public").unwrap();
+    for _ in 0..20 {
+        raw(
+            addr,
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+        )
+        .await;
+        raw(addr, b"garbage\r\n\r\n").await;
+    }
+    // Each `raw` call read until the proxy closed; the gauge must be back at zero.
+    let series = "aegis_downstream_connections_active{listener=\"public\"}";
+    let mut active = None;
+    for _ in 0..100 {
+        active = metric(&metrics(&proxy).await, series);
+        if active == Some(0.0) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(active, Some(0.0));
+}

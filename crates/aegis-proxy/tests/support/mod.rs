@@ -1,0 +1,309 @@
+//! Test glue: certificates on disk, an in-process proxy, TLS and raw clients, small origins.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aegis_proxy::{Config, Running};
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::registry::Registry;
+use rustls::crypto::aws_lc_rs::{self, kx_group};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A folder with a fresh CA, a server certificate for 127.0.0.1/localhost and a client pair.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "aegis-test-{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        aegis_proxy::demo::write_certs(&path).expect("write certs");
+        Self { path }
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        self.path.join(name).display().to_string()
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.path.join(name);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    pub fn roots(&self) -> rustls::RootCertStore {
+        aegis_tls::pem::load_roots(&self.path.join("ca.pem")).unwrap()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Starts the proxy in-process from TOML text (relative paths resolve against `dir`).
+pub async fn start(toml: &str, dir: &TestDir) -> Running {
+    let config =
+        Config::parse(toml, &dir.path).unwrap_or_else(|e| panic!("invalid test config:\n{e}"));
+    aegis_proxy::run(config, Registry::default())
+        .await
+        .expect("proxy starts")
+}
+
+/// Client key-exchange offers.
+#[derive(Clone, Copy, Debug)]
+pub enum Groups {
+    /// Only X25519MLKEM768.
+    PqOnly,
+    /// Only classical groups (X25519, secp256r1).
+    Classical,
+}
+
+pub fn client_tls(
+    roots: rustls::RootCertStore,
+    groups: Groups,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    client_tls_with_auth(roots, groups, alpn, None)
+}
+
+pub fn client_tls_with_auth(
+    roots: rustls::RootCertStore,
+    groups: Groups,
+    alpn: &[&[u8]],
+    auth: Option<(&TestDir, &str, &str)>,
+) -> Arc<rustls::ClientConfig> {
+    let kx_groups = match groups {
+        Groups::PqOnly => vec![kx_group::X25519MLKEM768],
+        Groups::Classical => vec![kx_group::X25519, kx_group::SECP256R1],
+    };
+    let provider = CryptoProvider {
+        kx_groups,
+        ..aws_lc_rs::default_provider()
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match auth {
+        Some((dir, cert, key)) => builder
+            .with_client_auth_cert(
+                aegis_tls::pem::load_certs(&dir.path.join(cert)).unwrap(),
+                aegis_tls::pem::load_key(&dir.path.join(key)).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+    pub group: Option<&'static str>,
+}
+
+/// One request over a new TLS connection; HTTP/2 when ALPN picks `h2`.
+pub async fn https(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    request: Request<Full<Bytes>>,
+) -> anyhow::Result<Answer> {
+    let tcp = TcpStream::connect(addr).await?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .context("tls handshake")?;
+    let session = tls.get_ref().1;
+    let group = session
+        .negotiated_key_exchange_group()
+        .map(aegis_tls::group_name);
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let mut answer = send(tls, request, h2).await?;
+    answer.group = group;
+    Ok(answer)
+}
+
+/// One request over a new cleartext connection (h2c by prior knowledge when `h2`).
+pub async fn http(
+    addr: SocketAddr,
+    request: Request<Full<Bytes>>,
+    h2: bool,
+) -> anyhow::Result<Answer> {
+    let tcp = TcpStream::connect(addr).await?;
+    send(tcp, request, h2).await
+}
+
+async fn send<IO>(io: IO, request: Request<Full<Bytes>>, h2: bool) -> anyhow::Result<Answer>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    let response: Response<hyper::body::Incoming> = if h2 {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        tokio::spawn(conn);
+        sender.send_request(request).await?
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        sender.send_request(request).await?
+    };
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        group: None,
+    })
+}
+
+pub fn get(uri: &str) -> Request<Full<Bytes>> {
+    Request::get(uri)
+        .header("host", "localhost")
+        .body(Full::default())
+        .unwrap()
+}
+
+/// Writes raw bytes and reads until the server closes (or `limit` bytes arrive).
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads the admin `/metrics` page.
+pub async fn metrics(running: &Running) -> String {
+    let admin = running.admin_addr().expect("admin configured");
+    let answer = http(admin, get("/metrics"), false).await.unwrap();
+    assert_eq!(answer.status, 200);
+    answer.body
+}
+
+/// The value of one exposition line, e.g. `aegis_tls_handshakes_total{...}`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// A minimal TOML config: one listener (plain or TLS) in front of `endpoints`.
+pub fn config(
+    listener_tls: Option<&str>,
+    endpoints: &[SocketAddr],
+    extra_listener: &str,
+    extra_cluster: &str,
+) -> String {
+    let tls = listener_tls
+        .map(|t| format!("tls = {t}\n"))
+        .unwrap_or_default();
+    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+{tls}{extra_listener}
+
+[[routes]]
+cluster = "api"
+
+[clusters.api]
+endpoints = [{endpoints}]
+{extra_cluster}
+"#,
+        endpoints = endpoints.join(", ")
+    )
+}
+
+pub const TLS: &str = r#"{ cert = "server.pem", key = "server.key" }"#;
+pub const TLS_PQ_ONLY: &str = r#"{ cert = "server.pem", key = "server.key", pq_only = true }"#;
+
+/// What a test origin does with each request.
+#[derive(Clone)]
+pub enum Behaviour {
+    /// Answer 200 `ok` at once.
+    Answer,
+    /// Never answer.
+    Hang,
+    /// Signal `arrived`, then answer once `release` is notified.
+    Gate {
+        arrived: Arc<tokio::sync::Notify>,
+        release: Arc<tokio::sync::Notify>,
+    },
+}
+
+/// An HTTP/1.1 origin that counts the requests it receives.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub hits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Origin {
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+pub async fn origin(behaviour: Behaviour) -> Origin {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            let behaviour = behaviour.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let behaviour = behaviour.clone();
+                        async move {
+                            match behaviour {
+                                Behaviour::Answer => {}
+                                Behaviour::Hang => std::future::pending::<()>().await,
+                                Behaviour::Gate { arrived, release } => {
+                                    arrived.notify_one();
+                                    release.notified().await;
+                                }
+                            }
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                Bytes::from_static(b"ok"),
+                            )))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Origin { addr, hits }
+}

@@ -1,0 +1,129 @@
+//! Post-quantum TLS on client listeners and on the upstream (mesh) hop.
+
+mod support;
+
+use aegis_proxy::demo::spawn_origin;
+use support::*;
+
+#[tokio::test]
+async fn pq_client_gets_200_over_h1_and_h2_and_metrics_show_the_group() {
+    let dir = TestDir::new("pq");
+    let origin = spawn_origin("o1").await.unwrap();
+    let proxy = start(&config(Some(TLS), &[origin], "", ""), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let client = client_tls(dir.roots(), Groups::PqOnly, &[alpn]);
+        let answer = https(addr, client, get("/hello")).await.unwrap();
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(answer.group, Some("X25519MLKEM768"));
+        assert!(answer.body.contains("\"origin\":\"o1\""), "{}", answer.body);
+    }
+
+    let text = metrics(&proxy).await;
+    for protocol in ["http/1.1", "h2"] {
+        let series = format!(
+            "aegis_tls_handshakes_total{{listener=\"public\",group=\"X25519MLKEM768\",protocol=\"{protocol}\"}}"
+        );
+        assert_eq!(metric(&text, &series), Some(1.0), "{text}");
+    }
+    for protocol in ["http/1.1", "h2"] {
+        let series = format!(
+            "aegis_http_requests_total{{listener=\"public\",route=\"routes[0]\",cluster=\"api\",status=\"200\",protocol=\"{protocol}\"}}"
+        );
+        assert_eq!(metric(&text, &series), Some(1.0), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn classical_client_falls_back_to_x25519() {
+    let dir = TestDir::new("classical");
+    let origin = spawn_origin("o1").await.unwrap();
+    let proxy = start(&config(Some(TLS), &[origin], "", ""), &dir).await;
+    let client = client_tls(dir.roots(), Groups::Classical, &[b"h2"]);
+    let answer = https(proxy.listener_addr("public").unwrap(), client, get("/"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.group, Some("X25519"));
+}
+
+#[tokio::test]
+async fn pq_only_listener_rejects_classical_clients_and_counts_it() {
+    let dir = TestDir::new("pqonly");
+    let origin = spawn_origin("o1").await.unwrap();
+    let proxy = start(&config(Some(TLS_PQ_ONLY), &[origin], "", ""), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+
+    let classical = client_tls(dir.roots(), Groups::Classical, &[b"h2"]);
+    let error = https(addr, classical, get("/")).await.unwrap_err();
+    assert!(
+        format!("{error:#}").contains("HandshakeFailure"),
+        "{error:#}"
+    );
+
+    let pq = client_tls(dir.roots(), Groups::PqOnly, &[b"h2"]);
+    let answer = https(addr, pq, get("/")).await.unwrap();
+    assert_eq!((answer.status, answer.group), (200, Some("X25519MLKEM768")));
+
+    let text = metrics(&proxy).await;
+    let failures =
+        "aegis_tls_handshake_failures_total{listener=\"public\",reason=\"no_shared_group\"}";
+    assert_eq!(metric(&text, failures), Some(1.0), "{text}");
+}
+
+/// Proxy A (cleartext in) → mTLS, PQ-only → proxy B (requires client certs, PQ-only) → origin.
+#[tokio::test]
+async fn upstream_mtls_hop_is_post_quantum() {
+    let dir = TestDir::new("mesh");
+    let origin = spawn_origin("o1").await.unwrap();
+    let inner_tls =
+        r#"{ cert = "server.pem", key = "server.key", pq_only = true, client_ca = "ca.pem" }"#;
+    let inner = start(&config(Some(inner_tls), &[origin], "", ""), &dir).await;
+    let inner_addr = inner.listener_addr("public").unwrap();
+
+    let hop = r#"tls = { ca = "ca.pem", cert = "client.pem", key = "client.key", server_name = "localhost", pq_only = true }"#;
+    let outer = start(&config(None, &[inner_addr], "", hop), &dir).await;
+    let answer = http(outer.listener_addr("public").unwrap(), get("/mesh"), false)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(
+        answer.body.contains("\"via\":\"1.1 aegis, 1.1 aegis\""),
+        "{}",
+        answer.body
+    );
+
+    let text = metrics(&inner).await;
+    let series = "aegis_tls_handshakes_total{listener=\"public\",group=\"X25519MLKEM768\",protocol=\"http/1.1\"}";
+    assert_eq!(metric(&text, series), Some(1.0), "{text}");
+
+    // Without a client certificate the inner proxy refuses the hop: 502 at the outer one.
+    let no_cert = r#"tls = { ca = "ca.pem", server_name = "localhost" }"#;
+    let outer = start(&config(None, &[inner_addr], "", no_cert), &dir).await;
+    let answer = http(outer.listener_addr("public").unwrap(), get("/"), false)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 502, "{answer:?}");
+}
+
+#[tokio::test]
+async fn upstream_h2_over_tls() {
+    let dir = TestDir::new("h2up");
+    let origin = spawn_origin("o1").await.unwrap();
+    let inner = start(&config(Some(TLS), &[origin], "", ""), &dir).await;
+    let hop = "protocol = \"http2\"\ntls = { ca = \"ca.pem\", server_name = \"localhost\" }";
+    let outer = start(
+        &config(None, &[inner.listener_addr("public").unwrap()], "", hop),
+        &dir,
+    )
+    .await;
+    let answer = http(outer.listener_addr("public").unwrap(), get("/"), false)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let text = metrics(&inner).await;
+    let series =
+        "aegis_tls_handshakes_total{listener=\"public\",group=\"X25519MLKEM768\",protocol=\"h2\"}";
+    assert_eq!(metric(&text, series), Some(1.0), "{text}");
+}
