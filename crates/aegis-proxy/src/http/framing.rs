@@ -131,7 +131,7 @@ impl<IO> FramingGuard<IO> {
 
     fn chunk_byte(&mut self, byte: u8) {
         self.state = match (self.state, byte) {
-            (State::ChunkSize { size, .. }, b'\n') if size == 0 => State::Trailers(0),
+            (State::ChunkSize { size: 0, .. }, b'\n') => State::Trailers(0),
             (State::ChunkSize { size, .. }, b'\n') => State::ChunkData(size),
             (
                 State::ChunkSize {
