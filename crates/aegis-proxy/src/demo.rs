@@ -75,6 +75,7 @@ fn answer(name: &str, request: Request<Incoming>) -> Response<OriginBody> {
         "x-forwarded-for": header("x-forwarded-for"),
         "x-forwarded-proto": header("x-forwarded-proto"),
         "via": header("via"),
+        "headers": request.headers().keys().map(|k| k.as_str()).collect::<Vec<_>>(),
     });
     let mut response = Response::new(
         Full::new(Bytes::from(format!("{body}\n")))

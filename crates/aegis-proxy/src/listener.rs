@@ -16,20 +16,28 @@ use crate::http::framing::FramingGuard;
 use crate::http::{server, ConnInfo, Proxy};
 use crate::metrics::{HandshakeFailureLabels, HandshakeLabels, ListenerLabels, Metrics};
 
-/// A bound listener and what it needs to serve.
+/// A bound listener socket and what its connections need.
+///
+/// The socket is kept apart from [`Shared`], which connections hold: when the accept loop ends,
+/// the socket closes at once even while connections drain.
+#[derive(Debug)]
 pub struct Listener {
     tcp: TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// What every connection of a listener reads.
+struct Shared {
     name: Arc<str>,
     config: ListenerConfig,
     builder: auto::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
 }
 
-impl std::fmt::Debug for Listener {
+impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listener")
+        f.debug_struct("Shared")
             .field("name", &self.name)
-            .field("tcp", &self.tcp)
             .finish_non_exhaustive()
     }
 }
@@ -38,8 +46,7 @@ impl Listener {
     /// Binds the listener's socket.
     pub async fn bind(config: &ListenerConfig) -> std::io::Result<Self> {
         let tcp = TcpListener::bind(config.addr).await?;
-        Ok(Self {
-            tcp,
+        let shared = Shared {
             name: Arc::from(config.name.as_str()),
             builder: server::builder(config),
             tls: config
@@ -47,6 +54,10 @@ impl Listener {
                 .as_ref()
                 .map(|t| TlsAcceptor::from(t.server_config.clone())),
             config: config.clone(),
+        };
+        Ok(Self {
+            tcp,
+            shared: Arc::new(shared),
         })
     }
 
@@ -63,24 +74,23 @@ impl Listener {
         mut shutdown: watch::Receiver<bool>,
         drain: mpsc::Sender<()>,
     ) {
-        let this = Arc::new(self);
         loop {
             let accepted = tokio::select! {
-                accepted = this.tcp.accept() => accepted,
+                accepted = self.tcp.accept() => accepted,
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
                     // Typically EMFILE: back off instead of spinning on the error.
-                    tracing::warn!(listener = &*this.name, %error, "accept failed");
+                    tracing::warn!(listener = &*self.shared.name, %error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
             let _ = stream.set_nodelay(true);
             let task = Connection {
-                listener: this.clone(),
+                listener: self.shared.clone(),
                 proxy: proxy.clone(),
                 shutdown: shutdown.clone(),
                 _drain: drain.clone(),
@@ -92,7 +102,7 @@ impl Listener {
 
 /// One accepted client connection.
 struct Connection {
-    listener: Arc<Listener>,
+    listener: Arc<Shared>,
     proxy: Arc<Proxy>,
     shutdown: watch::Receiver<bool>,
     _drain: mpsc::Sender<()>,

@@ -1,5 +1,6 @@
 //! The `aegis-proxy` command: parse arguments, load and validate configuration, run.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -210,6 +211,7 @@ fn init_logging() {
             tracing::Level::INFO,
         ));
     let diagnostics = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(filter::filter_fn(|meta| {
             meta.target() != aegis_proxy::http::record::ACCESS_LOG_TARGET

@@ -1,0 +1,270 @@
+//! The `aegis-proxy` binary: validate, cert, signals, and streaming in bounded memory.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_aegis-proxy");
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("aegis-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn validate_prints_every_error_with_key_and_line_and_exits_2() {
+    let dir = temp_dir("validate");
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"[admin]
+listen = "127.0.0.1:9901"
+
+[[listeners]]
+name = "public"
+listen = "0.0.0.0:8443"
+tls = { cert = "certs/server.pem", key = "certs/server.key", pq_only = false }
+
+[[routes]]
+host = "*"
+path_prefix = "/"
+cluster = "api"
+
+[clusters.api]
+lb = "least_request"
+endpoints = [
+  "127.0.0.1:9000",
+  "10.0.0.1",
+]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let p = path.display();
+    let d = dir.display();
+    let expected = [
+        format!("{p}: listeners[0].tls.cert, line 7: cannot read {d}/certs/server.pem: I/O error: No such file or directory (os error 2)"),
+        format!("{p}: listeners[0].tls.key, line 7: cannot read {d}/certs/server.key: I/O error: No such file or directory (os error 2)"),
+        format!("{p}: clusters.api.endpoints[1], line 18: \"10.0.0.1\" has no port"),
+    ];
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn cert_then_validate_then_run_until_sigterm() {
+    let dir = temp_dir("cert");
+    let out = Command::new(BIN)
+        .args(["cert", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.join("ok.toml");
+    std::fs::write(
+        &path,
+        r#"[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+tls = { cert = "server.pem", key = "server.key" }
+
+[[routes]]
+cluster = "api"
+
+[clusters.api]
+endpoints = ["127.0.0.1:9"]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (mut child, _) = spawn(&["run", "--config", path.to_str().unwrap()]);
+    terminate(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn run_refuses_a_broken_config_before_binding() {
+    let dir = temp_dir("broken");
+    let path = dir.join("broken.toml");
+    std::fs::write(
+        &path,
+        "[[listeners]]\nname = \"x\"\nlisten = \"127.0.0.1:0\"\nbogus = 1\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("listeners[0].bogus, line 4: unknown field `bogus`"),
+        "{stderr}"
+    );
+}
+
+/// Starts the binary and waits for its first `listening` line; returns it and the address.
+fn spawn(args: &[&str]) -> (Child, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("proxy exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Upload and download `AEGIS_STREAM_MIB` (default 1024) MiB each through the proxy binary;
+/// its peak RSS must stay under 64 MiB.
+#[test]
+fn large_bodies_stream_in_bounded_memory() {
+    let mib: u64 = std::env::var("AEGIS_STREAM_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let origin = runtime
+        .block_on(aegis_proxy::demo::spawn_origin("bulk"))
+        .unwrap();
+    let (mut child, addr) = spawn(&[
+        "reverse-proxy",
+        "--from",
+        "127.0.0.1:0",
+        "--to",
+        &origin.to_string(),
+    ]);
+    let total = mib * 1024 * 1024;
+    let (up, down) = runtime.block_on(async {
+        let up = stream_upload(addr, total).await;
+        let down = stream_download(addr, total).await;
+        (up, down)
+    });
+    assert_eq!((up, down), (total, total));
+    let peak_mib = peak_rss_kib(child.id()) / 1024;
+    eprintln!("proxy peak RSS: {peak_mib} MiB after {mib} MiB each way");
+    terminate(&child);
+    child.wait().unwrap();
+    assert!(
+        peak_mib < 64,
+        "proxy peak RSS {peak_mib} MiB for {mib} MiB each way"
+    );
+}
+
+/// POSTs `total` zero bytes to the echo origin and counts what comes back.
+async fn stream_upload(addr: SocketAddr, total: u64) -> u64 {
+    use http_body_util::BodyExt;
+    let chunk = bytes::Bytes::from(vec![0u8; 256 * 1024]);
+    let frames = (0..total / chunk.len() as u64)
+        .map(move |_| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone())));
+    let body = http_body_util::StreamBody::new(IterStream(frames));
+    let request = http::Request::post("/echo")
+        .header("host", "bulk")
+        .body(body)
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            received += data.len() as u64;
+        }
+    }
+    received
+}
+
+async fn stream_download(addr: SocketAddr, total: u64) -> u64 {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get(format!("/bytes/{total}"))
+        .header("host", "bulk")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            received += data.len() as u64;
+        }
+    }
+    received
+}
+
+struct IterStream<I>(I);
+
+impl<I: Iterator + Unpin> futures_core::Stream for IterStream<I> {
+    type Item = I::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<I::Item>> {
+        std::task::Poll::Ready(self.0.next())
+    }
+}

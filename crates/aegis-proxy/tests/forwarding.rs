@@ -1,0 +1,205 @@
+//! What reaches the origin and what comes back: headers, protocols, balancing, access log.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use aegis_proxy::demo::spawn_origin;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use support::*;
+
+#[tokio::test]
+async fn forwarding_headers_are_added_and_hop_by_hop_ones_removed() {
+    let dir = TestDir::new("headers");
+    let origin = spawn_origin("o1").await.unwrap();
+    let proxy = start(&config(None, &[origin], "", ""), &dir).await;
+    let request = Request::get("/h?x=1")
+        .header("host", "shop.example")
+        .header("connection", "x-secret")
+        .header("x-secret", "1")
+        .header("keep-alive", "timeout=5")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-kept", "yes")
+        .body(Full::default())
+        .unwrap();
+    let answer = http(proxy.listener_addr("public").unwrap(), request, false)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    let seen: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(seen["host"], "shop.example");
+    assert_eq!(seen["path"], "/h");
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["via"], "1.1 aegis");
+    let headers: Vec<&str> = seen["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert!(headers.contains(&"x-kept"), "{headers:?}");
+    for hop in ["connection", "x-secret", "keep-alive"] {
+        assert!(!headers.contains(&hop), "{hop} forwarded: {headers:?}");
+    }
+    assert_eq!(answer.headers["via"], "1.1 aegis");
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_on_a_plain_listener() {
+    let dir = TestDir::new("h2c");
+    let origin = spawn_origin("o1").await.unwrap();
+    let proxy = start(&config(None, &[origin], "", ""), &dir).await;
+    let request = Request::get("http://localhost/x")
+        .body(Full::default())
+        .unwrap();
+    let answer = http(proxy.listener_addr("public").unwrap(), request, true)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.body.contains("\"via\":\"2 aegis\""),
+        "{}",
+        answer.body
+    );
+    let text = metrics(&proxy).await;
+    let series = "aegis_http_requests_total{listener=\"public\",route=\"routes[0]\",cluster=\"api\",status=\"200\",protocol=\"h2\"}";
+    assert_eq!(metric(&text, series), Some(1.0), "{text}");
+}
+
+#[tokio::test]
+async fn round_robin_alternates_between_endpoints() {
+    let dir = TestDir::new("rr");
+    let a = spawn_origin("a").await.unwrap();
+    let b = spawn_origin("b").await.unwrap();
+    let proxy = start(&config(None, &[a, b], "", "lb = \"round_robin\""), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let answer = http(addr, get("/"), false).await.unwrap();
+        let seen: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        order.push(seen["origin"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(order, ["a", "b", "a", "b"]);
+}
+
+#[tokio::test]
+async fn routes_match_host_and_path_in_order() {
+    let dir = TestDir::new("routes");
+    let api = spawn_origin("api").await.unwrap();
+    let web = spawn_origin("web").await.unwrap();
+    let toml = format!(
+        r#"
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+
+[[routes]]
+host = "*.example.com"
+path_prefix = "/api/"
+cluster = "api"
+
+[[routes]]
+cluster = "web"
+
+[clusters.api]
+endpoints = ["{api}"]
+
+[clusters.web]
+endpoints = ["{web}"]
+"#
+    );
+    let proxy = start(&toml, &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let origin_for = |host: &'static str, path: &'static str| async move {
+        let request = Request::get(path)
+            .header("host", host)
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let answer = http(addr, request, false).await.unwrap();
+        let seen: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        seen["origin"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(origin_for("shop.example.com", "/api/v1").await, "api");
+    assert_eq!(origin_for("shop.example.com:8443", "/api/v1").await, "api");
+    assert_eq!(origin_for("shop.example.com", "/index.html").await, "web");
+    assert_eq!(origin_for("example.com", "/api/v1").await, "web");
+}
+
+#[tokio::test]
+async fn post_bodies_stream_both_ways() {
+    let dir = TestDir::new("echo");
+    let origin = spawn_origin("o1").await.unwrap();
+    let proxy = start(&config(Some(TLS), &[origin], "", ""), &dir).await;
+    let body = "x".repeat(3 * 1024 * 1024);
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let client = client_tls(dir.roots(), Groups::PqOnly, &[alpn]);
+        let request = Request::post("/echo")
+            .header("host", "localhost")
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap();
+        let answer = https(proxy.listener_addr("public").unwrap(), client, request)
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body.len(), body.len());
+    }
+}
+
+/// Collects what the access log writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn access_log_line_names_tls_group_and_http_version() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let layer = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_writer(move || writer.clone());
+    let subscriber = tracing_subscriber::registry().with(layer).with(
+        tracing_subscriber::filter::Targets::new()
+            .with_target("aegis::access", tracing::Level::INFO),
+    );
+    // A current-thread test runtime: the proxy's tasks log on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = TestDir::new("accesslog");
+    let origin = spawn_origin("o1").await.unwrap();
+    let proxy = start(&config(Some(TLS), &[origin], "", ""), &dir).await;
+    let client = client_tls(dir.roots(), Groups::PqOnly, &[b"h2"]);
+    let answer = https(
+        proxy.listener_addr("public").unwrap(),
+        client,
+        get("/logged"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200);
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(text.lines().next().expect("one access-log line")).unwrap();
+    assert_eq!(line["tls_group"], "X25519MLKEM768");
+    assert_eq!(line["protocol"], "h2");
+    assert_eq!(line["path"], "/logged");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["cluster"], "api");
+    assert_eq!(line["completed"], true);
+}
