@@ -268,3 +268,27 @@ impl<I: Iterator + Unpin> futures_core::Stream for IterStream<I> {
         std::task::Poll::Ready(self.0.next())
     }
 }
+
+#[test]
+fn the_example_config_validates() {
+    let dir = temp_dir("example");
+    let out = Command::new(BIN)
+        .args(["cert", "--out"])
+        .arg(dir.join("certs"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/aegis.toml");
+    std::fs::copy(example, dir.join("aegis.toml")).unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(dir.join("aegis.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
