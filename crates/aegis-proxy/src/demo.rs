@@ -175,6 +175,7 @@ pub async fn start(options: &DemoOptions) -> anyhow::Result<crate::Running> {
             options.dir.join("server.key"),
         )),
         pq_only: false,
+        h3: true,
         access_log: true,
         admin: Some(options.admin.clone()),
     };
@@ -193,12 +194,15 @@ pub fn instructions(options: &DemoOptions, running: &crate::Running) -> String {
         .unwrap_or_default();
     let ca = options.dir.join("ca.pem");
     format!(
-        "Aegis-Flow demo: three origins behind https://{https} (TLS 1.3, X25519MLKEM768 preferred)\n\
+        "Aegis-Flow demo: three origins behind https://{https} (TLS 1.3, X25519MLKEM768 preferred;\n\
+         HTTP/1.1 and HTTP/2 on TCP, HTTP/3 on UDP, same port)\n\
          \n\
          Try it:\n  curl --cacert {ca} https://{https}/hello\n\
          \x20 curl --cacert {ca} --http2 -d 'echo me' https://{https}/echo\n\
          See what was negotiated (group label):\n  curl -s http://{admin}/metrics | grep aegis_tls_handshakes\n\
          Force post-quantum with a PQ client (see ../shared/bench/pqload):\n  pqload probe --url https://{https}/ --ca {ca} --groups pq\n\
+         HTTP/3 (QUIC, X25519MLKEM768):\n  pqload probe --url https://{https}/ --ca {ca} --groups pq --http 3\n\
+         \x20 curl --http3-only --cacert {ca} https://{https}/hello   (with an HTTP/3-enabled curl)\n\
          Admin: http://{admin}/healthz /ready /metrics /config\n\
          Access log: JSON lines on stdout. Ctrl-C drains and exits.\n",
         ca = ca.display()

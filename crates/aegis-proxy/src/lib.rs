@@ -123,10 +123,10 @@ pub async fn run(config: Config, mut registry: Registry) -> Result<Running, RunE
     let ready = Arc::new(AtomicBool::new(true));
     let mut listeners = Vec::new();
     for (listener, l) in bound.into_iter().zip(&config.listeners) {
-        let addr = listener.local_addr().unwrap_or(l.addr);
+        let addr = listener.local_addr();
         tracing::info!(listener = l.name, %addr, tls = l.tls.is_some(), "listening");
         listeners.push((l.name.clone(), addr));
-        tokio::spawn(listener.run(proxy.clone(), shutdown_rx.clone(), drain.clone()));
+        listener.spawn(proxy.clone(), shutdown_rx.clone(), drain.clone());
     }
     let admin_addr = match admin {
         Some(tcp) => {

@@ -58,6 +58,9 @@ enum Command {
         /// Offer only the hybrid post-quantum group X25519MLKEM768.
         #[arg(long, requires = "tls_cert")]
         pq_only: bool,
+        /// Also serve HTTP/3 over QUIC (UDP) on the same port.
+        #[arg(long, requires = "tls_cert")]
+        h3: bool,
         /// Write JSON access-log lines to stdout.
         #[arg(long)]
         access_log: bool,
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
             pq_only,
+            h3,
             access_log,
             admin,
         } => {
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
                 to,
                 tls: tls_cert.zip(tls_key),
                 pq_only,
+                h3,
                 access_log,
                 admin,
             };

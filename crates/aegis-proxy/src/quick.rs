@@ -17,6 +17,8 @@ pub struct QuickOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Offer only the hybrid post-quantum group.
     pub pq_only: bool,
+    /// Also serve HTTP/3 (QUIC) on the same port.
+    pub h3: bool,
     /// Write JSON access-log lines.
     pub access_log: bool,
     /// Admin listener address.
@@ -46,6 +48,10 @@ impl QuickOptions {
                     ("pq_only", self.pq_only.into()),
                 ]),
             );
+        }
+        if self.h3 {
+            let protocols = ["http/1.1", "h2", "h3"].map(toml::Value::from);
+            listener.insert("protocols".into(), toml::Value::Array(protocols.to_vec()));
         }
         root.insert(
             "listeners".into(),

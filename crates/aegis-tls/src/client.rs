@@ -31,7 +31,16 @@ pub struct ClientOptions {
 
 /// Builds a TLS 1.3-only client configuration.
 pub fn client_config(options: ClientOptions) -> Result<Arc<ClientConfig>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(kx::provider(options.kx))
+    let provider = kx::provider(options.kx);
+    build(options, provider)
+}
+
+/// Builds the configuration with `provider` (whose groups override `options.kx`).
+pub(crate) fn build(
+    options: ClientOptions,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(options.roots);
     let mut config = match options.client_auth {

@@ -11,14 +11,18 @@ pub mod failure;
 pub mod kx;
 pub mod local_ca;
 pub mod pem;
+pub mod quic;
 pub mod server;
 
 pub use client::{client_config, ClientAuth, ClientOptions};
 pub use failure::failure_reason;
 pub use kx::{group_name, provider, KxPolicy};
 pub use local_ca::{LocalCa, ServerCert};
+pub use quic::{quic_client_config, quic_server_config, QuicHandshake};
 pub use server::{server_config, ServerOptions};
 
+/// Re-export of the quinn version whose crypto traits [`quic`] implements.
+pub use quinn;
 /// Re-export of the rustls version this crate is built against.
 pub use rustls;
 

@@ -26,6 +26,14 @@ pub struct ServerOptions {
 /// Builds a TLS 1.3-only server configuration.
 pub fn server_config(options: ServerOptions) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = kx::provider(options.kx);
+    build(options, provider)
+}
+
+/// Builds the configuration with `provider` (whose groups override `options.kx`).
+pub(crate) fn build(
+    options: ServerOptions,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?;
     let builder = match options.client_roots {

@@ -40,6 +40,10 @@ pub struct ListenerConfig {
     pub addr: SocketAddr,
     /// TLS termination, or plain HTTP/1.1 + h2c when `None`.
     pub tls: Option<ListenerTls>,
+    /// Protocols served.
+    pub protocols: Protocols,
+    /// HTTP/3 over QUIC, when `h3` is among the protocols.
+    pub quic: Option<QuicListener>,
     /// Deadline for a client to send its request head.
     pub header_read_timeout: Duration,
     /// Deadline for the TLS handshake.
@@ -48,6 +52,17 @@ pub struct ListenerConfig {
     pub max_header_bytes: usize,
     /// Largest request body accepted.
     pub max_request_body_bytes: Option<u64>,
+}
+
+impl ListenerConfig {
+    /// The served protocols by name, as in the file.
+    pub fn protocols_list(&self) -> Vec<&'static str> {
+        let p = self.protocols;
+        [(p.http1, "http/1.1"), (p.http2, "h2"), (p.http3, "h3")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect()
+    }
 }
 
 /// TLS settings of a listener, with the rustls configuration already built.
@@ -63,6 +78,73 @@ pub struct ListenerTls {
     pub client_ca: Option<PathBuf>,
     /// The server configuration built from the above.
     pub server_config: Arc<rustls::ServerConfig>,
+}
+
+/// A protocol a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Protocol {
+    /// HTTP/1.1 over TCP.
+    #[serde(rename = "http/1.1")]
+    Http1,
+    /// HTTP/2 over TCP (ALPN `h2`, or h2c by prior knowledge without TLS).
+    #[serde(rename = "h2")]
+    Http2,
+    /// HTTP/3 over QUIC (UDP, same port).
+    #[serde(rename = "h3")]
+    Http3,
+}
+
+/// The set of protocols a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protocols {
+    /// HTTP/1.1 over TCP.
+    pub http1: bool,
+    /// HTTP/2 over TCP.
+    pub http2: bool,
+    /// HTTP/3 over QUIC.
+    pub http3: bool,
+}
+
+impl Protocols {
+    /// Whether a TCP socket is needed.
+    pub fn tcp(&self) -> bool {
+        self.http1 || self.http2
+    }
+
+    /// ALPN identifiers for the TCP listener, most preferred first.
+    pub fn tcp_alpn(&self) -> Vec<Vec<u8>> {
+        let mut alpn = Vec::new();
+        if self.http2 {
+            alpn.push(b"h2".to_vec());
+        }
+        if self.http1 {
+            alpn.push(b"http/1.1".to_vec());
+        }
+        alpn
+    }
+}
+
+/// HTTP/3 settings of a listener, with the QUIC crypto already built.
+#[derive(Clone)]
+pub struct QuicListener {
+    /// TLS 1.3 for QUIC: same certificate and key-exchange groups as the TCP listener.
+    pub crypto: Arc<dyn quinn::crypto::ServerConfig>,
+    /// Concurrent request streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Idle connections close after this.
+    pub idle_timeout: Duration,
+    /// Above this many handshakes in progress, unvalidated clients get a Retry.
+    pub retry_above_handshakes: usize,
+}
+
+impl fmt::Debug for QuicListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuicListener")
+            .field("max_concurrent_streams", &self.max_concurrent_streams)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("retry_above_handshakes", &self.retry_above_handshakes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a route matches the request host.
@@ -241,6 +323,12 @@ impl Config {
                         "key": "[redacted]",
                         "pq_only": t.pq_only,
                         "client_ca": t.client_ca.as_ref().map(|p| p.display().to_string()),
+                    })),
+                    "protocols": l.protocols_list(),
+                    "quic": l.quic.as_ref().map(|q| json!({
+                        "max_concurrent_streams": q.max_concurrent_streams,
+                        "idle_timeout_ms": ms(q.idle_timeout),
+                        "retry_above_handshakes": q.retry_above_handshakes,
                     })),
                     "header_read_timeout_ms": ms(l.header_read_timeout),
                     "handshake_timeout_ms": ms(l.handshake_timeout),

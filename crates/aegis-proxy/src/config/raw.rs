@@ -56,6 +56,10 @@ pub struct RawListener {
     pub listen: Spanned<String>,
     /// Terminate TLS with these settings; plain HTTP (h1 and h2c) without.
     pub tls: Option<RawListenerTls>,
+    /// Protocols served: `http/1.1`, `h2`, `h3` (QUIC on the same port, UDP).
+    pub protocols: Option<Spanned<Vec<super::Protocol>>>,
+    /// HTTP/3 limits.
+    pub quic: Option<RawQuic>,
     /// A client must send its request headers within this time.
     pub header_read_timeout_ms: Option<Spanned<u64>>,
     /// TLS handshake must finish within this time.
@@ -132,4 +136,16 @@ pub struct RawUpstreamTls {
     /// Offer only the hybrid post-quantum group.
     #[serde(default)]
     pub pq_only: bool,
+}
+
+/// `quic = { ... }` on a listener that serves `h3`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuic {
+    /// Concurrent request streams per connection.
+    pub max_concurrent_streams: Option<Spanned<u64>>,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout_ms: Option<Spanned<u64>>,
+    /// Above this many handshakes in progress, new clients must prove their address (Retry).
+    pub retry_above_handshakes: Option<Spanned<u64>>,
 }

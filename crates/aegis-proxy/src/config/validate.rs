@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_tls::{pem, ClientAuth, ClientOptions, KxPolicy, ServerOptions};
@@ -11,7 +12,7 @@ use toml::Spanned;
 use super::raw::{RawCluster, RawConfig, RawListener, RawListenerTls, RawRoute, RawUpstreamTls};
 use super::{
     ClusterConfig, Config, ConfigError, ConfigErrors, EndpointAddr, HostMatch, ListenerConfig,
-    ListenerTls, RouteConfig, UpstreamProtocol, UpstreamTls,
+    ListenerTls, Protocol, Protocols, QuicListener, RouteConfig, UpstreamProtocol, UpstreamTls,
 };
 
 const DEFAULT_DRAIN_MS: u64 = 30_000;
@@ -24,6 +25,9 @@ const MAX_HEADER_BYTES: u64 = 1024 * 1024;
 const DEFAULT_CONNECT_MS: u64 = 5_000;
 const DEFAULT_REQUEST_MS: u64 = 30_000;
 const DEFAULT_IDLE_MS: u64 = 60_000;
+const DEFAULT_QUIC_STREAMS: u64 = 100;
+const DEFAULT_QUIC_IDLE_MS: u64 = 30_000;
+const DEFAULT_QUIC_RETRY_ABOVE: u64 = 64;
 
 /// Parses TOML text and validates it.
 pub(super) fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
@@ -197,14 +201,32 @@ impl Checker<'_> {
             }
             other => Some(other.as_ref().map(|v| *v.get_ref())),
         };
-        let tls = match &l.tls {
-            Some(t) => Some(self.listener_tls(&format!("{key}.tls"), t)?),
+        let protocols = self.protocols(key, l);
+        let wants_h3 = protocols.is_some_and(|p| p.http3);
+        let (tls, quic_crypto) = match &l.tls {
+            Some(t) => {
+                let (tls, quic) =
+                    self.listener_tls(&format!("{key}.tls"), t, protocols, wants_h3)?;
+                (Some(tls), quic)
+            }
+            None => (None, None),
+        };
+        let quic = match quic_crypto {
+            Some(crypto) => Some(self.quic(key, l, crypto)?),
             None => None,
         };
+        if l.quic.is_some() && !wants_h3 {
+            self.error_no_line(
+                &format!("{key}.quic"),
+                "is set but protocols do not include \"h3\"",
+            );
+        }
         Some(ListenerConfig {
             name: l.name.get_ref().clone(),
             addr: addr?,
             tls,
+            protocols: protocols?,
+            quic,
             header_read_timeout: header_read?,
             handshake_timeout: handshake?,
             max_header_bytes: max_header? as usize,
@@ -212,7 +234,71 @@ impl Checker<'_> {
         })
     }
 
-    fn listener_tls(&mut self, key: &str, t: &RawListenerTls) -> Option<ListenerTls> {
+    fn protocols(&mut self, key: &str, l: &RawListener) -> Option<Protocols> {
+        let Some(list) = &l.protocols else {
+            return Some(Protocols {
+                http1: true,
+                http2: true,
+                http3: false,
+            });
+        };
+        let has = |p: Protocol| list.get_ref().contains(&p);
+        let protocols = Protocols {
+            http1: has(Protocol::Http1),
+            http2: has(Protocol::Http2),
+            http3: has(Protocol::Http3),
+        };
+        let key = format!("{key}.protocols");
+        if list.get_ref().is_empty() {
+            self.error(key, list, "must list at least one protocol");
+            return None;
+        }
+        if protocols.http3 && l.tls.is_none() {
+            self.error(key, list, "\"h3\" needs tls (QUIC is always encrypted)");
+            return None;
+        }
+        Some(protocols)
+    }
+
+    fn quic(
+        &mut self,
+        key: &str,
+        l: &RawListener,
+        crypto: Arc<dyn quinn::crypto::ServerConfig>,
+    ) -> Option<QuicListener> {
+        let raw = l.quic.as_ref();
+        let streams = self.bounded(
+            &format!("{key}.quic.max_concurrent_streams"),
+            &raw.and_then(|q| q.max_concurrent_streams.clone()),
+            DEFAULT_QUIC_STREAMS,
+            1..=10_000,
+        );
+        let idle = self.duration(
+            &format!("{key}.quic.idle_timeout_ms"),
+            &raw.and_then(|q| q.idle_timeout_ms.clone()),
+            DEFAULT_QUIC_IDLE_MS,
+        );
+        let retry = self.bounded(
+            &format!("{key}.quic.retry_above_handshakes"),
+            &raw.and_then(|q| q.retry_above_handshakes.clone()),
+            DEFAULT_QUIC_RETRY_ABOVE,
+            0..=1_000_000,
+        );
+        Some(QuicListener {
+            crypto,
+            max_concurrent_streams: streams? as u32,
+            idle_timeout: idle?,
+            retry_above_handshakes: retry? as usize,
+        })
+    }
+
+    fn listener_tls(
+        &mut self,
+        key: &str,
+        t: &RawListenerTls,
+        protocols: Option<Protocols>,
+        wants_h3: bool,
+    ) -> Option<(ListenerTls, Option<Arc<dyn quinn::crypto::ServerConfig>>)> {
         let cert_path = self.path(&t.cert);
         let key_path = self.path(&t.key);
         let chain = self.load(&format!("{key}.cert"), &t.cert, || {
@@ -228,23 +314,40 @@ impl Checker<'_> {
             }
             None => None,
         };
+        let (chain, private_key) = (chain?, private_key?);
+        let quic = match wants_h3 {
+            true => {
+                let options = ServerOptions {
+                    cert_chain: chain.clone(),
+                    key: private_key.clone_key(),
+                    kx: kx_policy(t.pq_only),
+                    alpn: Vec::new(),
+                    client_roots: client_roots.clone(),
+                };
+                Some(self.load(&format!("{key}.key"), &t.key, || {
+                    aegis_tls::quic_server_config(options)
+                })?)
+            }
+            false => None,
+        };
         let options = ServerOptions {
-            cert_chain: chain?,
-            key: private_key?,
+            cert_chain: chain,
+            key: private_key,
             kx: kx_policy(t.pq_only),
-            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            alpn: protocols?.tcp_alpn(),
             client_roots,
         };
         let server_config = self.load(&format!("{key}.key"), &t.key, || {
             aegis_tls::server_config(options)
         })?;
-        Some(ListenerTls {
+        let tls = ListenerTls {
             cert: cert_path,
             key: key_path,
             pq_only: t.pq_only,
             client_ca: client_ca.map(|(_, p)| p),
             server_config,
-        })
+        };
+        Some((tls, quic))
     }
 
     fn route(&mut self, i: usize, r: &RawRoute, clusters: &[&str]) -> Option<RouteConfig> {

@@ -76,6 +76,8 @@ pub struct ConnInfo {
     pub tls_group: Option<&'static str>,
     /// Largest request body the listener accepts.
     pub max_request_body_bytes: Option<u64>,
+    /// `alt-svc` advertisement added to responses (HTTP/3 on the same port).
+    pub alt_svc: Option<HeaderValue>,
 }
 
 /// Forwards one request and returns the response to send, never an error: failures become
@@ -130,6 +132,11 @@ where
     };
     record.status = response.status().as_u16();
     headers::add_via(response.headers_mut(), version);
+    if let Some(alt_svc) = &conn.alt_svc {
+        response
+            .headers_mut()
+            .insert(header::ALT_SVC, alt_svc.clone());
+    }
     response.map(|body| Recorded::new(body, record).boxed_unsync())
 }
 

@@ -29,7 +29,11 @@ pub fn builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         .max_pending_accept_reset_streams(64);
-    builder
+    match (config.protocols.http1, config.protocols.http2) {
+        (true, false) => builder.http1_only(),
+        (false, true) => builder.http2_only(),
+        _ => builder,
+    }
 }
 
 /// Serves one connection until it closes, or drains it once `shutdown` turns true: HTTP/1

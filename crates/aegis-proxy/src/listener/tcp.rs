@@ -1,4 +1,4 @@
-//! Client-facing TCP listeners: accept, optional TLS handshake (counted by group), then HTTP.
+//! TCP listeners: accept, optional TLS handshake (counted by group), then HTTP/1.1 or HTTP/2.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::{alpn_name, ActiveGuard};
 use crate::config::ListenerConfig;
 use crate::http::framing::FramingGuard;
 use crate::http::{server, ConnInfo, Proxy};
@@ -32,6 +32,7 @@ struct Shared {
     config: ListenerConfig,
     builder: auto::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
+    alt_svc: Option<http::HeaderValue>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -54,11 +55,20 @@ impl Listener {
                 .as_ref()
                 .map(|t| TlsAcceptor::from(t.server_config.clone())),
             config: config.clone(),
+            alt_svc: None,
         };
         Ok(Self {
             tcp,
             shared: Arc::new(shared),
         })
+    }
+
+    /// Sets the `alt-svc` value advertised on every response.
+    pub fn with_alt_svc(mut self, alt_svc: Option<http::HeaderValue>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.alt_svc = alt_svc;
+        }
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -122,6 +132,7 @@ impl Connection {
             secure: false,
             tls_group: None,
             max_request_body_bytes: self.listener.config.max_request_body_bytes,
+            alt_svc: self.listener.alt_svc.clone(),
         };
         let Some(acceptor) = &self.listener.tls else {
             server::serve_connection(
@@ -190,30 +201,5 @@ impl Connection {
             })
             .inc();
         tracing::info!(listener = &*self.listener.name, client = %peer, reason, %error, "tls handshake failed");
-    }
-}
-
-fn alpn_name(alpn: Option<&[u8]>) -> &'static str {
-    match alpn {
-        Some(b"h2") => "h2",
-        Some(b"http/1.1") => "http/1.1",
-        Some(_) => "other",
-        None => "none",
-    }
-}
-
-/// Keeps the active-connections gauge raised for the life of a connection.
-struct ActiveGuard(Gauge);
-
-impl ActiveGuard {
-    fn new(gauge: Gauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }

@@ -1,0 +1,191 @@
+//! Serves HTTP/3 on an established QUIC connection, handing every request to
+//! [`forward`](super::forward) like HTTP/1.1 and HTTP/2 do.
+//!
+//! h3 validates frames and headers; a malformed stream is reset with the HTTP/3 error code h3
+//! chose (RFC 9114 §8) and does not disturb the other streams of the connection.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use h3::server::RequestStream;
+use http::{Request, Response, Version};
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::{forward, ConnInfo, Proxy};
+use crate::BoxError;
+
+//= https://www.rfc-editor.org/rfc/rfc9114#section-8.1
+//# H3_NO_ERROR (0x0100): No error. This is used when the connection or stream needs to be
+//# closed, but there is no error to signal.
+const H3_NO_ERROR: u32 = 0x100;
+
+/// Serves requests until the client closes, or drains once `shutdown` turns true: GOAWAY, then
+/// the requests in flight finish, then the connection closes with `H3_NO_ERROR`.
+pub async fn serve_connection(
+    connection: quinn::Connection,
+    proxy: Arc<Proxy>,
+    info: ConnInfo,
+    max_header_bytes: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let built = h3::server::builder()
+        .max_field_section_size(max_header_bytes)
+        .build::<_, Bytes>(h3_quinn::Connection::new(connection.clone()))
+        .await;
+    let mut h3 = match built {
+        Ok(h3) => h3,
+        Err(error) => {
+            tracing::debug!(%error, "http/3 connection setup failed");
+            return;
+        }
+    };
+    let info = Arc::new(info);
+    let mut requests = JoinSet::new();
+    let (mut draining, mut goaway_sent) = (false, false);
+    loop {
+        if draining && requests.is_empty() {
+            connection.close(H3_NO_ERROR.into(), b"shutdown");
+            break;
+        }
+        tokio::select! {
+            accepted = h3.accept() => match accepted {
+                Ok(Some(resolver)) => {
+                    let (proxy, info) = (proxy.clone(), info.clone());
+                    requests.spawn(async move {
+                        match resolver.resolve_request().await {
+                            Ok((request, stream)) => handle(&proxy, &info, request, stream).await,
+                            Err(error) => tracing::debug!(%error, "http/3 request rejected"),
+                        }
+                    });
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::debug!(%error, "http/3 connection ended");
+                    break;
+                }
+            },
+            stop = shutdown.wait_for(|stop| *stop), if !draining => {
+                drop(stop);
+                draining = true;
+            }
+            Some(_) = requests.join_next(), if !requests.is_empty() => continue,
+        }
+        if draining && !goaway_sent {
+            goaway_sent = true;
+            if let Err(error) = h3.shutdown(0).await {
+                tracing::debug!(%error, "http/3 goaway failed");
+            }
+        }
+    }
+    while requests.join_next().await.is_some() {}
+}
+
+async fn handle(
+    proxy: &Proxy,
+    info: &ConnInfo,
+    request: Request<()>,
+    stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+) {
+    let (mut send, recv) = stream.split();
+    let (mut parts, ()) = request.into_parts();
+    parts.version = Version::HTTP_3;
+    let request = Request::from_parts(parts, RecvBody::new(recv));
+    let response = forward(proxy, info, request).await;
+    let (parts, mut body) = response.into_parts();
+    if let Err(error) = send.send_response(Response::from_parts(parts, ())).await {
+        tracing::debug!(%error, "http/3 response head not sent");
+        return;
+    }
+    while let Some(frame) = body.frame().await {
+        let sent = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => send.send_data(data).await,
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => send.send_trailers(trailers).await,
+                    Err(_) => Ok(()),
+                },
+            },
+            Err(error) => {
+                tracing::debug!(%error, "response body failed; resetting http/3 stream");
+                send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                return;
+            }
+        };
+        if let Err(error) = sent {
+            tracing::debug!(%error, "http/3 client went away");
+            return;
+        }
+    }
+    if let Err(error) = send.finish().await {
+        tracing::debug!(%error, "http/3 stream not finished");
+    }
+}
+
+/// The request body of an HTTP/3 stream as an [`http_body::Body`].
+struct RecvBody {
+    stream: RequestStream<h3_quinn::RecvStream, Bytes>,
+    state: RecvState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecvState {
+    Data,
+    Trailers,
+    Done,
+}
+
+impl RecvBody {
+    fn new(stream: RequestStream<h3_quinn::RecvStream, Bytes>) -> Self {
+        Self {
+            stream,
+            state: RecvState::Data,
+        }
+    }
+}
+
+impl HttpBody for RecvBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.state == RecvState::Data {
+            match self.stream.poll_recv_data(cx) {
+                Poll::Ready(Ok(Some(mut data))) => {
+                    let bytes = data.copy_to_bytes(data.remaining());
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                Poll::Ready(Ok(None)) => self.state = RecvState::Trailers,
+                Poll::Ready(Err(error)) => {
+                    self.state = RecvState::Done;
+                    return Poll::Ready(Some(Err(Box::new(error))));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.state == RecvState::Trailers {
+            let polled = self.stream.poll_recv_trailers(cx);
+            if polled.is_ready() {
+                self.state = RecvState::Done;
+            }
+            return match polled {
+                Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+                Poll::Ready(Ok(None)) => Poll::Ready(None),
+                Poll::Ready(Err(error)) => Poll::Ready(Some(Err(Box::new(error)))),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == RecvState::Done
+    }
+}

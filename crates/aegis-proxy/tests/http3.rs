@@ -1,0 +1,231 @@
+//! HTTP/3 over QUIC with post-quantum key exchange, through the same routes and clusters.
+
+mod support;
+
+use aegis_proxy::demo::spawn_origin;
+use bytes::Bytes;
+use http::Method;
+use support::*;
+
+async fn h3_proxy(tls: &str, dir: &TestDir) -> aegis_proxy::Running {
+    let origin = spawn_origin("o1").await.unwrap();
+    start(&config(Some(tls), &[origin], TLS_H3, ""), dir).await
+}
+
+#[tokio::test]
+async fn get_and_large_post_over_h3_with_the_hybrid_group_at_both_mtus() {
+    let dir = TestDir::new("h3");
+    let proxy = h3_proxy(TLS, &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    for (mtu, gso) in [(1200, true), (1200, false), (1452, true)] {
+        let client = QuicClient {
+            mtu,
+            gso,
+            ..QuicClient::default()
+        };
+        let (_endpoint, connection, group) = quic_connect(addr, &dir, client).await.unwrap();
+        assert_eq!(group, Some("X25519MLKEM768"), "mtu {mtu} gso {gso}");
+
+        let mut h3 = H3Client::new(&connection).await.unwrap();
+        let answer = h3
+            .request(Method::GET, "/hello", Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200);
+        assert!(
+            answer.body.contains("\"via\":\"3 aegis\""),
+            "{}",
+            answer.body
+        );
+
+        let body = Bytes::from(vec![b'q'; 4 * 1024 * 1024]);
+        let answer = h3
+            .request(Method::POST, "/echo", body.clone())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body.len(), body.len());
+    }
+    let text = metrics(&proxy).await;
+    let series =
+        "aegis_tls_handshakes_total{listener=\"public\",group=\"X25519MLKEM768\",protocol=\"h3\"}";
+    assert_eq!(metric(&text, series), Some(3.0), "{text}");
+    let requests = "aegis_http_requests_total{listener=\"public\",route=\"routes[0]\",cluster=\"api\",status=\"200\",protocol=\"h3\"}";
+    assert_eq!(metric(&text, requests), Some(6.0), "{text}");
+}
+
+#[tokio::test]
+async fn classical_quic_client_gets_x25519_and_pq_only_refuses_it() {
+    let dir = TestDir::new("h3classic");
+    let proxy = h3_proxy(TLS, &dir).await;
+    let client = QuicClient {
+        groups: Groups::Classical,
+        ..QuicClient::default()
+    };
+    let addr = proxy.listener_addr("public").unwrap();
+    let (_endpoint, connection, _) = quic_connect(addr, &dir, client).await.unwrap();
+    let mut h3 = H3Client::new(&connection).await.unwrap();
+    assert_eq!(
+        h3.request(Method::GET, "/", Bytes::new())
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let text = metrics(&proxy).await;
+    let series = "aegis_tls_handshakes_total{listener=\"public\",group=\"X25519\",protocol=\"h3\"}";
+    assert_eq!(metric(&text, series), Some(1.0), "{text}");
+
+    let strict = h3_proxy(TLS_PQ_ONLY, &dir).await;
+    let addr = strict.listener_addr("public").unwrap();
+    assert!(quic_connect(addr, &dir, client).await.is_err());
+    let text = metrics(&strict).await;
+    let failures =
+        "aegis_tls_handshake_failures_total{listener=\"public\",reason=\"no_shared_group\"}";
+    // The server counts the failure when it processes the client's handshake; poll briefly.
+    let mut seen = metric(&text, failures);
+    for _ in 0..100 {
+        if seen == Some(1.0) {
+            break;
+        }
+        tokio::task::yield_now().await;
+        seen = metric(&metrics(&strict).await, failures);
+    }
+    assert_eq!(seen, Some(1.0));
+    let client = QuicClient::default();
+    let (_endpoint, _connection, group) = quic_connect(addr, &dir, client).await.unwrap();
+    assert_eq!(group, Some("X25519MLKEM768"));
+}
+
+#[tokio::test]
+async fn tcp_responses_advertise_h3() {
+    let dir = TestDir::new("altsvc");
+    let proxy = h3_proxy(TLS, &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let client = client_tls(dir.roots(), Groups::PqOnly, &[alpn]);
+        let answer = https(addr, client, get("/")).await.unwrap();
+        let expected = format!("h3=\":{}\"; ma=86400", addr.port());
+        assert_eq!(answer.headers["alt-svc"], expected.as_str());
+    }
+}
+
+#[tokio::test]
+async fn garbage_datagrams_do_not_disturb_connections() {
+    let dir = TestDir::new("h3garbage");
+    let proxy = h3_proxy(TLS, &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let (_endpoint, connection, _) = quic_connect(addr, &dir, QuicClient::default())
+        .await
+        .unwrap();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for size in [1, 20, 1200, 1500] {
+        let junk: Vec<u8> = (0..size).map(|i| (i * 7 + 3) as u8).collect();
+        socket.send_to(&junk, addr).await.unwrap();
+    }
+    // A long-header Initial with nonsense inside.
+    let mut fake_initial = vec![0xc0, 0, 0, 0, 1, 8];
+    fake_initial.extend_from_slice(&[0xaa; 1194]);
+    socket.send_to(&fake_initial, addr).await.unwrap();
+    let mut h3 = H3Client::new(&connection).await.unwrap();
+    let answer = h3.request(Method::GET, "/", Bytes::new()).await.unwrap();
+    assert_eq!(answer.status, 200);
+}
+
+#[tokio::test]
+async fn malformed_headers_frame_does_not_disturb_other_connections() {
+    let dir = TestDir::new("h3malformed");
+    let proxy = h3_proxy(TLS, &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let (_endpoint, connection, _) = quic_connect(addr, &dir, QuicClient::default())
+        .await
+        .unwrap();
+    let mut h3 = H3Client::new(&connection).await.unwrap();
+    // A HEADERS frame whose QPACK field section is garbage, on a raw request stream.
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&[0x01, 0x04, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let outcome = recv.read_to_end(1024).await;
+    assert!(outcome.is_err() || outcome.unwrap().is_empty());
+    // The proxy answers on a fresh connection whatever h3 decided about the broken one.
+    let (_endpoint2, other, _) = quic_connect(addr, &dir, QuicClient::default())
+        .await
+        .unwrap();
+    let mut other = H3Client::new(&other).await.unwrap();
+    assert_eq!(
+        other
+            .request(Method::GET, "/", Bytes::new())
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    // A QPACK error is a connection error (RFC 9204 §6): the broken connection is closed.
+    let reused = h3.request(Method::GET, "/", Bytes::new()).await;
+    let closed = connection.close_reason();
+    assert!(reused.is_err() == closed.is_some(), "{reused:?} {closed:?}");
+}
+
+#[tokio::test]
+async fn shutdown_drains_h3_requests_in_flight() {
+    use std::sync::Arc;
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = origin(Behaviour::Gate {
+        arrived: arrived.clone(),
+        release: release.clone(),
+    })
+    .await;
+    let dir = TestDir::new("h3drain");
+    let proxy = start(&config(Some(TLS), &[gate.addr], TLS_H3, ""), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let (_endpoint, connection, _) = quic_connect(addr, &dir, QuicClient::default())
+        .await
+        .unwrap();
+    let mut h3 = H3Client::new(&connection).await.unwrap();
+    let in_flight =
+        tokio::spawn(async move { h3.request(Method::GET, "/slow", Bytes::new()).await });
+    arrived.notified().await;
+    let shutdown = tokio::spawn(proxy.shutdown());
+    // New QUIC connections are refused once draining starts.
+    let mut refused = None;
+    for _ in 0..50 {
+        match quic_connect(addr, &dir, QuicClient::default()).await {
+            Err(error) => {
+                refused = Some(error.to_string());
+                break;
+            }
+            Ok(_) => tokio::task::yield_now().await,
+        }
+    }
+    let refused = refused.expect("new QUIC connections still accepted while draining");
+    assert!(refused.contains("refused"), "{refused}");
+    release.notify_one();
+    let answer = in_flight.await.unwrap().unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(shutdown.await.unwrap(), "drain did not complete");
+}
+
+#[tokio::test]
+async fn address_validation_retry_still_lets_clients_in() {
+    let dir = TestDir::new("h3retry");
+    let origin = spawn_origin("o1").await.unwrap();
+    // Zero handshakes allowed before validation: every new client goes through a Retry.
+    let listener = format!("{TLS_H3}\nquic = {{ retry_above_handshakes = 0 }}");
+    let proxy = start(&config(Some(TLS), &[origin], &listener, ""), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let (_endpoint, connection, group) = quic_connect(addr, &dir, QuicClient::default())
+        .await
+        .unwrap();
+    assert_eq!(group, Some("X25519MLKEM768"));
+    let mut h3 = H3Client::new(&connection).await.unwrap();
+    assert_eq!(
+        h3.request(Method::GET, "/", Bytes::new())
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}
