@@ -229,3 +229,24 @@ async fn address_validation_retry_still_lets_clients_in() {
         200
     );
 }
+
+#[tokio::test]
+async fn origin_answering_before_the_body_ends_is_fine() {
+    // This origin answers without reading the request body and closes; the proxy must stop
+    // reading the client's stream cleanly (H3_NO_ERROR) and keep the connection usable. The
+    // upload itself may get 200 or, when the origin's reset beats its response, 502.
+    let origin = origin(Behaviour::Answer).await;
+    let dir = TestDir::new("h3early");
+    let proxy = start(&config(Some(TLS), &[origin.addr], TLS_H3, ""), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let (_endpoint, connection, _) = quic_connect(addr, &dir, QuicClient::default()).await.unwrap();
+    let mut h3 = H3Client::new(&connection).await.unwrap();
+    for _ in 0..20 {
+        let answer = h3.request(Method::POST, "/upload", Bytes::from(vec![7u8; 256 * 1024])).await;
+        if let Ok(answer) = answer {
+            assert!([200, 502].contains(&answer.status), "{answer:?}");
+        }
+        let answer = h3.request(Method::GET, "/", Bytes::new()).await.unwrap();
+        assert_eq!((answer.status, answer.body.as_str()), (200, "ok"));
+    }
+}

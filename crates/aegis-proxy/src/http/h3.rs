@@ -24,6 +24,20 @@ use crate::BoxError;
 //# closed, but there is no error to signal.
 const H3_NO_ERROR: u32 = 0x100;
 
+/// How long a request that should carry no body may take to end its stream.
+const END_OF_BODYLESS_REQUEST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// GET, HEAD, OPTIONS, DELETE and TRACE without `content-length`, or anything with
+/// `content-length: 0`, is not expected to carry a body.
+fn expects_no_body(parts: &http::request::Parts) -> bool {
+    use http::Method;
+    match parts.headers.get(http::header::CONTENT_LENGTH) {
+        Some(length) => length.as_bytes() == b"0",
+        None => [Method::GET, Method::HEAD, Method::OPTIONS, Method::DELETE, Method::TRACE]
+            .contains(&parts.method),
+    }
+}
+
 /// Serves requests until the client closes, or drains once `shutdown` turns true: GOAWAY, then
 /// the requests in flight finish, then the connection closes with `H3_NO_ERROR`.
 pub async fn serve_connection(
@@ -94,7 +108,15 @@ async fn handle(
     let (mut send, recv) = stream.split();
     let (mut parts, ()) = request.into_parts();
     parts.version = Version::HTTP_3;
-    let request = Request::from_parts(parts, RecvBody::new(recv));
+    let mut body = RecvBody::new(recv);
+    if expects_no_body(&parts) {
+        // Clients often send the stream's end just after the HEADERS frame: wait for it, so
+        // the request is forwarded without a body rather than as an empty chunked one.
+        let _ = tokio::time::timeout(END_OF_BODYLESS_REQUEST, body.peek(true)).await;
+    } else {
+        body.peek(false).await;
+    }
+    let request = Request::from_parts(parts, body);
     let response = forward(proxy, info, request).await;
     let (parts, mut body) = response.into_parts();
     if let Err(error) = send.send_response(Response::from_parts(parts, ())).await {
@@ -130,6 +152,10 @@ async fn handle(
 struct RecvBody {
     stream: RequestStream<h3_quinn::RecvStream, Bytes>,
     state: RecvState,
+    peeked: Option<Frame<Bytes>>,
+    /// A read is in flight inside h3-quinn, which then does not hold the stream: calling
+    /// `stop_sending` now would panic there (h3-quinn 0.0.10, `RecvStream::stop_sending`).
+    reading: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +170,34 @@ impl RecvBody {
         Self {
             stream,
             state: RecvState::Data,
+            peeked: None,
+            reading: false,
+        }
+    }
+
+    /// Reads the first frame ahead (waiting for it when `wait`), so that a stream that has
+    /// already ended is known to carry no body.
+    async fn peek(&mut self, wait: bool) {
+        let frame = std::future::poll_fn(|cx| match Pin::new(&mut *self).poll_frame(cx) {
+            Poll::Pending if !wait => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(frame) => Poll::Ready(frame),
+        })
+        .await;
+        if let Some(Ok(frame)) = frame {
+            self.peeked = Some(frame);
+        }
+    }
+}
+
+impl Drop for RecvBody {
+    fn drop(&mut self) {
+        if self.state != RecvState::Done && !self.reading {
+            //= https://www.rfc-editor.org/rfc/rfc9114#section-4.1
+            //# A server can send a complete response prior to the client sending an entire
+            //# request [...] the server MAY abort reading the request stream [...] with
+            //# error code H3_NO_ERROR.
+            self.stream.stop_sending(h3::error::Code::H3_NO_ERROR);
         }
     }
 }
@@ -156,8 +210,13 @@ impl HttpBody for RecvBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(frame) = self.peeked.take() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
         if self.state == RecvState::Data {
-            match self.stream.poll_recv_data(cx) {
+            let polled = self.stream.poll_recv_data(cx);
+            self.reading = polled.is_pending();
+            match polled {
                 Poll::Ready(Ok(Some(mut data))) => {
                     let bytes = data.copy_to_bytes(data.remaining());
                     return Poll::Ready(Some(Ok(Frame::data(bytes))));
@@ -186,6 +245,6 @@ impl HttpBody for RecvBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.state == RecvState::Done
+        self.peeked.is_none() && self.state == RecvState::Done
     }
 }
