@@ -145,4 +145,3 @@ async fn post_bodies_stream_both_ways() {
         assert_eq!(answer.body.len(), body.len());
     }
 }
-

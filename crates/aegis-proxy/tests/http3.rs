@@ -239,10 +239,14 @@ async fn origin_answering_before_the_body_ends_is_fine() {
     let dir = TestDir::new("h3early");
     let proxy = start(&config(Some(TLS), &[origin.addr], TLS_H3, ""), &dir).await;
     let addr = proxy.listener_addr("public").unwrap();
-    let (_endpoint, connection, _) = quic_connect(addr, &dir, QuicClient::default()).await.unwrap();
+    let (_endpoint, connection, _) = quic_connect(addr, &dir, QuicClient::default())
+        .await
+        .unwrap();
     let mut h3 = H3Client::new(&connection).await.unwrap();
     for _ in 0..20 {
-        let answer = h3.request(Method::POST, "/upload", Bytes::from(vec![7u8; 256 * 1024])).await;
+        let answer = h3
+            .request(Method::POST, "/upload", Bytes::from(vec![7u8; 256 * 1024]))
+            .await;
         if let Ok(answer) = answer {
             assert!([200, 502].contains(&answer.status), "{answer:?}");
         }

@@ -33,8 +33,14 @@ fn expects_no_body(parts: &http::request::Parts) -> bool {
     use http::Method;
     match parts.headers.get(http::header::CONTENT_LENGTH) {
         Some(length) => length.as_bytes() == b"0",
-        None => [Method::GET, Method::HEAD, Method::OPTIONS, Method::DELETE, Method::TRACE]
-            .contains(&parts.method),
+        None => [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::DELETE,
+            Method::TRACE,
+        ]
+        .contains(&parts.method),
     }
 }
 

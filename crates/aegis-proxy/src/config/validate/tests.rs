@@ -242,3 +242,42 @@ fn listeners_and_routes_are_required() {
         ]
     );
 }
+
+#[test]
+fn h3_needs_tls() {
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nprotocols = [\"h2\", \"h3\"]",
+    );
+    assert_eq!(
+        errors(&text),
+        ["listeners[0].protocols, line 8: \"h3\" needs tls (QUIC is always encrypted)"]
+    );
+}
+
+#[test]
+fn unknown_protocol_is_named() {
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nprotocols = [\"http/1.1\", \"spdy\"]",
+    );
+    assert_eq!(
+        errors(&text),
+        ["listeners[0].protocols[1], line 8: unknown variant `spdy`, expected one of `http/1.1`, `h2`, `h3`"]
+    );
+}
+
+#[test]
+fn empty_protocols_and_quic_without_h3() {
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nprotocols = []\nquic = { idle_timeout_ms = 5 }",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "listeners[0].protocols, line 8: must list at least one protocol",
+            "listeners[0].quic: is set but protocols do not include \"h3\"",
+        ]
+    );
+}
