@@ -31,7 +31,10 @@ fn runtime() -> tokio::runtime::Runtime {
 /// the proxy's work apart from cross-thread wake-ups (on a 2-worker runtime the same
 /// `request_handling` measured 169 µs instead of 45 µs here).
 fn request_pieces(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (proxy, conn) = rt.block_on(async {
         let origin = aegis_proxy::demo::spawn_origin("bench").await.unwrap();
         let text = config(None, &[origin], "", "").replace(
