@@ -76,7 +76,7 @@ impl Default for SimConfig {
             policy: PolicyConfig::default(),
             requests_per_hour: 100,
             energy: EnergyModel::default(),
-            share_window: 200.0,
+            share_window: 20.0,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod listener;
 pub mod metrics;
 pub mod quick;
 pub mod route;
+pub mod simulate;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -4,14 +4,39 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use aegis_carbon::simulate::{SimConfig, SimPolicy};
+use aegis_carbon::trace::Trace;
 use aegis_proxy::config::Config;
 use aegis_proxy::demo::{self, DemoOptions};
 use aegis_proxy::quick::QuickOptions;
+use aegis_proxy::simulate;
 use clap::{Parser, Subcommand};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{filter, EnvFilter, Layer};
+
+/// Policies `simulate` can compare.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SimPolicyArg {
+    RoundRobin,
+    Nearest,
+    Greenest,
+    Weighted,
+    Oracle,
+}
+
+impl From<SimPolicyArg> for SimPolicy {
+    fn from(p: SimPolicyArg) -> Self {
+        match p {
+            SimPolicyArg::RoundRobin => Self::RoundRobin,
+            SimPolicyArg::Nearest => Self::Nearest,
+            SimPolicyArg::Greenest => Self::Greenest,
+            SimPolicyArg::Weighted => Self::Weighted,
+            SimPolicyArg::Oracle => Self::Oracle,
+        }
+    }
+}
 
 /// Exit code for a configuration the proxy refuses to run.
 const EXIT_CONFIG: u8 = 2;
@@ -74,6 +99,27 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Replay an hourly carbon-intensity trace through the routing policies and compare them.
+    Simulate {
+        /// Wide CSV: datetime_utc then one gCO2eq/kWh column per zone.
+        #[arg(long)]
+        trace: PathBuf,
+        /// Regions as ZONE=RTT_MS,... (RTT from the users to each region).
+        #[arg(long)]
+        regions: String,
+        /// Policies to compare (default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        policy: Vec<SimPolicyArg>,
+        /// Latency budget over the nearest region, ms.
+        #[arg(long, default_value_t = 50.0)]
+        latency_budget_ms: f64,
+        /// Largest fraction of traffic one region may take.
+        #[arg(long, default_value_t = 1.0)]
+        max_share: f64,
+        /// Requests routed per trace hour.
+        #[arg(long, default_value_t = 100)]
+        requests_per_hour: usize,
+    },
     /// Start loopback origins and the proxy on HTTPS with a fresh CA; Ctrl-C to stop.
     Demo {
         /// HTTPS listener address.
@@ -134,6 +180,33 @@ fn main() -> ExitCode {
             }
             Err(error) => fail(&error),
         },
+        Command::Simulate {
+            trace,
+            regions,
+            policy,
+            latency_budget_ms,
+            max_share,
+            requests_per_hour,
+        } => {
+            let policies: Vec<SimPolicy> = if policy.is_empty() {
+                SimPolicy::ALL.to_vec()
+            } else {
+                policy.into_iter().map(Into::into).collect()
+            };
+            let mut config = SimConfig {
+                requests_per_hour,
+                ..SimConfig::default()
+            };
+            config.policy.latency_budget_ms = latency_budget_ms;
+            config.policy.max_share = max_share;
+            match run_simulation(&trace, &regions, &policies, &config) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&error),
+            }
+        }
         Command::Demo { listen, admin } => {
             let dir = std::env::temp_dir().join(format!("aegis-demo-{}", std::process::id()));
             let options = DemoOptions { listen, admin, dir };
@@ -146,6 +219,25 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+fn run_simulation(
+    trace: &Path,
+    regions: &str,
+    policies: &[SimPolicy],
+    config: &SimConfig,
+) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(trace)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", trace.display()))?;
+    let trace = Trace::parse(&text)?;
+    let (deployment, names) = simulate::deployment(regions, &trace)?;
+    Ok(simulate::report(
+        &trace,
+        &deployment,
+        &names,
+        policies,
+        config,
+    ))
 }
 
 fn serve(workers: Option<usize>, config: Config) -> ExitCode {

@@ -292,3 +292,44 @@ fn the_example_config_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn simulate_prints_one_row_per_policy_and_rejects_unknown_zones() {
+    let dir = temp_dir("simulate");
+    let trace = dir.join("trace.csv");
+    std::fs::write(
+        &trace,
+        "datetime_utc,DE,NO\n2023-01-01T00:00:00Z,400,40\n2023-01-01T01:00:00Z,380,45\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["simulate", "--trace"])
+        .arg(&trace)
+        .args(["--regions", "DE=1,NO=33", "--policy", "nearest,greenest"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| policy"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows[1].starts_with("| greenest | 0.0021 |"), "{table}");
+
+    let out = Command::new(BIN)
+        .args(["simulate", "--trace"])
+        .arg(&trace)
+        .args(["--regions", "FR=1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap().trim(),
+        "error: --regions: zone \"FR\" is not in the trace (it has DE, NO)"
+    );
+}
