@@ -72,37 +72,33 @@ impl Reason {
 
 /// Chooses the region for one request. Pure: same inputs, same decision.
 pub fn decide(snapshot: &Snapshot, facts: &RequestFacts<'_>, config: &PolicyConfig) -> Decision {
-    let regions = &snapshot.regions[..snapshot.regions.len().min(MAX_REGIONS)];
     let none = |reason| Decision {
         region: None,
         reason,
         intensity: None,
     };
+    let regions = &snapshot.regions[..snapshot.regions.len().min(MAX_REGIONS)];
     if regions.is_empty() {
         return none(Reason::Fallback(FallbackReason::Empty));
     }
-    let healthy = mask(regions.iter().map(|r| r.healthy));
-    if healthy == 0 {
+    let Some(Candidates { set, capped }) = candidates(snapshot, facts.shares, config) else {
         return none(Reason::Fallback(FallbackReason::Unhealthy));
-    }
+    };
     if config.policy == Policy::Off {
         return none(Reason::Off);
     }
-    let eligible = within_budget(snapshot, healthy, config.latency_budget_ms);
-    let (candidates, capped) = under_capacity(eligible, facts.shares, config.max_share);
     let (region, reason) = if capped {
-        (least_shared(candidates, facts.shares), Reason::Capacity)
+        (least_shared(set, facts.shares), Reason::Capacity)
+    } else if config.policy == Policy::Weighted {
+        (
+            weighted(snapshot, set, config.weight_exponent, facts.random),
+            Reason::Weighted,
+        )
     } else {
-        match config.policy {
-            Policy::Weighted => (
-                weighted(snapshot, candidates, config.weight_exponent, facts.random),
-                Reason::Weighted,
-            ),
-            _ => (
-                greenest(snapshot, candidates, facts, config.hysteresis),
-                Reason::Greenest,
-            ),
-        }
+        (
+            greenest(snapshot, set, facts, config.hysteresis),
+            Reason::Greenest,
+        )
     };
     let chosen = &regions[region];
     let reason = match chosen.freshness {
@@ -117,9 +113,47 @@ pub fn decide(snapshot: &Snapshot, facts: &RequestFacts<'_>, config: &PolicyConf
     }
 }
 
-fn mask(bits: impl Iterator<Item = bool>) -> u128 {
-    bits.enumerate()
-        .fold(0, |m, (i, on)| if on { m | (1 << i) } else { m })
+/// The regions a policy may choose from.
+struct Candidates {
+    set: u128,
+    /// Every eligible region had reached `max_share`; `set` holds them all.
+    capped: bool,
+}
+
+/// Healthy regions within the latency budget of the fastest healthy region (regions never
+/// measured stay eligible, so that they get measured), minus those at `max_share` unless that
+/// would leave none. `None` when no region is healthy.
+fn candidates(snapshot: &Snapshot, shares: &[f64], config: &PolicyConfig) -> Option<Candidates> {
+    let regions = &snapshot.regions[..snapshot.regions.len().min(MAX_REGIONS)];
+    let mut fastest = f64::INFINITY;
+    let mut any_healthy = false;
+    for r in regions.iter().filter(|r| r.healthy) {
+        any_healthy = true;
+        if let Some(latency) = r.latency_ms {
+            fastest = fastest.min(latency);
+        }
+    }
+    if !any_healthy {
+        return None;
+    }
+    let limit = fastest + config.latency_budget_ms;
+    let capping = config.max_share < 1.0 && !shares.is_empty();
+    let (mut eligible, mut open) = (0u128, 0u128);
+    for (i, r) in regions.iter().enumerate() {
+        if r.healthy && r.latency_ms.is_none_or(|l| l <= limit) {
+            eligible |= 1 << i;
+            if !capping || share(shares, i) < config.max_share {
+                open |= 1 << i;
+            }
+        }
+    }
+    Some(match open {
+        0 => Candidates {
+            set: eligible,
+            capped: true,
+        },
+        set => Candidates { set, capped: false },
+    })
 }
 
 /// Indices of the set bits, lowest first.
@@ -134,42 +168,18 @@ fn members(mut set: u128) -> impl Iterator<Item = usize> {
     })
 }
 
-/// Healthy regions whose latency is within `budget` of the fastest healthy region. Regions
-/// never measured stay eligible, so that they get measured.
-fn within_budget(snapshot: &Snapshot, healthy: u128, budget: f64) -> u128 {
-    let fastest = members(healthy)
-        .filter_map(|i| snapshot.regions[i].latency_ms)
-        .fold(f64::INFINITY, f64::min);
-    let limit = fastest + budget;
-    members(healthy)
-        .filter(|&i| snapshot.regions[i].latency_ms.is_none_or(|l| l <= limit))
-        .fold(0, |m, i| m | (1 << i))
-}
-
-/// Removes regions at or over `max_share`; if that removes all, keeps every eligible region
-/// and reports it as capped.
-fn under_capacity(eligible: u128, shares: &[f64], max_share: f64) -> (u128, bool) {
-    if max_share >= 1.0 || shares.is_empty() {
-        return (eligible, false);
-    }
-    let open = members(eligible)
-        .filter(|&i| shares.get(i).copied().unwrap_or(0.0) < max_share)
-        .fold(0, |m, i| m | (1 << i));
-    if open == 0 {
-        (eligible, true)
-    } else {
-        (open, false)
-    }
-}
-
 fn share(shares: &[f64], i: usize) -> f64 {
     shares.get(i).copied().unwrap_or(0.0)
 }
 
 fn least_shared(candidates: u128, shares: &[f64]) -> usize {
-    members(candidates)
-        .min_by(|&a, &b| share(shares, a).total_cmp(&share(shares, b)))
-        .unwrap_or(0)
+    let mut best = (candidates.trailing_zeros() as usize, f64::INFINITY);
+    for i in members(candidates) {
+        if share(shares, i) < best.1 {
+            best = (i, share(shares, i));
+        }
+    }
+    best.0
 }
 
 /// Lowest intensity, ties broken by lower share (load); the current region is kept unless
@@ -181,16 +191,17 @@ fn greenest(
     hysteresis: f64,
 ) -> usize {
     let intensity = |i: usize| snapshot.regions[i].intensity;
-    let best = members(candidates)
-        .min_by(|&a, &b| {
-            intensity(a)
-                .total_cmp(&intensity(b))
-                .then(share(facts.shares, a).total_cmp(&share(facts.shares, b)))
-        })
-        .unwrap_or(0);
+    let mut best = candidates.trailing_zeros() as usize;
+    for i in members(candidates & (candidates - 1)) {
+        let (a, b) = (intensity(i), intensity(best));
+        if a < b || (a == b && share(facts.shares, i) < share(facts.shares, best)) {
+            best = i;
+        }
+    }
     match facts.current {
         Some(current)
-            if candidates & (1 << current) != 0
+            if current < MAX_REGIONS
+                && candidates & (1 << current) != 0
                 && intensity(current) <= intensity(best) * (1.0 + hysteresis) =>
         {
             current
@@ -199,27 +210,42 @@ fn greenest(
     }
 }
 
-/// Draws a region with probability proportional to `(min intensity / intensity) ^ exponent`.
+/// Weight of a region: `(min intensity / intensity) ^ exponent`, intensities floored at
+/// 1 g/kWh so a zero-carbon grid gets a large finite weight.
+fn weight(min: f64, intensity: f64, exponent: f64) -> f64 {
+    let ratio = min / intensity.max(1.0);
+    if exponent == 2.0 {
+        ratio * ratio
+    } else {
+        ratio.powf(exponent)
+    }
+}
+
+fn min_intensity(snapshot: &Snapshot, candidates: u128) -> f64 {
+    members(candidates)
+        .map(|i| snapshot.regions[i].intensity.max(1.0))
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Draws a region with probability proportional to its [`weight`].
 fn weighted(snapshot: &Snapshot, candidates: u128, exponent: f64, random: f64) -> usize {
-    let weight = weight_fn(snapshot, candidates, exponent);
-    let total: f64 = members(candidates).map(&weight).sum();
+    let min = min_intensity(snapshot, candidates);
+    let mut weights = [0.0f64; MAX_REGIONS];
+    let mut total = 0.0;
+    for i in members(candidates) {
+        weights[i] = weight(min, snapshot.regions[i].intensity, exponent);
+        total += weights[i];
+    }
     let mut target = random.clamp(0.0, 1.0) * total;
     let mut last = 0;
     for i in members(candidates) {
         last = i;
-        target -= weight(i);
+        target -= weights[i];
         if target < 0.0 {
             return i;
         }
     }
     last
-}
-
-fn weight_fn(snapshot: &Snapshot, candidates: u128, exponent: f64) -> impl Fn(usize) -> f64 + '_ {
-    // Intensities are clamped to 1 g/kWh so a zero-carbon grid gets a large finite weight.
-    let floor = |i: usize| snapshot.regions[i].intensity.max(1.0);
-    let min = members(candidates).map(floor).fold(f64::INFINITY, f64::min);
-    move |i| (min / floor(i)).powf(exponent)
 }
 
 /// The probability each region has under the weighted policy (0 for ineligible regions).
@@ -228,20 +254,19 @@ pub fn weighted_probabilities(
     facts: &RequestFacts<'_>,
     config: &PolicyConfig,
 ) -> Vec<f64> {
-    let healthy = mask(snapshot.regions.iter().map(|r| r.healthy));
-    let eligible = within_budget(snapshot, healthy, config.latency_budget_ms);
-    let (candidates, _) = under_capacity(eligible, facts.shares, config.max_share);
-    let weight = weight_fn(snapshot, candidates, config.weight_exponent);
-    let total: f64 = members(candidates).map(&weight).sum();
-    (0..snapshot.regions.len())
-        .map(|i| {
-            if candidates & (1 << i) != 0 {
-                weight(i) / total
-            } else {
-                0.0
-            }
-        })
-        .collect()
+    let mut probabilities = vec![0.0; snapshot.regions.len()];
+    let Some(Candidates { set, .. }) = candidates(snapshot, facts.shares, config) else {
+        return probabilities;
+    };
+    let min = min_intensity(snapshot, set);
+    let total: f64 = members(set)
+        .map(|i| weight(min, snapshot.regions[i].intensity, config.weight_exponent))
+        .sum();
+    for i in members(set) {
+        probabilities[i] =
+            weight(min, snapshot.regions[i].intensity, config.weight_exponent) / total;
+    }
+    probabilities
 }
 
 #[cfg(test)]
