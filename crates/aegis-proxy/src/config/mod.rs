@@ -29,6 +29,63 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Upstream clusters; routes refer to them by index.
     pub clusters: Vec<ClusterConfig>,
+    /// Regions; clusters refer to them by index.
+    pub regions: Vec<RegionConfig>,
+    /// Carbon feeds and accounting, when any region is configured.
+    pub carbon: CarbonConfig,
+}
+
+/// A region: where endpoints run and which grid zone powers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionConfig {
+    /// Region name.
+    pub name: String,
+    /// Grid zone key.
+    pub zone: String,
+    /// Static intensity, gCO2eq/kWh.
+    pub intensity: Option<f64>,
+}
+
+/// A carbon-intensity feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedKind {
+    /// A local file (wide CSV or JSON), re-read when it changes.
+    File,
+    /// The `intensity` values of `[regions]`.
+    Static,
+}
+
+/// `[carbon]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CarbonConfig {
+    /// Feeds in fallback order.
+    pub feeds: Vec<FeedKind>,
+    /// Path of the file feed.
+    pub file: Option<PathBuf>,
+    /// How often feeds are read.
+    pub poll_interval: Duration,
+    /// Values older than this are stale.
+    pub stale_after: Duration,
+    /// Intensity of a region no feed knows.
+    pub unknown_intensity: f64,
+    /// Header naming the chosen region, if any.
+    pub region_header: Option<http::HeaderName>,
+    /// Energy per request.
+    pub energy: aegis_carbon::energy::EnergyModel,
+}
+
+/// A cluster's carbon policy setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CarbonPolicyKind {
+    /// Carbon plays no part.
+    #[default]
+    Off,
+    /// Lowest intensity within the latency budget.
+    Greenest,
+    /// Traffic split by intensity weights.
+    Weighted,
 }
 
 /// One client-facing listener.
@@ -204,6 +261,10 @@ pub struct ClusterConfig {
     pub protocol: UpstreamProtocol,
     /// Endpoints as `host:port`.
     pub endpoints: Vec<EndpointAddr>,
+    /// Region (index into [`Config::regions`]) of each endpoint, when regions are used.
+    pub endpoint_regions: Vec<Option<usize>>,
+    /// Carbon policy of the cluster.
+    pub carbon: aegis_carbon::PolicyConfig,
     /// Connect (and TLS handshake) deadline.
     pub connect_timeout: Duration,
     /// Deadline for the response head.

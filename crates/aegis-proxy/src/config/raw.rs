@@ -26,6 +26,51 @@ pub struct RawConfig {
     /// `[clusters.NAME]`.
     #[serde(default)]
     pub clusters: BTreeMap<String, Spanned<RawCluster>>,
+    /// `[regions.NAME]`: where endpoints run, and on which grid.
+    #[serde(default)]
+    pub regions: BTreeMap<String, Spanned<RawRegion>>,
+    /// `[carbon]`: intensity feeds and accounting.
+    pub carbon: Option<RawCarbon>,
+}
+
+/// `[regions.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegion {
+    /// Grid zone key (Electricity Maps zone, e.g. `DE`), looked up in the feeds.
+    pub zone: Spanned<String>,
+    /// Static intensity in gCO2eq/kWh, the `static` feed's value for this region.
+    pub intensity: Option<Spanned<f64>>,
+}
+
+/// `[carbon]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCarbon {
+    /// Feeds tried in order: `file`, `static`.
+    pub feeds: Spanned<Vec<super::FeedKind>>,
+    /// Settings of the `file` feed.
+    pub file: Option<RawFileFeed>,
+    /// How often feeds are read.
+    pub poll_interval_ms: Option<Spanned<u64>>,
+    /// A value older than this is stale: the next feed is used.
+    pub stale_after_ms: Option<Spanned<u64>>,
+    /// Intensity assumed for a region no feed knows.
+    pub unknown_intensity: Option<Spanned<f64>>,
+    /// Response header naming the chosen region; empty to send none.
+    pub region_header: Option<Spanned<String>>,
+    /// Energy model: watt-hours per request.
+    pub wh_per_request: Option<Spanned<f64>>,
+    /// Energy model: watt-hours per megabyte of body.
+    pub wh_per_mb: Option<Spanned<f64>>,
+}
+
+/// `file = { path = "..." }` in `[carbon]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileFeed {
+    /// Wide CSV (`datetime_utc,ZONE,...`, the row in force is used) or JSON `{"ZONE": value}`.
+    pub path: Spanned<String>,
 }
 
 /// `[admin]`.
@@ -109,8 +154,19 @@ pub struct RawCluster {
     /// HTTP version spoken to the endpoints.
     #[serde(default)]
     pub protocol: super::UpstreamProtocol,
-    /// `host:port` of each endpoint.
-    pub endpoints: Spanned<Vec<Spanned<String>>>,
+    /// `host:port` of each endpoint (without regions).
+    pub endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Endpoints by region: `{ REGION = ["host:port", ...] }` (instead of `endpoints`).
+    pub regions: Option<Spanned<BTreeMap<String, Vec<Spanned<String>>>>>,
+    /// Carbon policy: `off`, `greenest` or `weighted`.
+    #[serde(default)]
+    pub carbon: super::CarbonPolicyKind,
+    /// Eligible regions are within this many ms of the fastest healthy region.
+    pub latency_budget_ms: Option<Spanned<f64>>,
+    /// Largest fraction of recent traffic one region may take.
+    pub max_share: Option<Spanned<f64>>,
+    /// Greenest keeps the current region unless another is greener by more than this fraction.
+    pub hysteresis: Option<Spanned<f64>>,
     /// Time allowed to open a connection (and finish TLS) to an endpoint.
     pub connect_timeout_ms: Option<Spanned<u64>>,
     /// Time allowed from sending a request to receiving the response head.

@@ -9,10 +9,14 @@ use std::time::Duration;
 use aegis_tls::{pem, ClientAuth, ClientOptions, KxPolicy, ServerOptions};
 use toml::Spanned;
 
-use super::raw::{RawCluster, RawConfig, RawListener, RawListenerTls, RawRoute, RawUpstreamTls};
+use super::raw::{
+    RawCarbon, RawCluster, RawConfig, RawListener, RawListenerTls, RawRegion, RawRoute,
+    RawUpstreamTls,
+};
 use super::{
-    ClusterConfig, Config, ConfigError, ConfigErrors, EndpointAddr, HostMatch, ListenerConfig,
-    ListenerTls, Protocol, Protocols, QuicListener, RouteConfig, UpstreamProtocol, UpstreamTls,
+    CarbonConfig, CarbonPolicyKind, ClusterConfig, Config, ConfigError, ConfigErrors, EndpointAddr,
+    FeedKind, HostMatch, ListenerConfig, ListenerTls, Protocol, Protocols, QuicListener,
+    RegionConfig, RouteConfig, UpstreamProtocol, UpstreamTls,
 };
 
 const DEFAULT_DRAIN_MS: u64 = 30_000;
@@ -26,6 +30,9 @@ const DEFAULT_CONNECT_MS: u64 = 5_000;
 const DEFAULT_REQUEST_MS: u64 = 30_000;
 const DEFAULT_IDLE_MS: u64 = 60_000;
 const DEFAULT_QUIC_STREAMS: u64 = 100;
+const DEFAULT_CARBON_POLL_MS: u64 = 300_000;
+const DEFAULT_CARBON_STALE_MS: u64 = 2 * 3_600_000;
+const DEFAULT_UNKNOWN_INTENSITY: f64 = 500.0;
 const DEFAULT_QUIC_IDLE_MS: u64 = 30_000;
 const DEFAULT_QUIC_RETRY_ABOVE: u64 = 64;
 
@@ -122,12 +129,17 @@ impl Checker<'_> {
             .enumerate()
             .map(|(i, r)| self.route(i, r, &names))
             .collect();
+        let region_names: Vec<&str> = raw.regions.keys().map(String::as_str).collect();
+        let regions: Vec<_> = raw.regions.iter().map(|(n, r)| self.region(n, r)).collect();
+        let carbon = self.carbon(raw.carbon.as_ref());
         let clusters: Vec<_> = raw
             .clusters
             .iter()
-            .map(|(name, c)| self.cluster(name, c))
+            .map(|(name, c)| self.cluster(name, c, &region_names))
             .collect();
         Some(Config {
+            regions: regions.into_iter().collect::<Option<_>>()?,
+            carbon: carbon?,
             admin,
             drain_timeout: drain?,
             access_log: raw.server.access_log.unwrap_or(true),
@@ -397,29 +409,16 @@ impl Checker<'_> {
         })
     }
 
-    fn cluster(&mut self, name: &str, spanned: &Spanned<RawCluster>) -> Option<ClusterConfig> {
+    fn cluster(
+        &mut self,
+        name: &str,
+        spanned: &Spanned<RawCluster>,
+        region_names: &[&str],
+    ) -> Option<ClusterConfig> {
         let key = format!("clusters.{name}");
         let c = spanned.get_ref();
-        if c.endpoints.get_ref().is_empty() {
-            self.error(
-                format!("{key}.endpoints"),
-                &c.endpoints,
-                "must list at least one endpoint",
-            );
-        }
-        let endpoints: Vec<_> = c
-            .endpoints
-            .get_ref()
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let parsed = endpoint_addr(e.get_ref());
-                if let Err(message) = &parsed {
-                    self.error(format!("{key}.endpoints[{i}]"), e, message.clone());
-                }
-                parsed.ok()
-            })
-            .collect();
+        let (endpoints, endpoint_regions) = self.cluster_endpoints(&key, spanned, region_names)?;
+        let carbon = self.cluster_carbon(&key, spanned);
         let connect = self.duration(
             &format!("{key}.connect_timeout_ms"),
             &c.connect_timeout_ms,
@@ -443,12 +442,274 @@ impl Checker<'_> {
             name: name.to_owned(),
             lb: c.lb,
             protocol: c.protocol,
-            endpoints: endpoints.into_iter().collect::<Option<_>>()?,
+            endpoints,
+            endpoint_regions,
+            carbon: carbon?,
             connect_timeout: connect?,
             request_timeout: request?,
             idle_timeout: idle?,
             tls,
         })
+    }
+
+    /// The cluster's endpoints (from `endpoints` or `regions`) and the region of each.
+    #[allow(clippy::type_complexity)]
+    fn cluster_endpoints(
+        &mut self,
+        key: &str,
+        spanned: &Spanned<RawCluster>,
+        region_names: &[&str],
+    ) -> Option<(Vec<EndpointAddr>, Vec<Option<usize>>)> {
+        let c = spanned.get_ref();
+        let mut listed: Vec<(String, &Spanned<String>, Option<usize>)> = Vec::new();
+        match (&c.endpoints, &c.regions) {
+            (Some(endpoints), None) => {
+                if endpoints.get_ref().is_empty() {
+                    self.error(
+                        format!("{key}.endpoints"),
+                        endpoints,
+                        "must list at least one endpoint",
+                    );
+                }
+                for (i, e) in endpoints.get_ref().iter().enumerate() {
+                    listed.push((format!("{key}.endpoints[{i}]"), e, None));
+                }
+            }
+            (None, Some(regions)) => {
+                if regions.get_ref().values().all(Vec::is_empty) {
+                    self.error(
+                        format!("{key}.regions"),
+                        regions,
+                        "must list at least one endpoint",
+                    );
+                }
+                for (region, endpoints) in regions.get_ref() {
+                    let index = region_names.iter().position(|r| r == region);
+                    if index.is_none() {
+                        self.error(
+                            format!("{key}.regions.{region}"),
+                            regions,
+                            format!("no region named \"{region}\" in [regions]"),
+                        );
+                    }
+                    for (i, e) in endpoints.iter().enumerate() {
+                        listed.push((format!("{key}.regions.{region}[{i}]"), e, index));
+                    }
+                }
+            }
+            (Some(endpoints), Some(_)) => {
+                self.error(
+                    key.to_owned(),
+                    endpoints,
+                    "set either endpoints or regions, not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.error(key.to_owned(), spanned, "needs endpoints (or regions)");
+                return None;
+            }
+        }
+        let mut addrs = Vec::new();
+        let mut regions = Vec::new();
+        let mut ok = true;
+        for (entry_key, e, region) in listed {
+            match endpoint_addr(e.get_ref()) {
+                Ok(addr) => {
+                    addrs.push(addr);
+                    regions.push(region);
+                }
+                Err(message) => {
+                    self.error(entry_key, e, message);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some((addrs, regions))
+    }
+
+    fn cluster_carbon(
+        &mut self,
+        key: &str,
+        spanned: &Spanned<RawCluster>,
+    ) -> Option<aegis_carbon::PolicyConfig> {
+        let c = spanned.get_ref();
+        let defaults = aegis_carbon::PolicyConfig::default();
+        let policy = match c.carbon {
+            CarbonPolicyKind::Off => aegis_carbon::Policy::Off,
+            CarbonPolicyKind::Greenest => aegis_carbon::Policy::Greenest,
+            CarbonPolicyKind::Weighted => aegis_carbon::Policy::Weighted,
+        };
+        if policy != aegis_carbon::Policy::Off && c.regions.is_none() {
+            self.error(
+                format!("{key}.carbon"),
+                spanned,
+                "a carbon policy needs endpoints grouped by regions",
+            );
+            return None;
+        }
+        let budget = self.float(
+            &format!("{key}.latency_budget_ms"),
+            &c.latency_budget_ms,
+            defaults.latency_budget_ms,
+            0.0,
+            60_000.0,
+        );
+        let max_share = self.float(
+            &format!("{key}.max_share"),
+            &c.max_share,
+            defaults.max_share,
+            0.01,
+            1.0,
+        );
+        let hysteresis = self.float(
+            &format!("{key}.hysteresis"),
+            &c.hysteresis,
+            defaults.hysteresis,
+            0.0,
+            10.0,
+        );
+        Some(aegis_carbon::PolicyConfig {
+            policy,
+            latency_budget_ms: budget?,
+            max_share: max_share?,
+            hysteresis: hysteresis?,
+            ..defaults
+        })
+    }
+
+    fn region(&mut self, name: &str, r: &Spanned<RawRegion>) -> Option<RegionConfig> {
+        let key = format!("regions.{name}");
+        let raw = r.get_ref();
+        if raw.zone.get_ref().is_empty() {
+            self.error(format!("{key}.zone"), &raw.zone, "must not be empty");
+        }
+        let intensity = match &raw.intensity {
+            Some(v) => Some(self.float(
+                &format!("{key}.intensity"),
+                &Some(v.clone()),
+                0.0,
+                0.0,
+                5000.0,
+            )?),
+            None => None,
+        };
+        Some(RegionConfig {
+            name: name.to_owned(),
+            zone: raw.zone.get_ref().clone(),
+            intensity,
+        })
+    }
+
+    fn carbon(&mut self, raw: Option<&RawCarbon>) -> Option<CarbonConfig> {
+        let defaults = aegis_carbon::energy::EnergyModel::default();
+        let Some(c) = raw else {
+            return Some(CarbonConfig {
+                feeds: vec![FeedKind::Static],
+                file: None,
+                poll_interval: Duration::from_millis(DEFAULT_CARBON_POLL_MS),
+                stale_after: Duration::from_millis(DEFAULT_CARBON_STALE_MS),
+                unknown_intensity: DEFAULT_UNKNOWN_INTENSITY,
+                region_header: Some(http::HeaderName::from_static("x-aegis-region")),
+                energy: defaults,
+            });
+        };
+        if c.feeds.get_ref().is_empty() {
+            self.error("carbon.feeds", &c.feeds, "must list at least one feed");
+        }
+        let file = match (&c.file, c.feeds.get_ref().contains(&FeedKind::File)) {
+            (Some(f), _) => Some(self.path(&f.path)),
+            (None, true) => {
+                self.error(
+                    "carbon.feeds",
+                    &c.feeds,
+                    "the file feed needs carbon.file = { path = \"...\" }",
+                );
+                None
+            }
+            (None, false) => None,
+        };
+        let poll = self.duration(
+            "carbon.poll_interval_ms",
+            &c.poll_interval_ms,
+            DEFAULT_CARBON_POLL_MS,
+        );
+        let stale = self.duration(
+            "carbon.stale_after_ms",
+            &c.stale_after_ms,
+            DEFAULT_CARBON_STALE_MS,
+        );
+        let unknown = self.float(
+            "carbon.unknown_intensity",
+            &c.unknown_intensity,
+            DEFAULT_UNKNOWN_INTENSITY,
+            0.0,
+            5000.0,
+        );
+        let wh_request = self.float(
+            "carbon.wh_per_request",
+            &c.wh_per_request,
+            defaults.wh_per_request,
+            0.0,
+            1e6,
+        );
+        let wh_mb = self.float(
+            "carbon.wh_per_mb",
+            &c.wh_per_mb,
+            defaults.wh_per_mb,
+            0.0,
+            1e6,
+        );
+        let header = match &c.region_header {
+            Some(h) if h.get_ref().is_empty() => Some(None),
+            Some(h) => match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+                Ok(name) => Some(Some(name)),
+                Err(_) => {
+                    self.error(
+                        "carbon.region_header",
+                        h,
+                        format!("\"{}\" is not a header name", h.get_ref()),
+                    );
+                    None
+                }
+            },
+            None => Some(Some(http::HeaderName::from_static("x-aegis-region"))),
+        };
+        Some(CarbonConfig {
+            feeds: c.feeds.get_ref().clone(),
+            file,
+            poll_interval: poll?,
+            stale_after: stale?,
+            unknown_intensity: unknown?,
+            region_header: header?,
+            energy: aegis_carbon::energy::EnergyModel {
+                wh_per_request: wh_request?,
+                wh_per_mb: wh_mb?,
+            },
+        })
+    }
+
+    fn float(
+        &mut self,
+        key: &str,
+        v: &Option<Spanned<f64>>,
+        default: f64,
+        min: f64,
+        max: f64,
+    ) -> Option<f64> {
+        let Some(spanned) = v else {
+            return Some(default);
+        };
+        let value = *spanned.get_ref();
+        if value.is_finite() && (min..=max).contains(&value) {
+            return Some(value);
+        }
+        self.error(
+            key.to_owned(),
+            spanned,
+            format!("{value} is outside {min}..={max}"),
+        );
+        None
     }
 
     fn upstream_tls(

@@ -167,6 +167,8 @@ mod tests {
                     port: 9000 + i,
                 })
                 .collect(),
+            endpoint_regions: vec![None; usize::from(n)],
+            carbon: aegis_carbon::PolicyConfig::default(),
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),

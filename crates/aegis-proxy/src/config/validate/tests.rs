@@ -69,7 +69,7 @@ fn unknown_key_is_an_error() {
     );
     assert_eq!(
         errors(&text),
-        ["clusters.api.retries, line 16: unknown field `retries`, expected one of `lb`, `protocol`, `endpoints`, `connect_timeout_ms`, `request_timeout_ms`, `idle_timeout_ms`, `tls`"]
+        ["clusters.api.retries, line 16: unknown field `retries`, expected one of `lb`, `protocol`, `endpoints`, `regions`, `carbon`, `latency_budget_ms`, `max_share`, `hysteresis`, `connect_timeout_ms`, `request_timeout_ms`, `idle_timeout_ms`, `tls`"]
     );
 }
 
@@ -279,5 +279,87 @@ fn empty_protocols_and_quic_without_h3() {
             "listeners[0].protocols, line 8: must list at least one protocol",
             "listeners[0].quic: is set but protocols do not include \"h3\"",
         ]
+    );
+}
+
+const CARBON: &str = r#"
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:8080"
+
+[[routes]]
+cluster = "api"
+
+[regions.eu-central]
+zone = "DE"
+intensity = 350
+
+[regions.eu-north]
+zone = "NO"
+
+[carbon]
+feeds = ["file", "static"]
+file = { path = "carbon.csv" }
+
+[clusters.api]
+carbon = "greenest"
+max_share = 0.6
+regions = { eu-central = ["127.0.0.1:9000"], eu-north = ["127.0.0.1:9001", "127.0.0.1:9002"] }
+"#;
+
+#[test]
+fn regions_and_carbon_parse() {
+    let config = parse(CARBON, Path::new("/etc/aegis")).unwrap();
+    assert_eq!(config.regions.len(), 2);
+    assert_eq!(config.regions[0].intensity, Some(350.0));
+    assert_eq!(
+        config.carbon.file.as_deref(),
+        Some(Path::new("/etc/aegis/carbon.csv"))
+    );
+    let cluster = &config.clusters[0];
+    assert_eq!(cluster.endpoint_regions, [Some(0), Some(1), Some(1)]);
+    assert_eq!(cluster.carbon.policy, aegis_carbon::Policy::Greenest);
+    assert_eq!(cluster.carbon.max_share, 0.6);
+}
+
+#[test]
+fn cluster_region_must_exist() {
+    let text = CARBON.replace(
+        "eu-north = [\"127.0.0.1:9001\"",
+        "eu-west = [\"127.0.0.1:9001\"",
+    );
+    assert_eq!(
+        errors(&text),
+        ["clusters.api.regions.eu-west, line 23: no region named \"eu-west\" in [regions]"]
+    );
+}
+
+#[test]
+fn carbon_policy_needs_regions() {
+    let text = CARBON.replace(
+        "regions = { eu-central = [\"127.0.0.1:9000\"], eu-north = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"] }",
+        "endpoints = [\"127.0.0.1:9000\"]",
+    );
+    assert_eq!(
+        errors(&text),
+        ["clusters.api.carbon, line 20: a carbon policy needs endpoints grouped by regions"]
+    );
+}
+
+#[test]
+fn max_share_is_a_fraction() {
+    let text = CARBON.replace("max_share = 0.6", "max_share = 60");
+    assert_eq!(
+        errors(&text),
+        ["clusters.api.max_share, line 22: 60 is outside 0.01..=1"]
+    );
+}
+
+#[test]
+fn file_feed_needs_a_path() {
+    let text = CARBON.replace("file = { path = \"carbon.csv\" }\n", "");
+    assert_eq!(
+        errors(&text),
+        ["carbon.feeds, line 17: the file feed needs carbon.file = { path = \"...\" }"]
     );
 }
