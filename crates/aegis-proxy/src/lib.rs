@@ -6,6 +6,7 @@
 //! arguments, loads the configuration and calls into this crate.
 
 pub mod admin;
+pub mod carbon_feed;
 pub mod config;
 pub mod demo;
 pub mod http;
@@ -58,6 +59,7 @@ pub struct Running {
     drained: mpsc::Receiver<()>,
     drain_timeout: Duration,
     ready: Arc<AtomicBool>,
+    carbon: Arc<carbon_feed::CarbonFeeds>,
 }
 
 impl Running {
@@ -77,6 +79,11 @@ impl Running {
     /// The bound admin address, if an admin listener is configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin
+    }
+
+    /// Reads every carbon feed now instead of at the next poll, and publishes the result.
+    pub async fn refresh_carbon(&self) {
+        self.carbon.refresh().await;
     }
 
     /// Stops accepting, lets in-flight requests finish within the drain timeout, then returns
@@ -120,6 +127,9 @@ pub async fn run(config: Config, mut registry: Registry) -> Result<Running, RunE
     };
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    if !config.regions.is_empty() {
+        tokio::spawn(proxy.carbon_feeds().clone().run(shutdown_rx.clone()));
+    }
     let (drain, drained) = mpsc::channel(1);
     let ready = Arc::new(AtomicBool::new(true));
     let mut listeners = Vec::new();
@@ -150,5 +160,6 @@ pub async fn run(config: Config, mut registry: Registry) -> Result<Running, RunE
         drained,
         drain_timeout: config.drain_timeout,
         ready,
+        carbon: proxy.carbon_feeds().clone(),
     })
 }

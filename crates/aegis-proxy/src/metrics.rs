@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// Labels of `aegis_http_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,6 +66,48 @@ pub struct UpstreamErrorLabels {
     pub reason: &'static str,
 }
 
+/// Labels with a region.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    /// Region name.
+    pub region: String,
+}
+
+/// Labels of `aegis_carbon_intensity_gco2_per_kwh`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionSourceLabels {
+    /// Region name.
+    pub region: String,
+    /// Feed the value came from (`file`, `static`, `unknown`).
+    pub source: &'static str,
+}
+
+/// Labels of `aegis_carbon_feed_errors_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedErrorLabels {
+    /// Feed name.
+    pub feed: &'static str,
+    /// Short reason (`unreadable`, `malformed_json`, ...).
+    pub reason: &'static str,
+}
+
+/// Labels of `aegis_carbon_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CarbonRequestLabels {
+    /// Cluster name.
+    pub cluster: String,
+    /// Region chosen, empty when none.
+    pub region: String,
+    /// Decision reason (`greenest`, `weighted`, `fallback:stale`, ...).
+    pub reason: &'static str,
+}
+
+/// A gauge holding a float.
+pub type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// A counter of a float quantity.
+pub type FloatCounter = Counter<f64, AtomicU64>;
+
 /// All proxy metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -82,6 +125,20 @@ pub struct Metrics {
     pub handshakes: Family<HandshakeLabels, Counter>,
     /// Failed TLS handshakes by reason.
     pub handshake_failures: Family<HandshakeFailureLabels, Counter>,
+    /// Current grid intensity per region and source.
+    pub carbon_intensity: Family<RegionSourceLabels, FloatGauge>,
+    /// Age of each region's intensity value.
+    pub carbon_data_age: Family<RegionLabels, FloatGauge>,
+    /// Feed failures by reason.
+    pub carbon_feed_errors: Family<FeedErrorLabels, Counter>,
+    /// Carbon decisions by cluster, region and reason.
+    pub carbon_requests: Family<CarbonRequestLabels, Counter>,
+    /// Estimated grams CO2eq emitted per region.
+    pub carbon_emitted: Family<RegionLabels, FloatCounter>,
+    /// Estimated grams the cluster's carbon-blind balancing would have emitted.
+    pub carbon_baseline: Family<ClusterLabels, FloatCounter>,
+    /// Estimated grams saved against that baseline (requests that emitted less).
+    pub carbon_saved: Family<ClusterLabels, FloatCounter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -100,6 +157,13 @@ impl Metrics {
             connections_total: Family::default(),
             handshakes: Family::default(),
             handshake_failures: Family::default(),
+            carbon_intensity: Family::default(),
+            carbon_data_age: Family::default(),
+            carbon_feed_errors: Family::default(),
+            carbon_requests: Family::default(),
+            carbon_emitted: Family::default(),
+            carbon_baseline: Family::default(),
+            carbon_saved: Family::default(),
         };
         let aegis = registry.sub_registry_with_prefix("aegis");
         aegis.register(
@@ -136,6 +200,42 @@ impl Metrics {
             "tls_handshake_failures",
             "Failed TLS handshakes by reason",
             metrics.handshake_failures.clone(),
+        );
+        let carbon = aegis.sub_registry_with_prefix("carbon");
+        carbon.register(
+            "intensity_gco2_per_kwh",
+            "Grid carbon intensity per region, by the feed it came from",
+            metrics.carbon_intensity.clone(),
+        );
+        carbon.register(
+            "data_age_seconds",
+            "Age of each region's carbon-intensity value",
+            metrics.carbon_data_age.clone(),
+        );
+        carbon.register(
+            "feed_errors",
+            "Carbon feed failures by reason",
+            metrics.carbon_feed_errors.clone(),
+        );
+        carbon.register(
+            "requests",
+            "Carbon routing decisions by cluster, region and reason",
+            metrics.carbon_requests.clone(),
+        );
+        carbon.register(
+            "emitted_grams",
+            "Estimated grams CO2eq of proxied requests, by region",
+            metrics.carbon_emitted.clone(),
+        );
+        carbon.register(
+            "baseline_grams",
+            "Estimated grams CO2eq under the cluster's carbon-blind balancing",
+            metrics.carbon_baseline.clone(),
+        );
+        carbon.register(
+            "saved_grams",
+            "Estimated grams CO2eq saved against carbon-blind balancing",
+            metrics.carbon_saved.clone(),
         );
         metrics
     }

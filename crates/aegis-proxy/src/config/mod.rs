@@ -47,7 +47,7 @@ pub struct RegionConfig {
 }
 
 /// A carbon-intensity feed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FeedKind {
     /// A local file (wide CSV or JSON), re-read when it changes.

@@ -18,12 +18,16 @@ use http_body_util::{BodyExt, Limited};
 
 use super::error::ProxyError;
 use super::headers;
-use super::record::{Recorded, RequestRecord};
+use super::record::{CarbonRecord, Recorded, RequestRecord};
+use crate::carbon_feed::CarbonFeeds;
 use crate::config::{Config, UpstreamProtocol};
 use crate::metrics::{ClusterLabels, Metrics, UpstreamErrorLabels};
 use crate::route::RouteTable;
-use crate::upstream::{Cluster, InFlight, UpstreamBody, UpstreamTlsGroup};
+use crate::upstream::{Cluster, Endpoint, InFlight, UpstreamBody, UpstreamTlsGroup};
 use crate::{Body, BoxError};
+use aegis_carbon::energy::EnergyModel;
+use http::header::HeaderName;
+use rand::Rng;
 
 /// Routes and clusters: everything the forward path reads, built once from a [`Config`].
 #[derive(Debug)]
@@ -34,6 +38,10 @@ pub struct Proxy {
     cluster_names: Vec<Arc<str>>,
     metrics: Arc<Metrics>,
     access_log: bool,
+    carbon: Arc<CarbonFeeds>,
+    region_names: Vec<Arc<str>>,
+    region_header: Option<HeaderName>,
+    energy: EnergyModel,
 }
 
 impl Proxy {
@@ -52,9 +60,26 @@ impl Proxy {
                 .map(|c| Arc::from(c.name.as_str()))
                 .collect(),
             clusters,
+            carbon: Arc::new(CarbonFeeds::new(
+                config.carbon.clone(),
+                config.regions.clone(),
+                metrics.clone(),
+            )),
             metrics,
             access_log: config.access_log,
+            region_names: config
+                .regions
+                .iter()
+                .map(|r| Arc::from(r.name.as_str()))
+                .collect(),
+            region_header: config.carbon.region_header.clone(),
+            energy: config.carbon.energy,
         }
+    }
+
+    /// The carbon feeds whose table the forward path reads.
+    pub fn carbon_feeds(&self) -> &Arc<CarbonFeeds> {
+        &self.carbon
     }
 
     /// The metrics this proxy records into.
@@ -106,6 +131,7 @@ where
         status: 0,
         error: None,
         in_flight: None,
+        carbon: None,
     };
     let mut response = match send(proxy, conn, request, &mut record).await {
         Ok(response) => response,
@@ -132,6 +158,11 @@ where
     };
     record.status = response.status().as_u16();
     headers::add_via(response.headers_mut(), version);
+    if let (Some(header), Some(carbon)) = (&proxy.region_header, &record.carbon) {
+        if let Ok(value) = HeaderValue::from_str(&carbon.region) {
+            response.headers_mut().insert(header.clone(), value);
+        }
+    }
     if let Some(alt_svc) = &conn.alt_svc {
         response
             .headers_mut()
@@ -166,7 +197,7 @@ where
     let cluster = &proxy.clusters[route.cluster];
     let body = limit_body(body, &parts.headers, conn.max_request_body_bytes)?;
 
-    let endpoint = cluster.pick(&mut rand::rng()).clone();
+    let (endpoint, region) = choose_endpoint(proxy, cluster, record);
     let in_flight = InFlight::new(endpoint.clone());
     rewrite_request(
         &mut parts,
@@ -183,6 +214,9 @@ where
     )
     .await;
     let elapsed = started.elapsed();
+    if let (Some(carbon), Some(local)) = (&cluster.carbon, region) {
+        carbon.observe_latency(local, elapsed.as_secs_f64() * 1000.0);
+    }
     record.in_flight = Some(in_flight);
     let response = match sent {
         Err(_) => Err(ProxyError::UpstreamTimeout(cluster.request_timeout)),
@@ -215,6 +249,45 @@ where
         parts,
         body.map_err(BoxError::from).boxed_unsync(),
     ))
+}
+
+/// Picks the endpoint: within the region the carbon policy chooses, by the cluster's load
+/// balancing; returns it with its local region index when the cluster has regions.
+fn choose_endpoint(
+    proxy: &Proxy,
+    cluster: &Cluster,
+    record: &mut RequestRecord,
+) -> (Arc<Endpoint>, Option<usize>) {
+    let mut rng = rand::rng();
+    let Some(carbon) = &cluster.carbon else {
+        return (cluster.pick(&mut rng).clone(), None);
+    };
+    let table = proxy.carbon.current();
+    let decision = carbon.decide(&table, rng.random());
+    let among = decision
+        .region
+        .map(|local| carbon.endpoints[local].as_slice());
+    let index = cluster.pick_index(among, &mut rng);
+    let local = carbon.region_of(index);
+    carbon.record_choice(local);
+    let global = carbon.regions[local];
+    record.carbon = Some(CarbonRecord {
+        region: proxy.region_names[global].clone(),
+        intensity: table.regions.get(global).map_or(0.0, |v| v.intensity),
+        baseline_intensity: carbon.baseline_intensity(&table),
+        policy: policy_name(carbon.policy.policy),
+        reason: decision.reason.as_str(),
+        energy: proxy.energy,
+    });
+    (cluster.endpoints[index].clone(), Some(local))
+}
+
+fn policy_name(policy: aegis_carbon::Policy) -> &'static str {
+    match policy {
+        aegis_carbon::Policy::Greenest => "greenest",
+        aegis_carbon::Policy::Weighted => "weighted",
+        _ => "off",
+    }
 }
 
 /// Rejects requests whose framing or host is ambiguous (RFC 9112 §6.3, §3.2).

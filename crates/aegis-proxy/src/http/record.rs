@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::{CarbonRequestLabels, ClusterLabels, Metrics, RegionLabels, RequestLabels};
 use crate::upstream::InFlight;
 use crate::{Body, BoxError};
 
@@ -37,6 +37,24 @@ pub struct RequestRecord {
     pub(crate) status: u16,
     pub(crate) error: Option<&'static str>,
     pub(crate) in_flight: Option<InFlight>,
+    pub(crate) carbon: Option<CarbonRecord>,
+}
+
+/// The carbon side of a request: where it went, why, and what that emitted.
+#[derive(Debug, Clone)]
+pub struct CarbonRecord {
+    /// Region that served it.
+    pub region: Arc<str>,
+    /// That region's intensity, gCO2eq/kWh.
+    pub intensity: f64,
+    /// Intensity carbon-blind balancing would have averaged.
+    pub baseline_intensity: f64,
+    /// Cluster policy name.
+    pub policy: &'static str,
+    /// Decision reason.
+    pub reason: &'static str,
+    /// Energy model.
+    pub energy: aegis_carbon::energy::EnergyModel,
 }
 
 impl RequestRecord {
@@ -49,6 +67,9 @@ impl RequestRecord {
             protocol: self.protocol,
         };
         self.metrics.requests.get_or_create(&labels).inc();
+        if let Some(carbon) = &self.carbon {
+            self.account(carbon, &labels.cluster, bytes_sent);
+        }
         if !self.access_log {
             return;
         }
@@ -73,7 +94,42 @@ impl RequestRecord {
             bytes_sent,
             completed,
             error = self.error,
+            region = self.carbon.as_ref().map(|c| &*c.region),
+            intensity = self.carbon.as_ref().map(|c| c.intensity),
+            carbon_policy = self.carbon.as_ref().map(|c| c.policy),
+            carbon_reason = self.carbon.as_ref().map(|c| c.reason),
         );
+    }
+
+    fn account(&self, carbon: &CarbonRecord, cluster: &str, bytes: u64) {
+        let metrics = &self.metrics;
+        let grams = carbon.energy.grams(carbon.intensity, bytes);
+        let baseline = carbon.energy.grams(carbon.baseline_intensity, bytes);
+        let region = RegionLabels {
+            region: carbon.region.to_string(),
+        };
+        let cluster = ClusterLabels {
+            cluster: cluster.to_owned(),
+        };
+        metrics.carbon_emitted.get_or_create(&region).inc_by(grams);
+        metrics
+            .carbon_baseline
+            .get_or_create(&cluster)
+            .inc_by(baseline);
+        if baseline > grams {
+            metrics
+                .carbon_saved
+                .get_or_create(&cluster)
+                .inc_by(baseline - grams);
+        }
+        metrics
+            .carbon_requests
+            .get_or_create(&CarbonRequestLabels {
+                cluster: cluster.cluster,
+                region: region.region,
+                reason: carbon.reason,
+            })
+            .inc();
     }
 }
 

@@ -5,6 +5,7 @@
 //! routing policy (carbon, health) can narrow the candidates before the balancer picks.
 
 pub mod connector;
+mod regions;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use rustls::pki_types::ServerName;
 use crate::config::{ClusterConfig, EndpointAddr, LbPolicy, UpstreamProtocol};
 use crate::BoxError;
 pub use connector::{ConnectError, Connector, EndpointTls, UpstreamTlsGroup};
+pub use regions::ClusterCarbon;
 
 /// The body type sent upstream.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -79,6 +81,8 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     /// Endpoints, never empty.
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Regions and carbon policy, when the cluster's endpoints are grouped by region.
+    pub carbon: Option<ClusterCarbon>,
     lb: LbPolicy,
     next: AtomicUsize,
 }
@@ -96,6 +100,7 @@ impl Cluster {
             request_timeout: config.request_timeout,
             protocol: config.protocol,
             endpoints,
+            carbon: ClusterCarbon::new(config),
             lb: config.lb,
             next: AtomicUsize::new(0),
         }
@@ -103,22 +108,29 @@ impl Cluster {
 
     /// Picks an endpoint by the cluster's policy; `rng` feeds power-of-two choices.
     pub fn pick(&self, rng: &mut impl Rng) -> &Arc<Endpoint> {
-        let n = self.endpoints.len();
-        let index = match self.lb {
-            _ if n == 1 => 0,
+        &self.endpoints[self.pick_index(None, rng)]
+    }
+
+    /// Index of the endpoint the cluster's policy picks, among `among` (indices into
+    /// [`Cluster::endpoints`], never empty) or among all endpoints.
+    pub fn pick_index(&self, among: Option<&[usize]>, rng: &mut impl Rng) -> usize {
+        let n = among.map_or(self.endpoints.len(), <[usize]>::len);
+        let at = |k: usize| among.map_or(k, |a| a[k]);
+        let k = match self.lb {
+            _ if n <= 1 => 0,
             LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
             LbPolicy::LeastRequest => {
                 let a = rng.random_range(0..n);
                 // Second draw from the other n-1 endpoints so the two choices differ.
                 let b = (a + 1 + rng.random_range(0..n - 1)) % n;
-                if self.endpoints[b].active() < self.endpoints[a].active() {
+                if self.endpoints[at(b)].active() < self.endpoints[at(a)].active() {
                     b
                 } else {
                     a
                 }
             }
         };
-        &self.endpoints[index]
+        at(k)
     }
 }
 

@@ -1,0 +1,275 @@
+//! Carbon-intensity feeds: read in the background, published as one atomic table that the
+//! request path reads without locks.
+//!
+//! Feeds are tried in the configured order for each region; the first with a fresh value wins.
+//! When none has one, the last known value is kept (marked stale once older than
+//! `stale_after`), and a region never heard of gets `unknown_intensity`. A feed failing is
+//! counted and logged; it never fails a request.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aegis_carbon::trace::{parse_rfc3339, Trace};
+use aegis_carbon::Freshness;
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::config::{CarbonConfig, FeedKind, RegionConfig};
+use crate::metrics::{FeedErrorLabels, Metrics, RegionLabels, RegionSourceLabels};
+
+/// One region's current intensity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionIntensity {
+    /// gCO2eq/kWh.
+    pub intensity: f64,
+    /// Where it came from: `file`, `static` or `unknown`.
+    pub source: &'static str,
+    /// When the value was measured, when known.
+    pub measured: Option<SystemTime>,
+    /// Whether it may be trusted for ranking.
+    pub freshness: Freshness,
+}
+
+/// Every region's intensity, indexed like [`crate::Config::regions`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IntensityTable {
+    /// Per region.
+    pub regions: Vec<RegionIntensity>,
+}
+
+/// The feeds of one proxy and the table they publish.
+#[derive(Debug)]
+pub struct CarbonFeeds {
+    table: ArcSwap<IntensityTable>,
+    config: CarbonConfig,
+    regions: Vec<RegionConfig>,
+    metrics: Arc<Metrics>,
+}
+
+/// Values one feed read, by zone, with the time they were measured.
+type Reading = HashMap<String, (f64, SystemTime)>;
+
+impl CarbonFeeds {
+    /// Builds the feeds and an initial table from static values (no I/O).
+    pub fn new(config: CarbonConfig, regions: Vec<RegionConfig>, metrics: Arc<Metrics>) -> Self {
+        let feeds = Self {
+            table: ArcSwap::from_pointee(IntensityTable::default()),
+            config,
+            regions,
+            metrics,
+        };
+        let table = feeds.merge(
+            &HashMap::new(),
+            &IntensityTable::default(),
+            SystemTime::now(),
+        );
+        feeds.table.store(Arc::new(table));
+        feeds
+    }
+
+    /// The current table (lock-free).
+    pub fn current(&self) -> Arc<IntensityTable> {
+        self.table.load_full()
+    }
+
+    /// The regions, as configured.
+    pub fn regions(&self) -> &[RegionConfig] {
+        &self.regions
+    }
+
+    /// Reads every feed now and publishes the merged table.
+    pub async fn refresh(&self) {
+        let mut readings = HashMap::new();
+        if self.config.feeds.contains(&FeedKind::File) {
+            if let Some(path) = &self.config.file {
+                match read_file(path).await {
+                    Ok(reading) => {
+                        readings.insert(FeedKind::File, reading);
+                    }
+                    Err(reason) => self.feed_error("file", reason),
+                }
+            }
+        }
+        let previous = self.current();
+        let table = self.merge(&readings, &previous, SystemTime::now());
+        self.export(&table);
+        self.table.store(Arc::new(table));
+    }
+
+    /// Refreshes every `poll_interval` until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            self.refresh().await;
+        }
+    }
+
+    fn merge(
+        &self,
+        readings: &HashMap<FeedKind, Reading>,
+        previous: &IntensityTable,
+        now: SystemTime,
+    ) -> IntensityTable {
+        let fresh = |measured: SystemTime| {
+            now.duration_since(measured).unwrap_or(Duration::ZERO) <= self.config.stale_after
+        };
+        let regions = self
+            .regions
+            .iter()
+            .enumerate()
+            .map(|(i, region)| {
+                for feed in &self.config.feeds {
+                    let value = match feed {
+                        FeedKind::Static => region.intensity.map(|v| (v, now, "static")),
+                        FeedKind::File => readings
+                            .get(feed)
+                            .and_then(|r| r.get(&region.zone))
+                            .map(|&(v, at)| (v, at, "file")),
+                    };
+                    if let Some((intensity, measured, source)) =
+                        value.filter(|&(_, at, _)| fresh(at))
+                    {
+                        return RegionIntensity {
+                            intensity,
+                            source,
+                            measured: Some(measured),
+                            freshness: Freshness::Fresh,
+                        };
+                    }
+                }
+                match previous.regions.get(i).filter(|p| p.measured.is_some()) {
+                    Some(last) => RegionIntensity {
+                        freshness: if last.measured.is_some_and(fresh) {
+                            Freshness::Fresh
+                        } else {
+                            Freshness::Stale
+                        },
+                        ..last.clone()
+                    },
+                    None => RegionIntensity {
+                        intensity: self.config.unknown_intensity,
+                        source: "unknown",
+                        measured: None,
+                        freshness: Freshness::Missing,
+                    },
+                }
+            })
+            .collect();
+        IntensityTable { regions }
+    }
+
+    fn export(&self, table: &IntensityTable) {
+        let now = SystemTime::now();
+        for (region, value) in self.regions.iter().zip(&table.regions) {
+            self.metrics
+                .carbon_intensity
+                .get_or_create(&RegionSourceLabels {
+                    region: region.name.clone(),
+                    source: value.source,
+                })
+                .set(value.intensity);
+            if let Some(measured) = value.measured {
+                let age = now.duration_since(measured).unwrap_or(Duration::ZERO);
+                self.metrics
+                    .carbon_data_age
+                    .get_or_create(&RegionLabels {
+                        region: region.name.clone(),
+                    })
+                    .set(age.as_secs_f64());
+            }
+        }
+    }
+
+    fn feed_error(&self, feed: &'static str, reason: &'static str) {
+        self.metrics
+            .carbon_feed_errors
+            .get_or_create(&FeedErrorLabels { feed, reason })
+            .inc();
+        tracing::warn!(feed, reason, "carbon feed failed; using fallback values");
+    }
+}
+
+/// Reads a wide CSV trace (the row in force now, measured at its timestamp) or a JSON object
+/// `{"ZONE": gCO2eq/kWh, ...}` (measured at the file's modification time).
+async fn read_file(path: &Path) -> Result<Reading, &'static str> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|_| "unreadable")?;
+    let modified = tokio::fs::metadata(path)
+        .await
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| SystemTime::now());
+    if text.trim_start().starts_with('{') {
+        parse_json(&text, modified)
+    } else {
+        parse_csv(&text, SystemTime::now())
+    }
+}
+
+fn parse_json(text: &str, measured: SystemTime) -> Result<Reading, &'static str> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| "malformed_json")?;
+    let object = value.as_object().ok_or("malformed_json")?;
+    Ok(object
+        .iter()
+        .filter_map(|(zone, v)| Some((zone.clone(), (v.as_f64().filter(|v| *v >= 0.0)?, measured))))
+        .collect())
+}
+
+fn parse_csv(text: &str, now: SystemTime) -> Result<Reading, &'static str> {
+    let trace = Trace::parse(text).map_err(|_| "malformed_csv")?;
+    let now_secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let row = trace.row_at(now_secs).ok_or("no_current_row")?;
+    let measured = SystemTime::UNIX_EPOCH + Duration::from_secs(trace.times[row].max(0) as u64);
+    Ok(trace
+        .zones
+        .iter()
+        .zip(&trace.values[row])
+        .map(|(zone, &v)| (zone.clone(), (v, measured)))
+        .collect())
+}
+
+/// Seconds since the Unix epoch, as RFC 3339 UTC (for writing test traces).
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let stamp = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+    debug_assert_eq!(parse_rfc3339(&stamp), Some(secs));
+    stamp
+}
+
+/// H. Hinnant's civil_from_days.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Instant-free helper for tests: the current time as unix seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
