@@ -211,9 +211,10 @@ fn main() -> ExitCode {
             let dir = std::env::temp_dir().join(format!("aegis-demo-{}", std::process::id()));
             let options = DemoOptions { listen, admin, dir };
             block_on(cli.workers, async move {
+                let stop = StopSignals::install()?;
                 let running = demo::start(&options).await?;
                 eprintln!("{}", demo::instructions(&options, &running));
-                wait_for_signal().await?;
+                stop.wait().await;
                 running.shutdown().await;
                 Ok(())
             })
@@ -242,8 +243,10 @@ fn run_simulation(
 
 fn serve(workers: Option<usize>, config: Config) -> ExitCode {
     block_on(workers, async move {
+        // Installed before any socket is bound, so an early SIGTERM still drains and exits 0.
+        let stop = StopSignals::install()?;
         let running = aegis_proxy::run(config, Registry::default()).await?;
-        wait_for_signal().await?;
+        stop.wait().await;
         tracing::info!("draining");
         if running.shutdown().await {
             tracing::info!("drained");
@@ -273,14 +276,27 @@ fn block_on(
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        result = tokio::signal::ctrl_c() => result?,
+/// SIGTERM and SIGINT handlers, installed once.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 fn config_failure(path: &Path, errors: &aegis_proxy::config::ConfigErrors) -> ExitCode {
