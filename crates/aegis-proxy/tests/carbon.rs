@@ -128,7 +128,8 @@ async fn a_broken_feed_falls_back_and_never_fails_requests() {
     let answer = http(addr, get("/"), false).await.unwrap();
     assert_eq!(answer.status, 200);
     let text = metrics(&proxy).await;
-    assert!(text.contains("reason=\"fallback:no_data\"} 1"), "{text}");
+    let no_data = "aegis_carbon_requests_total{cluster=\"api\",region=\"eu-central\",reason=\"fallback:no_data\"}";
+    assert_eq!(metric(&text, no_data), Some(1.0), "{text}");
 }
 
 #[tokio::test]
@@ -154,4 +155,207 @@ async fn max_share_caps_the_greenest_region() {
         (100..=140).contains(&north_hits),
         "eu-north took {north_hits} of 200"
     );
+}
+
+/// What the fake Electricity Maps API answers for a zone.
+#[derive(Clone, Debug)]
+enum Answer {
+    Value(f64),
+    Null,
+    Garbage,
+    Status(u16),
+}
+
+/// A loopback server speaking Electricity Maps' documented v3 `carbon-intensity/latest` JSON.
+struct FakeElectricityMaps {
+    addr: std::net::SocketAddr,
+    answers: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Answer>>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeElectricityMaps {
+    async fn start(token: &'static str) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answers = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a, h) = (answers.clone(), hits.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (answers, hits) = (a.clone(), h.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            hits.fetch_add(1, Ordering::SeqCst);
+                            let zone = req
+                                .uri()
+                                .query()
+                                .and_then(|q| q.strip_prefix("zone="))
+                                .unwrap_or("")
+                                .to_owned();
+                            let authorized =
+                                req.headers().get("auth-token").is_some_and(|t| t == token);
+                            let answer = answers
+                                .lock()
+                                .unwrap()
+                                .get(&zone)
+                                .cloned()
+                                .unwrap_or(Answer::Status(404));
+                            let answer = if authorized {
+                                answer
+                            } else {
+                                Answer::Status(401)
+                            };
+                            let now = aegis_proxy::carbon_feed::rfc3339(
+                                aegis_proxy::carbon_feed::unix_now(),
+                            );
+                            let (status, body) = match answer {
+                                Answer::Value(v) => (
+                                    200,
+                                    format!(
+                                        r#"{{"zone":"{zone}","carbonIntensity":{v},"datetime":"{now}","updatedAt":"{now}","emissionFactorType":"lifecycle","isEstimated":false}}"#
+                                    ),
+                                ),
+                                Answer::Null => (
+                                    200,
+                                    format!(
+                                        r#"{{"zone":"{zone}","carbonIntensity":null,"datetime":"{now}"}}"#
+                                    ),
+                                ),
+                                Answer::Garbage => (200, "<html>oops</html>".to_owned()),
+                                Answer::Status(code) => (code, r#"{"error":"nope"}"#.to_owned()),
+                            };
+                            let mut response = http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(body),
+                            ));
+                            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            if status == 429 {
+                                response
+                                    .headers_mut()
+                                    .insert("retry-after", http::HeaderValue::from_static("3600"));
+                            }
+                            async move { Ok::<_, std::convert::Infallible>(response) }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            answers,
+            hits,
+        }
+    }
+
+    fn set(&self, zone: &str, answer: Answer) {
+        self.answers.lock().unwrap().insert(zone.to_owned(), answer);
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn api_config(
+    dir: &TestDir,
+    central: std::net::SocketAddr,
+    north: std::net::SocketAddr,
+    api: std::net::SocketAddr,
+    token_env: &str,
+) -> String {
+    carbon_config(dir, central, north, "", r#"["electricitymaps", "static"]"#).replace(
+        "poll_interval_ms = 3600000",
+        &format!("poll_interval_ms = 3600000\nelectricitymaps = {{ base_url = \"http://{api}\", token_env = \"{token_env}\", timeout_ms = 2000 }}"),
+    )
+}
+
+#[tokio::test]
+async fn electricitymaps_feed_drives_routing_and_survives_its_failures() {
+    // A unique variable, set before the proxy reads it; no other test reads it.
+    #[allow(clippy::disallowed_methods)]
+    std::env::set_var("AEGIS_TEST_EM_TOKEN_A", "secret-a");
+    let api = FakeElectricityMaps::start("secret-a").await;
+    api.set("DE", Answer::Value(300.0));
+    api.set("NO", Answer::Value(30.0));
+    let dir = TestDir::new("em");
+    let central = spawn_origin("central").await.unwrap();
+    let north = spawn_origin("north").await.unwrap();
+    let proxy = start(
+        &api_config(&dir, central, north, api.addr, "AEGIS_TEST_EM_TOKEN_A"),
+        &dir,
+    )
+    .await;
+    proxy.refresh_carbon().await;
+    let addr = proxy.listener_addr("public").unwrap();
+    assert_eq!(region_of(addr).await.0, "eu-north");
+    let text = metrics(&proxy).await;
+    let series =
+        "aegis_carbon_intensity_gco2_per_kwh{region=\"eu-north\",source=\"electricitymaps\"}";
+    assert_eq!(metric(&text, series), Some(30.0), "{text}");
+
+    // Rate limited: the feed pauses (no more calls) and the last values stay in use.
+    api.set("DE", Answer::Status(429));
+    proxy.refresh_carbon().await;
+    let hits = api.hits();
+    proxy.refresh_carbon().await;
+    assert_eq!(
+        api.hits(),
+        hits,
+        "called the API while paused by Retry-After"
+    );
+    assert_eq!(region_of(addr).await.0, "eu-north");
+    let text = metrics(&proxy).await;
+    let limited =
+        "aegis_carbon_feed_errors_total{feed=\"electricitymaps\",reason=\"rate_limited\"}";
+    assert!(metric(&text, limited).unwrap_or(0.0) >= 2.0, "{text}");
+}
+
+#[tokio::test]
+async fn electricitymaps_bad_token_null_and_garbage_fall_back() {
+    #[allow(clippy::disallowed_methods)]
+    std::env::set_var("AEGIS_TEST_EM_TOKEN_B", "wrong");
+    let api = FakeElectricityMaps::start("secret-b").await;
+    api.set("DE", Answer::Value(300.0));
+    api.set("NO", Answer::Value(30.0));
+    let dir = TestDir::new("em401");
+    let central = spawn_origin("central").await.unwrap();
+    let north = spawn_origin("north").await.unwrap();
+    let proxy = start(
+        &api_config(&dir, central, north, api.addr, "AEGIS_TEST_EM_TOKEN_B"),
+        &dir,
+    )
+    .await;
+    proxy.refresh_carbon().await;
+    let addr = proxy.listener_addr("public").unwrap();
+    // Unauthorized: eu-central keeps its static 350, eu-north has no data (500): central wins.
+    assert_eq!(region_of(addr).await.0, "eu-central");
+    let text = metrics(&proxy).await;
+    let unauthorized =
+        "aegis_carbon_feed_errors_total{feed=\"electricitymaps\",reason=\"unauthorized\"}";
+    // Both zones refused, at startup and at the explicit refresh.
+    assert!(metric(&text, unauthorized).unwrap_or(0.0) >= 2.0, "{text}");
+
+    #[allow(clippy::disallowed_methods)]
+    std::env::set_var("AEGIS_TEST_EM_TOKEN_C", "secret-b");
+    api.set("DE", Answer::Garbage);
+    api.set("NO", Answer::Null);
+    let proxy = start(
+        &api_config(&dir, central, north, api.addr, "AEGIS_TEST_EM_TOKEN_C"),
+        &dir,
+    )
+    .await;
+    proxy.refresh_carbon().await;
+    let addr = proxy.listener_addr("public").unwrap();
+    assert_eq!(region_of(addr).await.0, "eu-central");
+    let text = metrics(&proxy).await;
+    for reason in ["malformed_json", "null_value"] {
+        let series = format!(
+            "aegis_carbon_feed_errors_total{{feed=\"electricitymaps\",reason=\"{reason}\"}}"
+        );
+        assert!(metric(&text, &series).unwrap_or(0.0) >= 1.0, "{text}");
+    }
 }

@@ -54,6 +54,30 @@ pub enum FeedKind {
     File,
     /// The `intensity` values of `[regions]`.
     Static,
+    /// The Electricity Maps API (v3, `carbon-intensity/latest`).
+    Electricitymaps,
+}
+
+impl FeedKind {
+    /// The feed's name in configuration, metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Static => "static",
+            Self::Electricitymaps => "electricitymaps",
+        }
+    }
+}
+
+/// Settings of the Electricity Maps feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectricityMapsConfig {
+    /// API base URL.
+    pub base_url: String,
+    /// Environment variable holding the API token.
+    pub token_env: String,
+    /// Deadline for each API call.
+    pub timeout: Duration,
 }
 
 /// `[carbon]`, validated.
@@ -63,6 +87,8 @@ pub struct CarbonConfig {
     pub feeds: Vec<FeedKind>,
     /// Path of the file feed.
     pub file: Option<PathBuf>,
+    /// Settings of the Electricity Maps feed.
+    pub electricitymaps: Option<ElectricityMapsConfig>,
     /// How often feeds are read.
     pub poll_interval: Duration,
     /// Values older than this are stale.

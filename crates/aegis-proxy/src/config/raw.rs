@@ -47,10 +47,12 @@ pub struct RawRegion {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCarbon {
-    /// Feeds tried in order: `file`, `static`.
+    /// Feeds tried in order: `electricitymaps`, `file`, `static`.
     pub feeds: Spanned<Vec<super::FeedKind>>,
     /// Settings of the `file` feed.
     pub file: Option<RawFileFeed>,
+    /// Settings of the `electricitymaps` feed.
+    pub electricitymaps: Option<RawElectricityMaps>,
     /// How often feeds are read.
     pub poll_interval_ms: Option<Spanned<u64>>,
     /// A value older than this is stale: the next feed is used.
@@ -63,6 +65,18 @@ pub struct RawCarbon {
     pub wh_per_request: Option<Spanned<f64>>,
     /// Energy model: watt-hours per megabyte of body.
     pub wh_per_mb: Option<Spanned<f64>>,
+}
+
+/// `electricitymaps = { ... }` in `[carbon]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawElectricityMaps {
+    /// API base URL; default `https://api.electricitymap.org`.
+    pub base_url: Option<Spanned<String>>,
+    /// Environment variable holding the token; default `ELECTRICITYMAPS_TOKEN`.
+    pub token_env: Option<String>,
+    /// Deadline per API call.
+    pub timeout_ms: Option<Spanned<u64>>,
 }
 
 /// `file = { path = "..." }` in `[carbon]`.

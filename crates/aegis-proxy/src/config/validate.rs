@@ -14,9 +14,9 @@ use super::raw::{
     RawUpstreamTls,
 };
 use super::{
-    CarbonConfig, CarbonPolicyKind, ClusterConfig, Config, ConfigError, ConfigErrors, EndpointAddr,
-    FeedKind, HostMatch, ListenerConfig, ListenerTls, Protocol, Protocols, QuicListener,
-    RegionConfig, RouteConfig, UpstreamProtocol, UpstreamTls,
+    CarbonConfig, CarbonPolicyKind, ClusterConfig, Config, ConfigError, ConfigErrors,
+    ElectricityMapsConfig, EndpointAddr, FeedKind, HostMatch, ListenerConfig, ListenerTls,
+    Protocol, Protocols, QuicListener, RegionConfig, RouteConfig, UpstreamProtocol, UpstreamTls,
 };
 
 const DEFAULT_DRAIN_MS: u64 = 30_000;
@@ -33,6 +33,7 @@ const DEFAULT_QUIC_STREAMS: u64 = 100;
 const DEFAULT_CARBON_POLL_MS: u64 = 300_000;
 const DEFAULT_CARBON_STALE_MS: u64 = 2 * 3_600_000;
 const DEFAULT_UNKNOWN_INTENSITY: f64 = 500.0;
+const DEFAULT_FEED_TIMEOUT_MS: u64 = 5_000;
 const DEFAULT_QUIC_IDLE_MS: u64 = 30_000;
 const DEFAULT_QUIC_RETRY_ABOVE: u64 = 64;
 
@@ -607,6 +608,7 @@ impl Checker<'_> {
             return Some(CarbonConfig {
                 feeds: vec![FeedKind::Static],
                 file: None,
+                electricitymaps: None,
                 poll_interval: Duration::from_millis(DEFAULT_CARBON_POLL_MS),
                 stale_after: Duration::from_millis(DEFAULT_CARBON_STALE_MS),
                 unknown_intensity: DEFAULT_UNKNOWN_INTENSITY,
@@ -629,6 +631,7 @@ impl Checker<'_> {
             }
             (None, false) => None,
         };
+        let electricitymaps = self.electricitymaps(c);
         let poll = self.duration(
             "carbon.poll_interval_ms",
             &c.poll_interval_ms,
@@ -678,6 +681,7 @@ impl Checker<'_> {
         Some(CarbonConfig {
             feeds: c.feeds.get_ref().clone(),
             file,
+            electricitymaps: electricitymaps?,
             poll_interval: poll?,
             stale_after: stale?,
             unknown_intensity: unknown?,
@@ -687,6 +691,45 @@ impl Checker<'_> {
                 wh_per_mb: wh_mb?,
             },
         })
+    }
+
+    fn electricitymaps(&mut self, c: &RawCarbon) -> Option<Option<ElectricityMapsConfig>> {
+        let wanted = c.feeds.get_ref().contains(&FeedKind::Electricitymaps);
+        let raw = match (&c.electricitymaps, wanted) {
+            (_, false) => return Some(None),
+            (Some(raw), true) => Some(raw),
+            (None, true) => None,
+        };
+        let base_url = raw
+            .and_then(|r| r.base_url.clone())
+            .map(|u| (u.get_ref().clone(), Some(u)))
+            .unwrap_or_else(|| ("https://api.electricitymap.org".to_owned(), None));
+        let uri_ok = base_url
+            .0
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !uri_ok {
+            if let Some(spanned) = &base_url.1 {
+                self.error(
+                    "carbon.electricitymaps.base_url",
+                    spanned,
+                    format!("\"{}\" is not an http(s) URL", base_url.0),
+                );
+            }
+            return None;
+        }
+        let timeout = self.duration(
+            "carbon.electricitymaps.timeout_ms",
+            &raw.and_then(|r| r.timeout_ms.clone()),
+            DEFAULT_FEED_TIMEOUT_MS,
+        )?;
+        Some(Some(ElectricityMapsConfig {
+            base_url: base_url.0,
+            token_env: raw
+                .and_then(|r| r.token_env.clone())
+                .unwrap_or_else(|| "ELECTRICITYMAPS_TOKEN".to_owned()),
+            timeout,
+        }))
     }
 
     fn float(

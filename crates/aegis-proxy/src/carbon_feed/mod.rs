@@ -7,14 +7,16 @@
 //! counted and logged; it never fails a request.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aegis_carbon::trace::{parse_rfc3339, Trace};
+use aegis_carbon::trace::parse_rfc3339;
 use aegis_carbon::Freshness;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
+
+mod electricitymaps;
+mod file;
 
 use crate::config::{CarbonConfig, FeedKind, RegionConfig};
 use crate::metrics::{FeedErrorLabels, Metrics, RegionLabels, RegionSourceLabels};
@@ -24,7 +26,7 @@ use crate::metrics::{FeedErrorLabels, Metrics, RegionLabels, RegionSourceLabels}
 pub struct RegionIntensity {
     /// gCO2eq/kWh.
     pub intensity: f64,
-    /// Where it came from: `file`, `static` or `unknown`.
+    /// Where it came from: `file`, `electricitymaps`, `static` or `unknown`.
     pub source: &'static str,
     /// When the value was measured, when known.
     pub measured: Option<SystemTime>,
@@ -43,19 +45,24 @@ pub struct IntensityTable {
 #[derive(Debug)]
 pub struct CarbonFeeds {
     table: ArcSwap<IntensityTable>,
+    electricitymaps: Option<electricitymaps::ElectricityMaps>,
     config: CarbonConfig,
     regions: Vec<RegionConfig>,
     metrics: Arc<Metrics>,
 }
 
 /// Values one feed read, by zone, with the time they were measured.
-type Reading = HashMap<String, (f64, SystemTime)>;
+pub(crate) type Reading = HashMap<String, (f64, SystemTime)>;
 
 impl CarbonFeeds {
     /// Builds the feeds and an initial table from static values (no I/O).
     pub fn new(config: CarbonConfig, regions: Vec<RegionConfig>, metrics: Arc<Metrics>) -> Self {
         let feeds = Self {
             table: ArcSwap::from_pointee(IntensityTable::default()),
+            electricitymaps: config
+                .electricitymaps
+                .as_ref()
+                .map(electricitymaps::ElectricityMaps::new),
             config,
             regions,
             metrics,
@@ -84,13 +91,21 @@ impl CarbonFeeds {
         let mut readings = HashMap::new();
         if self.config.feeds.contains(&FeedKind::File) {
             if let Some(path) = &self.config.file {
-                match read_file(path).await {
+                match file::read(path).await {
                     Ok(reading) => {
                         readings.insert(FeedKind::File, reading);
                     }
                     Err(reason) => self.feed_error("file", reason),
                 }
             }
+        }
+        if let Some(api) = &self.electricitymaps {
+            let zones: Vec<&str> = self.regions.iter().map(|r| r.zone.as_str()).collect();
+            let (reading, errors) = api.read(&zones).await;
+            for reason in errors {
+                self.feed_error("electricitymaps", reason);
+            }
+            readings.insert(FeedKind::Electricitymaps, reading);
         }
         let previous = self.current();
         let table = self.merge(&readings, &previous, SystemTime::now());
@@ -128,10 +143,10 @@ impl CarbonFeeds {
                 for feed in &self.config.feeds {
                     let value = match feed {
                         FeedKind::Static => region.intensity.map(|v| (v, now, "static")),
-                        FeedKind::File => readings
+                        FeedKind::File | FeedKind::Electricitymaps => readings
                             .get(feed)
                             .and_then(|r| r.get(&region.zone))
-                            .map(|&(v, at)| (v, at, "file")),
+                            .map(|&(v, at)| (v, at, feed.name())),
                     };
                     if let Some((intensity, measured, source)) =
                         value.filter(|&(_, at, _)| fresh(at))
@@ -194,48 +209,6 @@ impl CarbonFeeds {
             .inc();
         tracing::warn!(feed, reason, "carbon feed failed; using fallback values");
     }
-}
-
-/// Reads a wide CSV trace (the row in force now, measured at its timestamp) or a JSON object
-/// `{"ZONE": gCO2eq/kWh, ...}` (measured at the file's modification time).
-async fn read_file(path: &Path) -> Result<Reading, &'static str> {
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|_| "unreadable")?;
-    let modified = tokio::fs::metadata(path)
-        .await
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| SystemTime::now());
-    if text.trim_start().starts_with('{') {
-        parse_json(&text, modified)
-    } else {
-        parse_csv(&text, SystemTime::now())
-    }
-}
-
-fn parse_json(text: &str, measured: SystemTime) -> Result<Reading, &'static str> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| "malformed_json")?;
-    let object = value.as_object().ok_or("malformed_json")?;
-    Ok(object
-        .iter()
-        .filter_map(|(zone, v)| Some((zone.clone(), (v.as_f64().filter(|v| *v >= 0.0)?, measured))))
-        .collect())
-}
-
-fn parse_csv(text: &str, now: SystemTime) -> Result<Reading, &'static str> {
-    let trace = Trace::parse(text).map_err(|_| "malformed_csv")?;
-    let now_secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let row = trace.row_at(now_secs).ok_or("no_current_row")?;
-    let measured = SystemTime::UNIX_EPOCH + Duration::from_secs(trace.times[row].max(0) as u64);
-    Ok(trace
-        .zones
-        .iter()
-        .zip(&trace.values[row])
-        .map(|(zone, &v)| (zone.clone(), (v, measured)))
-        .collect())
 }
 
 /// Seconds since the Unix epoch, as RFC 3339 UTC (for writing test traces).

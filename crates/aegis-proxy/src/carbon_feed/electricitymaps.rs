@@ -1,0 +1,192 @@
+//! The `electricitymaps` feed: Electricity Maps API v3, `GET /v3/carbon-intensity/latest?zone=Z`
+//! with the `auth-token` header. The token comes from an environment variable, never from the
+//! configuration file. A 429 answer pauses the feed for `Retry-After` seconds.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use aegis_carbon::trace::parse_rfc3339;
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::ServerName;
+
+use super::Reading;
+use crate::config::{ElectricityMapsConfig, EndpointAddr};
+use crate::upstream::{Connector, EndpointTls, UpstreamBody};
+
+/// Pause after a 429 without `Retry-After`.
+const DEFAULT_BACKOFF: Duration = Duration::from_secs(60);
+/// Largest response body read.
+const MAX_BODY: usize = 64 * 1024;
+
+/// A client of the Electricity Maps API.
+#[derive(Debug)]
+pub(super) struct ElectricityMaps {
+    client: Client<Connector, UpstreamBody>,
+    base: String,
+    token: Option<String>,
+    timeout: Duration,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl ElectricityMaps {
+    pub(super) fn new(config: &ElectricityMapsConfig) -> Self {
+        let uri: Uri = config
+            .base_url
+            .parse()
+            .unwrap_or_else(|_| Uri::from_static("http://invalid"));
+        let https = uri.scheme_str() == Some("https");
+        let host = uri
+            .host()
+            .unwrap_or("invalid")
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = https.then(|| EndpointTls {
+            config: public_roots_client(),
+            server_name: ServerName::try_from(host.clone())
+                .unwrap_or_else(|_| ServerName::try_from("invalid.invalid").expect("static name")),
+        });
+        let connector = Connector::new(EndpointAddr { host, port }, config.timeout, tls);
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            base: config.base_url.trim_end_matches('/').to_owned(),
+            token: std::env::var(&config.token_env)
+                .ok()
+                .filter(|t| !t.is_empty()),
+            timeout: config.timeout,
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    /// Latest intensity of each zone; the reading holds the zones that answered, the errors
+    /// name why others did not.
+    pub(super) async fn read(&self, zones: &[&str]) -> (Reading, Vec<&'static str>) {
+        let mut reading = Reading::new();
+        let mut errors = Vec::new();
+        if self.paused() {
+            return (reading, vec!["rate_limited"]);
+        }
+        for zone in zones {
+            match self.latest(zone).await {
+                Ok(Some(value)) => {
+                    reading.insert((*zone).to_owned(), value);
+                }
+                Ok(None) => errors.push("null_value"),
+                Err("rate_limited") => {
+                    errors.push("rate_limited");
+                    break;
+                }
+                Err(reason) => errors.push(reason),
+            }
+        }
+        (reading, errors)
+    }
+
+    fn paused(&self) -> bool {
+        let paused = self.paused_until.lock().map(|p| *p).unwrap_or(None);
+        paused.is_some_and(|until| Instant::now() < until)
+    }
+
+    fn pause(&self, duration: Duration) {
+        if let Ok(mut paused) = self.paused_until.lock() {
+            *paused = Some(Instant::now() + duration);
+        }
+    }
+
+    async fn latest(&self, zone: &str) -> Result<Option<(f64, SystemTime)>, &'static str> {
+        let uri = format!("{}/v3/carbon-intensity/latest?zone={zone}", self.base);
+        let mut request = Request::get(uri);
+        if let Some(token) = &self.token {
+            request = request.header("auth-token", token);
+        }
+        let body = Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync();
+        let request = request.body(body).map_err(|_| "bad_request")?;
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| "timeout")?
+            .map_err(|_| "unreachable")?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                let wait = response
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .map_or(DEFAULT_BACKOFF, Duration::from_secs);
+                self.pause(wait);
+                return Err("rate_limited");
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err("unauthorized"),
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => return Err("unknown_zone"),
+            _ => return Err("http_status"),
+        }
+        let body = tokio::time::timeout(
+            self.timeout,
+            http_body_util::Limited::new(response.into_body(), MAX_BODY).collect(),
+        )
+        .await
+        .map_err(|_| "timeout")?
+        .map_err(|_| "body")?
+        .to_bytes();
+        parse_latest(&body)
+    }
+}
+
+/// Parses a `carbon-intensity/latest` answer: `carbonIntensity` (may be null) and `datetime`.
+fn parse_latest(body: &[u8]) -> Result<Option<(f64, SystemTime)>, &'static str> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "malformed_json")?;
+    let Some(intensity) = value
+        .get("carbonIntensity")
+        .and_then(serde_json::Value::as_f64)
+    else {
+        return Ok(None);
+    };
+    let measured = value
+        .get("datetime")
+        .and_then(serde_json::Value::as_str)
+        .and_then(parse_rfc3339)
+        .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+        .ok_or("malformed_json")?;
+    Ok(Some((intensity, measured)))
+}
+
+fn public_roots_client() -> std::sync::Arc<rustls::ClientConfig> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let options = aegis_tls::ClientOptions {
+        roots,
+        client_auth: None,
+        kx: aegis_tls::KxPolicy::PreferPostQuantum,
+        alpn: vec![b"http/1.1".to_vec()],
+    };
+    // The options are fixed and valid; a failure here would be a bug in aegis-tls.
+    aegis_tls::client_config(options).expect("public-roots client config")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_answer() {
+        let body = br#"{"zone":"DE","carbonIntensity":302,"datetime":"2019-05-21T00:00:00.000Z","updatedAt":"2019-05-21T00:39:10.226Z","emissionFactorType":"lifecycle","isEstimated":false}"#;
+        let (value, at) = parse_latest(body).unwrap().unwrap();
+        assert_eq!(value, 302.0);
+        assert_eq!(
+            at,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_558_396_800)
+        );
+    }
+
+    #[test]
+    fn null_intensity_is_no_value() {
+        let body = br#"{"zone":"DE","carbonIntensity":null,"datetime":"2019-05-21T00:00:00.000Z"}"#;
+        assert_eq!(parse_latest(body), Ok(None));
+        assert_eq!(parse_latest(b"<html>"), Err("malformed_json"));
+    }
+}
