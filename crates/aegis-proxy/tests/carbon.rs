@@ -359,3 +359,33 @@ async fn electricitymaps_bad_token_null_and_garbage_fall_back() {
         assert!(metric(&text, &series).unwrap_or(0.0) >= 1.0, "{text}");
     }
 }
+
+#[tokio::test]
+async fn a_dead_green_region_is_ejected_and_traffic_moves_on() {
+    let dir = TestDir::new("carbondead");
+    let central = spawn_origin("central").await.unwrap();
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_north = closed.local_addr().unwrap();
+    drop(closed);
+    dir.write("carbon.json", r#"{"DE": 400, "NO": 40}"#);
+    let proxy = start(
+        &carbon_config(&dir, central, dead_north, "", r#"["file"]"#),
+        &dir,
+    )
+    .await;
+    proxy.refresh_carbon().await;
+    let addr = proxy.listener_addr("public").unwrap();
+    // The greener region's only endpoint refuses connections: 502 until it is ejected...
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(http(addr, get("/"), false).await.unwrap().status);
+    }
+    assert_eq!(statuses, [502, 502, 502, 200, 200, 200]);
+    // ...then the unhealthy region gets nothing while it stays ejected.
+    for _ in 0..10 {
+        assert_eq!(
+            region_of(addr).await,
+            ("eu-central".into(), "central".into())
+        );
+    }
+}

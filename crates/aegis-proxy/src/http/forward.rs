@@ -218,6 +218,15 @@ where
         carbon.observe_latency(local, elapsed.as_secs_f64() * 1000.0);
     }
     record.in_flight = Some(in_flight);
+    match &sent {
+        Ok(Err(e)) if e.is_connect() => {
+            if endpoint.health.record_connect_failure() {
+                tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.label, "endpoint ejected after consecutive connect failures");
+            }
+        }
+        Ok(Ok(_)) => endpoint.health.record_success(),
+        _ => {}
+    }
     let response = match sent {
         Err(_) => Err(ProxyError::UpstreamTimeout(cluster.request_timeout)),
         Ok(Err(e)) => Err(ProxyError::from_client(e, conn.max_request_body_bytes)),
@@ -263,7 +272,7 @@ fn choose_endpoint(
         return (cluster.pick(&mut rng).clone(), None);
     };
     let table = proxy.carbon.current();
-    let decision = carbon.decide(&table, rng.random());
+    let decision = carbon.decide(&table, &cluster.endpoints, rng.random());
     let among = decision
         .region
         .map(|local| carbon.endpoints[local].as_slice());

@@ -5,6 +5,7 @@
 //! routing policy (carbon, health) can narrow the candidates before the balancer picks.
 
 pub mod connector;
+pub mod health;
 mod regions;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +36,8 @@ pub struct Endpoint {
     pub label: String,
     /// Pooled client that always connects to this endpoint.
     pub client: Client<Connector, UpstreamBody>,
+    /// Passive health (consecutive connect failures).
+    pub health: health::PassiveHealth,
     active: AtomicUsize,
 }
 
@@ -113,7 +116,25 @@ impl Cluster {
 
     /// Index of the endpoint the cluster's policy picks, among `among` (indices into
     /// [`Cluster::endpoints`], never empty) or among all endpoints.
+    /// Ejected endpoints are skipped unless every candidate is ejected. Allocation-free while
+    /// no candidate is ejected.
     pub fn pick_index(&self, among: Option<&[usize]>, rng: &mut impl Rng) -> usize {
+        let available = |i: &usize| self.endpoints[*i].health.is_available();
+        let all: Vec<usize>;
+        let filtered: Vec<usize>;
+        let among: Option<&[usize]> = match among {
+            None if self.endpoints.iter().all(|e| e.health.is_available()) => None,
+            None => {
+                all = (0..self.endpoints.len()).collect();
+                filtered = all.iter().copied().filter(available).collect();
+                Some(if filtered.is_empty() { &all } else { &filtered })
+            }
+            Some(list) if list.iter().all(available) => Some(list),
+            Some(list) => {
+                filtered = list.iter().copied().filter(available).collect();
+                Some(if filtered.is_empty() { list } else { &filtered })
+            }
+        };
         let n = among.map_or(self.endpoints.len(), <[usize]>::len);
         let at = |k: usize| among.map_or(k, |a| a[k]);
         let k = match self.lb {
@@ -151,6 +172,7 @@ fn endpoint(config: &ClusterConfig, addr: EndpointAddr) -> Endpoint {
         label: addr.to_string(),
         addr,
         client: builder.build(connector),
+        health: health::PassiveHealth::new(),
         active: AtomicUsize::new(0),
     }
 }

@@ -67,7 +67,12 @@ impl ClusterCarbon {
     }
 
     /// Decides with the current intensities; `random` is uniform in [0, 1).
-    pub fn decide(&self, table: &IntensityTable, random: f64) -> Decision {
+    pub fn decide(
+        &self,
+        table: &IntensityTable,
+        endpoints: &[std::sync::Arc<super::Endpoint>],
+        random: f64,
+    ) -> Decision {
         let regions = self
             .regions
             .iter()
@@ -78,8 +83,10 @@ impl ClusterCarbon {
                 RegionState {
                     intensity: value.map_or(f64::INFINITY, |v| v.intensity),
                     freshness: value.map_or(aegis_carbon::Freshness::Missing, |v| v.freshness),
-                    // Health checks are not implemented yet: every region counts as healthy.
-                    healthy: true,
+                    // A region is healthy while any of its endpoints is not ejected.
+                    healthy: self.endpoints[local]
+                        .iter()
+                        .any(|&e| endpoints[e].health.is_available()),
                     latency_ms: (!latency.is_nan()).then_some(latency),
                 }
             })
