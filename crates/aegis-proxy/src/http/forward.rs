@@ -218,14 +218,11 @@ where
         carbon.observe_latency(local, elapsed.as_secs_f64() * 1000.0);
     }
     record.in_flight = Some(in_flight);
-    match &sent {
-        Ok(Err(e)) if e.is_connect() => {
-            if endpoint.health.record_connect_failure() {
-                tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.label, "endpoint ejected after consecutive connect failures");
-            }
-        }
-        Ok(Ok(_)) => endpoint.health.record_success(),
-        _ => {}
+    let connect_failed = matches!(&sent, Ok(Err(e)) if e.is_connect());
+    if connect_failed && endpoint.health.record_connect_failure() {
+        tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.label, "endpoint ejected after consecutive connect failures");
+    } else if matches!(&sent, Ok(Ok(_))) {
+        endpoint.health.record_success();
     }
     let response = match sent {
         Err(_) => Err(ProxyError::UpstreamTimeout(cluster.request_timeout)),
