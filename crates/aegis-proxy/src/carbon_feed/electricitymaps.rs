@@ -6,58 +6,30 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use aegis_carbon::trace::parse_rfc3339;
-use bytes::Bytes;
-use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::ServerName;
+use http::StatusCode;
 
+use super::api::ApiClient;
 use super::Reading;
-use crate::config::{ElectricityMapsConfig, EndpointAddr};
-use crate::upstream::{Connector, EndpointTls, UpstreamBody};
+use crate::config::ElectricityMapsConfig;
 
 /// Pause after a 429 without `Retry-After`.
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(60);
-/// Largest response body read.
-const MAX_BODY: usize = 64 * 1024;
 
 /// A client of the Electricity Maps API.
 #[derive(Debug)]
 pub(super) struct ElectricityMaps {
-    client: Client<Connector, UpstreamBody>,
-    base: String,
+    api: ApiClient,
     token: Option<String>,
-    timeout: Duration,
     paused_until: Mutex<Option<Instant>>,
 }
 
 impl ElectricityMaps {
     pub(super) fn new(config: &ElectricityMapsConfig) -> Self {
-        let uri: Uri = config
-            .base_url
-            .parse()
-            .unwrap_or_else(|_| Uri::from_static("http://invalid"));
-        let https = uri.scheme_str() == Some("https");
-        let host = uri
-            .host()
-            .unwrap_or("invalid")
-            .trim_matches(['[', ']'])
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tls = https.then(|| EndpointTls {
-            config: public_roots_client(),
-            server_name: ServerName::try_from(host.clone())
-                .unwrap_or_else(|_| ServerName::try_from("invalid.invalid").expect("static name")),
-        });
-        let connector = Connector::new(EndpointAddr { host, port }, config.timeout, tls);
         Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            base: config.base_url.trim_end_matches('/').to_owned(),
+            api: ApiClient::new(&config.base_url, config.timeout),
             token: std::env::var(&config.token_env)
                 .ok()
                 .filter(|t| !t.is_empty()),
-            timeout: config.timeout,
             paused_until: Mutex::new(None),
         }
     }
@@ -98,41 +70,28 @@ impl ElectricityMaps {
     }
 
     async fn latest(&self, zone: &str) -> Result<Option<(f64, SystemTime)>, &'static str> {
-        let uri = format!("{}/v3/carbon-intensity/latest?zone={zone}", self.base);
-        let mut request = Request::get(uri);
-        if let Some(token) = &self.token {
-            request = request.header("auth-token", token);
-        }
-        let body = Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync();
-        let request = request.body(body).map_err(|_| "bad_request")?;
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
-            .await
-            .map_err(|_| "timeout")?
-            .map_err(|_| "unreachable")?;
-        match response.status() {
-            StatusCode::OK => {}
+        let path = format!("/v3/carbon-intensity/latest?zone={zone}");
+        let headers: Vec<(&str, &str)> = self
+            .token
+            .iter()
+            .map(|t| ("auth-token", t.as_str()))
+            .collect();
+        let response = self.api.get(&path, &headers).await?;
+        match response.status {
+            StatusCode::OK => parse_latest(&response.body),
             StatusCode::TOO_MANY_REQUESTS => {
                 let wait = response
-                    .headers()
+                    .headers
                     .get(http::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                     .map_or(DEFAULT_BACKOFF, Duration::from_secs);
                 self.pause(wait);
-                return Err("rate_limited");
+                Err("rate_limited")
             }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err("unauthorized"),
-            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => return Err("unknown_zone"),
-            _ => return Err("http_status"),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err("unauthorized"),
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => Err("unknown_zone"),
+            _ => Err("http_status"),
         }
-        let body = tokio::time::timeout(
-            self.timeout,
-            http_body_util::Limited::new(response.into_body(), MAX_BODY).collect(),
-        )
-        .await
-        .map_err(|_| "timeout")?
-        .map_err(|_| "body")?
-        .to_bytes();
-        parse_latest(&body)
     }
 }
 
@@ -152,20 +111,6 @@ fn parse_latest(body: &[u8]) -> Result<Option<(f64, SystemTime)>, &'static str> 
         .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
         .ok_or("malformed_json")?;
     Ok(Some((intensity, measured)))
-}
-
-fn public_roots_client() -> std::sync::Arc<rustls::ClientConfig> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let options = aegis_tls::ClientOptions {
-        roots,
-        client_auth: None,
-        kx: aegis_tls::KxPolicy::PreferPostQuantum,
-        alpn: vec![b"http/1.1".to_vec()],
-    };
-    // The options are fixed and valid; a failure here would be a bug in aegis-tls.
-    aegis_tls::client_config(options).expect("public-roots client config")
 }
 
 #[cfg(test)]

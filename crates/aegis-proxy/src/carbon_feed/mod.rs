@@ -15,6 +15,7 @@ use aegis_carbon::Freshness;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+mod api;
 mod electricitymaps;
 mod file;
 
