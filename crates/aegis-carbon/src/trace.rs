@@ -94,9 +94,10 @@ impl Trace {
     }
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SSZ` (or with a space instead of `T`) to unix seconds.
+/// Parses `YYYY-MM-DDTHH:MM[:SS[.fff]]` followed by `Z`, `+HH:MM`, `-HH:MM` or nothing (UTC),
+/// with `T` or a space between date and time, to unix seconds.
 pub fn parse_rfc3339(stamp: &str) -> Option<i64> {
-    let stamp = stamp.strip_suffix('Z').unwrap_or(stamp);
+    let (stamp, offset) = split_offset(stamp)?;
     let (date, time) = stamp.split_once(['T', ' '])?;
     let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
@@ -107,7 +108,27 @@ pub fn parse_rfc3339(stamp: &str) -> Option<i64> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
-    Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss)
+    Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss - offset)
+}
+
+/// Splits a trailing UTC offset off a timestamp; returns the rest and the offset in seconds.
+fn split_offset(stamp: &str) -> Option<(&str, i64)> {
+    if let Some(rest) = stamp.strip_suffix('Z') {
+        return Some((rest, 0));
+    }
+    let tail = stamp.len().checked_sub(6).and_then(|i| stamp.get(i..));
+    match tail.map(str::as_bytes) {
+        Some([sign @ (b'+' | b'-'), h1, h2, b':', m1, m2]) => {
+            let digits = [h1, h2, m1, m2].map(|d| i64::from(d.wrapping_sub(b'0')));
+            if digits.iter().any(|d| !(0..=9).contains(d)) {
+                return None;
+            }
+            let seconds = (digits[0] * 10 + digits[1]) * 3600 + (digits[2] * 10 + digits[3]) * 60;
+            let seconds = if *sign == b'-' { -seconds } else { seconds };
+            Some((&stamp[..stamp.len() - 6], seconds))
+        }
+        _ => Some((stamp, 0)),
+    }
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
@@ -150,5 +171,14 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("2024-02-29 12:30:00"), Some(1_709_209_800));
         assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2018-01-20T12:00Z"), Some(1_516_449_600));
+        assert_eq!(
+            parse_rfc3339("2018-01-20T13:00:00+01:00"),
+            Some(1_516_449_600)
+        );
+        assert_eq!(
+            parse_rfc3339("2018-01-20T11:30:00-00:30"),
+            Some(1_516_449_600)
+        );
     }
 }

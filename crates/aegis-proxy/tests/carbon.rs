@@ -389,3 +389,162 @@ async fn a_dead_green_region_is_ejected_and_traffic_moves_on() {
         );
     }
 }
+
+type Handler = dyn Fn(&http::request::Parts) -> (u16, String) + Send + Sync;
+
+/// A loopback API whose answers come from `handler`.
+async fn fake_api(handler: std::sync::Arc<Handler>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (parts, _) = req.into_parts();
+                        let (status, body) = handler(&parts);
+                        let mut response = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(body),
+                        ));
+                        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn provider_config(
+    dir: &TestDir,
+    central: std::net::SocketAddr,
+    north: std::net::SocketAddr,
+    feed: &str,
+    settings: &str,
+) -> String {
+    carbon_config(dir, central, north, "", &format!(r#"["{feed}", "static"]"#))
+        .replace(
+            "zone = \"DE\"",
+            "zone = \"DE\"\nuk_region = 13\nwatttime_region = \"DE_WT\"",
+        )
+        .replace(
+            "zone = \"NO\"",
+            "zone = \"NO\"\nuk_region = 1\nwatttime_region = \"NO_WT\"",
+        )
+        .replace(
+            "poll_interval_ms = 3600000",
+            &format!("poll_interval_ms = 3600000\n{settings}"),
+        )
+}
+
+#[tokio::test]
+async fn uk_carbon_intensity_feed_drives_routing() {
+    let handler: std::sync::Arc<Handler> = std::sync::Arc::new(|parts: &http::request::Parts| {
+        let now = aegis_proxy::carbon_feed::rfc3339(aegis_proxy::carbon_feed::unix_now());
+        let forecast = match parts.uri.path() {
+            "/regional/regionid/13" => "320",
+            "/regional/regionid/1" => "45",
+            _ => return (400, r#"{"error":{"code":"400 Bad Request","message":"Please enter a valid region ID"}}"#.into()),
+        };
+        (
+            200,
+            format!(
+                r#"{{"data":[{{"regionid":1,"dnoregion":"Scottish Hydro Electric Power Distribution","shortname":"North Scotland","data":[{{"from":"{now}","to":"{now}","intensity":{{"forecast":{forecast},"index":"low"}},"generationmix":[]}}]}}]}}"#
+            ),
+        )
+    });
+    let api = fake_api(handler).await;
+    let dir = TestDir::new("uk");
+    let central = spawn_origin("central").await.unwrap();
+    let north = spawn_origin("north").await.unwrap();
+    let settings = format!("uk = {{ base_url = \"http://{api}\" }}");
+    let proxy = start(
+        &provider_config(&dir, central, north, "uk", &settings),
+        &dir,
+    )
+    .await;
+    proxy.refresh_carbon().await;
+    assert_eq!(
+        region_of(proxy.listener_addr("public").unwrap()).await.0,
+        "eu-north"
+    );
+    let text = metrics(&proxy).await;
+    let series = "aegis_carbon_intensity_gco2_per_kwh{region=\"eu-central\",source=\"uk\"}";
+    assert_eq!(metric(&text, series), Some(320.0), "{text}");
+}
+
+#[tokio::test]
+async fn watttime_feed_logs_in_renews_its_token_and_converts_units() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let logins = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = logins.clone();
+    // user "u", password "p": basic dTpw.
+    let handler: std::sync::Arc<Handler> = std::sync::Arc::new(
+        move |parts: &http::request::Parts| {
+            let auth = parts
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if parts.uri.path() == "/login" {
+                if auth != "Basic dTpw" {
+                    return (401, "{}".into());
+                }
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                return (200, format!(r#"{{"token":"token-{n}"}}"#));
+            }
+            // The first token is already expired: the feed must log in again.
+            if auth == "Bearer token-0" || !auth.starts_with("Bearer token-") {
+                return (401, "{}".into());
+            }
+            let query = parts.uri.query().unwrap_or("");
+            let value = if query.contains("region=NO_WT") {
+                100.0
+            } else {
+                900.0
+            };
+            let now = aegis_proxy::carbon_feed::rfc3339(aegis_proxy::carbon_feed::unix_now())
+                .replace('Z', "+00:00");
+            (
+                200,
+                format!(
+                    r#"{{"data":[{{"point_time":"{now}","value":{value}}}],"meta":{{"region":"X","signal_type":"co2_moer","units":"lbs_co2_per_mwh"}}}}"#
+                ),
+            )
+        },
+    );
+    let api = fake_api(handler).await;
+    #[allow(clippy::disallowed_methods)]
+    {
+        std::env::set_var("AEGIS_TEST_WT_USER", "u");
+        std::env::set_var("AEGIS_TEST_WT_PASSWORD", "p");
+    }
+    let dir = TestDir::new("wt");
+    let central = spawn_origin("central").await.unwrap();
+    let north = spawn_origin("north").await.unwrap();
+    let settings = format!(
+        "watttime = {{ base_url = \"http://{api}\", username_env = \"AEGIS_TEST_WT_USER\", password_env = \"AEGIS_TEST_WT_PASSWORD\" }}"
+    );
+    let proxy = start(
+        &provider_config(&dir, central, north, "watttime", &settings),
+        &dir,
+    )
+    .await;
+    proxy.refresh_carbon().await;
+    assert_eq!(
+        region_of(proxy.listener_addr("public").unwrap()).await.0,
+        "eu-north"
+    );
+    assert!(
+        logins.load(Ordering::SeqCst) >= 2,
+        "token not renewed after a 401"
+    );
+    let text = metrics(&proxy).await;
+    let series = "aegis_carbon_intensity_gco2_per_kwh{region=\"eu-north\",source=\"watttime\"}";
+    let grams = metric(&text, series).unwrap();
+    assert!((grams - 45.359_237).abs() < 1e-6, "{grams}");
+}

@@ -18,6 +18,8 @@ use tokio::sync::watch;
 mod api;
 mod electricitymaps;
 mod file;
+mod uk;
+mod watttime;
 
 use crate::config::{CarbonConfig, FeedKind, RegionConfig};
 use crate::metrics::{FeedErrorLabels, Metrics, RegionLabels, RegionSourceLabels};
@@ -47,6 +49,8 @@ pub struct IntensityTable {
 pub struct CarbonFeeds {
     table: ArcSwap<IntensityTable>,
     electricitymaps: Option<electricitymaps::ElectricityMaps>,
+    uk: Option<uk::UkCarbonIntensity>,
+    watttime: Option<watttime::WattTime>,
     config: CarbonConfig,
     regions: Vec<RegionConfig>,
     metrics: Arc<Metrics>,
@@ -64,6 +68,8 @@ impl CarbonFeeds {
                 .electricitymaps
                 .as_ref()
                 .map(electricitymaps::ElectricityMaps::new),
+            uk: config.uk.as_ref().map(uk::UkCarbonIntensity::new),
+            watttime: config.watttime.as_ref().map(watttime::WattTime::new),
             config,
             regions,
             metrics,
@@ -108,6 +114,26 @@ impl CarbonFeeds {
             }
             readings.insert(FeedKind::Electricitymaps, reading);
         }
+        if let Some(api) = &self.uk {
+            let ids: Vec<u32> = self.regions.iter().filter_map(|r| r.uk_region).collect();
+            let (reading, errors) = api.read(&ids).await;
+            for reason in errors {
+                self.feed_error("uk", reason);
+            }
+            readings.insert(FeedKind::Uk, reading);
+        }
+        if let Some(api) = &self.watttime {
+            let names: Vec<&str> = self
+                .regions
+                .iter()
+                .filter_map(|r| r.watttime_region.as_deref())
+                .collect();
+            let (reading, errors) = api.read(&names).await;
+            for reason in errors {
+                self.feed_error("watttime", reason);
+            }
+            readings.insert(FeedKind::Watttime, reading);
+        }
         let previous = self.current();
         let table = self.merge(&readings, &previous, SystemTime::now());
         self.export(&table);
@@ -144,9 +170,8 @@ impl CarbonFeeds {
                 for feed in &self.config.feeds {
                     let value = match feed {
                         FeedKind::Static => region.intensity.map(|v| (v, now, "static")),
-                        FeedKind::File | FeedKind::Electricitymaps => readings
-                            .get(feed)
-                            .and_then(|r| r.get(&region.zone))
+                        _ => feed_key(*feed, region)
+                            .and_then(|key| readings.get(feed)?.get(&key))
                             .map(|&(v, at)| (v, at, feed.name())),
                     };
                     if let Some((intensity, measured, source)) =
@@ -209,6 +234,16 @@ impl CarbonFeeds {
             .get_or_create(&FeedErrorLabels { feed, reason })
             .inc();
         tracing::warn!(feed, reason, "carbon feed failed; using fallback values");
+    }
+}
+
+/// The key a feed's reading uses for `region`.
+fn feed_key(feed: FeedKind, region: &RegionConfig) -> Option<String> {
+    match feed {
+        FeedKind::File | FeedKind::Electricitymaps => Some(region.zone.clone()),
+        FeedKind::Uk => region.uk_region.map(uk::key),
+        FeedKind::Watttime => region.watttime_region.as_deref().map(watttime::key),
+        FeedKind::Static => None,
     }
 }
 

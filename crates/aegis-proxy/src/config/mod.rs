@@ -44,6 +44,10 @@ pub struct RegionConfig {
     pub zone: String,
     /// Static intensity, gCO2eq/kWh.
     pub intensity: Option<f64>,
+    /// UK Carbon Intensity API region id.
+    pub uk_region: Option<u32>,
+    /// WattTime region.
+    pub watttime_region: Option<String>,
 }
 
 /// A carbon-intensity feed.
@@ -56,6 +60,10 @@ pub enum FeedKind {
     Static,
     /// The Electricity Maps API (v3, `carbon-intensity/latest`).
     Electricitymaps,
+    /// The UK Carbon Intensity API (regional forecasts).
+    Uk,
+    /// The WattTime API (v3 marginal emissions forecast).
+    Watttime,
 }
 
 impl FeedKind {
@@ -65,8 +73,30 @@ impl FeedKind {
             Self::File => "file",
             Self::Static => "static",
             Self::Electricitymaps => "electricitymaps",
+            Self::Uk => "uk",
+            Self::Watttime => "watttime",
         }
     }
+}
+
+/// Base URL and deadline of an API feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiFeedConfig {
+    /// API base URL.
+    pub base_url: String,
+    /// Deadline for each API call.
+    pub timeout: Duration,
+}
+
+/// Settings of the WattTime feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WattTimeConfig {
+    /// Base URL and deadline.
+    pub api: ApiFeedConfig,
+    /// Environment variable holding the user name.
+    pub username_env: String,
+    /// Environment variable holding the password.
+    pub password_env: String,
 }
 
 /// Settings of the Electricity Maps feed.
@@ -89,6 +119,10 @@ pub struct CarbonConfig {
     pub file: Option<PathBuf>,
     /// Settings of the Electricity Maps feed.
     pub electricitymaps: Option<ElectricityMapsConfig>,
+    /// Settings of the UK Carbon Intensity feed.
+    pub uk: Option<ApiFeedConfig>,
+    /// Settings of the WattTime feed.
+    pub watttime: Option<WattTimeConfig>,
     /// How often feeds are read.
     pub poll_interval: Duration,
     /// Values older than this are stale.

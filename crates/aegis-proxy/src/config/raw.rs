@@ -41,6 +41,10 @@ pub struct RawRegion {
     pub zone: Spanned<String>,
     /// Static intensity in gCO2eq/kWh, the `static` feed's value for this region.
     pub intensity: Option<Spanned<f64>>,
+    /// UK Carbon Intensity API region id (1..=17), for the `uk` feed.
+    pub uk_region: Option<u32>,
+    /// WattTime region (e.g. `CAISO_NORTH`), for the `watttime` feed.
+    pub watttime_region: Option<String>,
 }
 
 /// `[carbon]`.
@@ -53,6 +57,10 @@ pub struct RawCarbon {
     pub file: Option<RawFileFeed>,
     /// Settings of the `electricitymaps` feed.
     pub electricitymaps: Option<RawElectricityMaps>,
+    /// Settings of the `uk` feed.
+    pub uk: Option<RawApiFeed>,
+    /// Settings of the `watttime` feed.
+    pub watttime: Option<RawWattTime>,
     /// How often feeds are read.
     pub poll_interval_ms: Option<Spanned<u64>>,
     /// A value older than this is stale: the next feed is used.
@@ -75,6 +83,30 @@ pub struct RawElectricityMaps {
     pub base_url: Option<Spanned<String>>,
     /// Environment variable holding the token; default `ELECTRICITYMAPS_TOKEN`.
     pub token_env: Option<String>,
+    /// Deadline per API call.
+    pub timeout_ms: Option<Spanned<u64>>,
+}
+
+/// `uk = { ... }` in `[carbon]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiFeed {
+    /// API base URL.
+    pub base_url: Option<Spanned<String>>,
+    /// Deadline per API call.
+    pub timeout_ms: Option<Spanned<u64>>,
+}
+
+/// `watttime = { ... }` in `[carbon]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWattTime {
+    /// API base URL; default `https://api.watttime.org`.
+    pub base_url: Option<Spanned<String>>,
+    /// Environment variable holding the user name; default `WATTTIME_USERNAME`.
+    pub username_env: Option<String>,
+    /// Environment variable holding the password; default `WATTTIME_PASSWORD`.
+    pub password_env: Option<String>,
     /// Deadline per API call.
     pub timeout_ms: Option<Spanned<u64>>,
 }

@@ -14,9 +14,10 @@ use super::raw::{
     RawUpstreamTls,
 };
 use super::{
-    CarbonConfig, CarbonPolicyKind, ClusterConfig, Config, ConfigError, ConfigErrors,
-    ElectricityMapsConfig, EndpointAddr, FeedKind, HostMatch, ListenerConfig, ListenerTls,
-    Protocol, Protocols, QuicListener, RegionConfig, RouteConfig, UpstreamProtocol, UpstreamTls,
+    ApiFeedConfig, CarbonConfig, CarbonPolicyKind, ClusterConfig, Config, ConfigError,
+    ConfigErrors, ElectricityMapsConfig, EndpointAddr, FeedKind, HostMatch, ListenerConfig,
+    ListenerTls, Protocol, Protocols, QuicListener, RegionConfig, RouteConfig, UpstreamProtocol,
+    UpstreamTls, WattTimeConfig,
 };
 
 const DEFAULT_DRAIN_MS: u64 = 30_000;
@@ -599,6 +600,8 @@ impl Checker<'_> {
             name: name.to_owned(),
             zone: raw.zone.get_ref().clone(),
             intensity,
+            uk_region: raw.uk_region,
+            watttime_region: raw.watttime_region.clone(),
         })
     }
 
@@ -609,6 +612,8 @@ impl Checker<'_> {
                 feeds: vec![FeedKind::Static],
                 file: None,
                 electricitymaps: None,
+                uk: None,
+                watttime: None,
                 poll_interval: Duration::from_millis(DEFAULT_CARBON_POLL_MS),
                 stale_after: Duration::from_millis(DEFAULT_CARBON_STALE_MS),
                 unknown_intensity: DEFAULT_UNKNOWN_INTENSITY,
@@ -632,6 +637,8 @@ impl Checker<'_> {
             (None, false) => None,
         };
         let electricitymaps = self.electricitymaps(c);
+        let uk = self.uk(c);
+        let watttime = self.watttime(c);
         let poll = self.duration(
             "carbon.poll_interval_ms",
             &c.poll_interval_ms,
@@ -682,6 +689,8 @@ impl Checker<'_> {
             feeds: c.feeds.get_ref().clone(),
             file,
             electricitymaps: electricitymaps?,
+            uk: uk?,
+            watttime: watttime?,
             poll_interval: poll?,
             stale_after: stale?,
             unknown_intensity: unknown?,
@@ -691,6 +700,77 @@ impl Checker<'_> {
                 wh_per_mb: wh_mb?,
             },
         })
+    }
+
+    /// Base URL (checked, or `default`) and timeout of an API feed.
+    fn api_feed(
+        &mut self,
+        key: &str,
+        base_url: Option<&Spanned<String>>,
+        timeout_ms: Option<&Spanned<u64>>,
+        default: &str,
+    ) -> Option<ApiFeedConfig> {
+        let url = base_url
+            .map_or(default, |u| u.get_ref().as_str())
+            .to_owned();
+        let valid = url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !valid {
+            if let Some(spanned) = base_url {
+                self.error(
+                    format!("{key}.base_url"),
+                    spanned,
+                    format!("\"{url}\" is not an http(s) URL"),
+                );
+            }
+            return None;
+        }
+        let timeout = self.duration(
+            &format!("{key}.timeout_ms"),
+            &timeout_ms.cloned(),
+            DEFAULT_FEED_TIMEOUT_MS,
+        )?;
+        Some(ApiFeedConfig {
+            base_url: url,
+            timeout,
+        })
+    }
+
+    fn uk(&mut self, c: &RawCarbon) -> Option<Option<ApiFeedConfig>> {
+        if !c.feeds.get_ref().contains(&FeedKind::Uk) {
+            return Some(None);
+        }
+        let raw = c.uk.as_ref();
+        let api = self.api_feed(
+            "carbon.uk",
+            raw.and_then(|r| r.base_url.as_ref()),
+            raw.and_then(|r| r.timeout_ms.as_ref()),
+            "https://api.carbonintensity.org.uk",
+        )?;
+        Some(Some(api))
+    }
+
+    fn watttime(&mut self, c: &RawCarbon) -> Option<Option<WattTimeConfig>> {
+        if !c.feeds.get_ref().contains(&FeedKind::Watttime) {
+            return Some(None);
+        }
+        let raw = c.watttime.as_ref();
+        let api = self.api_feed(
+            "carbon.watttime",
+            raw.and_then(|r| r.base_url.as_ref()),
+            raw.and_then(|r| r.timeout_ms.as_ref()),
+            "https://api.watttime.org",
+        )?;
+        Some(Some(WattTimeConfig {
+            api,
+            username_env: raw
+                .and_then(|r| r.username_env.clone())
+                .unwrap_or_else(|| "WATTTIME_USERNAME".to_owned()),
+            password_env: raw
+                .and_then(|r| r.password_env.clone())
+                .unwrap_or_else(|| "WATTTIME_PASSWORD".to_owned()),
+        }))
     }
 
     fn electricitymaps(&mut self, c: &RawCarbon) -> Option<Option<ElectricityMapsConfig>> {
