@@ -161,6 +161,7 @@ async fn max_share_caps_the_greenest_region() {
 #[derive(Clone, Debug)]
 enum Answer {
     Value(f64),
+    Forecast(f64),
     Null,
     Garbage,
     Status(u16),
@@ -170,6 +171,7 @@ enum Answer {
 struct FakeElectricityMaps {
     addr: std::net::SocketAddr,
     answers: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Answer>>>,
+    forecasts: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -179,11 +181,13 @@ impl FakeElectricityMaps {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let answers = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let forecasts =
+            std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (a, h) = (answers.clone(), hits.clone());
+        let (a, f, h) = (answers.clone(), forecasts.clone(), hits.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (answers, hits) = (a.clone(), h.clone());
+                let (answers, forecasts, hits) = (a.clone(), f.clone(), h.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: http::Request<hyper::body::Incoming>| {
@@ -224,6 +228,12 @@ impl FakeElectricityMaps {
                                     ),
                                 ),
                                 Answer::Garbage => (200, "<html>oops</html>".to_owned()),
+                                Answer::Forecast(v) => (
+                                    200,
+                                    format!(
+                                        r#"{{"zone":"{zone}","forecast":[{{"carbonIntensity":{v},"datetime":"{now}"}}],"updatedAt":"{now}"}}"#
+                                    ),
+                                ),
                                 Answer::Status(code) => (code, r#"{"error":"nope"}"#.to_owned()),
                             };
                             let mut response = http::Response::new(http_body_util::Full::new(
@@ -247,8 +257,16 @@ impl FakeElectricityMaps {
         Self {
             addr,
             answers,
+            forecasts,
             hits,
         }
+    }
+
+    fn set_forecast(&self, zone: &str, value: f64) {
+        self.forecasts
+            .lock()
+            .unwrap()
+            .insert(zone.to_owned(), value);
     }
 
     fn set(&self, zone: &str, answer: Answer) {

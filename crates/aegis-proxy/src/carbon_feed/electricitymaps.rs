@@ -1,6 +1,8 @@
 //! The `electricitymaps` feed: Electricity Maps API v3, `GET /v3/carbon-intensity/latest?zone=Z`
-//! with the `auth-token` header. The token comes from an environment variable, never from the
-//! configuration file. A 429 answer pauses the feed for `Retry-After` seconds.
+//! with the `auth-token` header; when the latest value is missing (null, or the call failed for
+//! a reason other than rate limiting or authentication), `GET /v3/carbon-intensity/forecast`
+//! supplies the forecast for the current hour. The token comes from an environment variable,
+//! never from the configuration file. A 429 answer pauses the feed for `Retry-After` seconds.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -43,7 +45,19 @@ impl ElectricityMaps {
             return (reading, vec!["rate_limited"]);
         }
         for zone in zones {
-            match self.latest(zone).await {
+            let value = match self.latest(zone).await {
+                Ok(Some(value)) => Ok(Some(value)),
+                Err(reason @ ("rate_limited" | "unauthorized" | "unknown_zone")) => Err(reason),
+                Ok(None) => {
+                    errors.push("null_value");
+                    self.forecast(zone).await
+                }
+                Err(reason) => {
+                    errors.push(reason);
+                    self.forecast(zone).await
+                }
+            };
+            match value {
                 Ok(Some(value)) => {
                     reading.insert((*zone).to_owned(), value);
                 }
@@ -70,15 +84,29 @@ impl ElectricityMaps {
     }
 
     async fn latest(&self, zone: &str) -> Result<Option<(f64, SystemTime)>, &'static str> {
-        let path = format!("/v3/carbon-intensity/latest?zone={zone}");
+        let body = self
+            .call(&format!("/v3/carbon-intensity/latest?zone={zone}"))
+            .await?;
+        parse_latest(&body)
+    }
+
+    async fn forecast(&self, zone: &str) -> Result<Option<(f64, SystemTime)>, &'static str> {
+        let body = self
+            .call(&format!("/v3/carbon-intensity/forecast?zone={zone}"))
+            .await?;
+        parse_forecast(&body, SystemTime::now())
+    }
+
+    /// One authenticated GET; the body of a 200, otherwise a reason.
+    async fn call(&self, path: &str) -> Result<bytes::Bytes, &'static str> {
         let headers: Vec<(&str, &str)> = self
             .token
             .iter()
             .map(|t| ("auth-token", t.as_str()))
             .collect();
-        let response = self.api.get(&path, &headers).await?;
+        let response = self.api.get(path, &headers).await?;
         match response.status {
-            StatusCode::OK => parse_latest(&response.body),
+            StatusCode::OK => Ok(response.body),
             StatusCode::TOO_MANY_REQUESTS => {
                 let wait = response
                     .headers
@@ -98,6 +126,11 @@ impl ElectricityMaps {
 /// Parses a `carbon-intensity/latest` answer: `carbonIntensity` (may be null) and `datetime`.
 fn parse_latest(body: &[u8]) -> Result<Option<(f64, SystemTime)>, &'static str> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "malformed_json")?;
+    point(&value)
+}
+
+/// One `{carbonIntensity, datetime}` point.
+fn point(value: &serde_json::Value) -> Result<Option<(f64, SystemTime)>, &'static str> {
     let Some(intensity) = value
         .get("carbonIntensity")
         .and_then(serde_json::Value::as_f64)
@@ -113,6 +146,24 @@ fn parse_latest(body: &[u8]) -> Result<Option<(f64, SystemTime)>, &'static str> 
     Ok(Some((intensity, measured)))
 }
 
+/// Parses a `carbon-intensity/forecast` answer (`{"forecast": [{carbonIntensity, datetime}]}`)
+/// and takes the last point at or before `now` (the first if all are later).
+fn parse_forecast(body: &[u8], now: SystemTime) -> Result<Option<(f64, SystemTime)>, &'static str> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "malformed_json")?;
+    let points = value
+        .get("forecast")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("malformed_json")?;
+    let mut chosen = None;
+    for p in points {
+        match point(p)? {
+            Some(found) if chosen.is_none() || found.1 <= now => chosen = Some(found),
+            _ => {}
+        }
+    }
+    Ok(chosen)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +177,15 @@ mod tests {
             at,
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_558_396_800)
         );
+    }
+
+    #[test]
+    fn forecast_takes_the_current_hour() {
+        let body = br#"{"zone":"DE","forecast":[{"carbonIntensity":300,"datetime":"2024-01-01T00:00:00.000Z"},{"carbonIntensity":280,"datetime":"2024-01-01T01:00:00.000Z"},{"carbonIntensity":200,"datetime":"2024-01-01T02:00:00.000Z"}],"updatedAt":"2024-01-01T00:10:00.000Z"}"#;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_070_800 + 600);
+        assert_eq!(parse_forecast(body, now).unwrap().unwrap().0, 280.0);
+        let early = SystemTime::UNIX_EPOCH;
+        assert_eq!(parse_forecast(body, early).unwrap().unwrap().0, 300.0);
     }
 
     #[test]
