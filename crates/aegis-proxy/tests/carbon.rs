@@ -200,12 +200,13 @@ impl FakeElectricityMaps {
                                 .to_owned();
                             let authorized =
                                 req.headers().get("auth-token").is_some_and(|t| t == token);
-                            let answer = answers
-                                .lock()
-                                .unwrap()
-                                .get(&zone)
-                                .cloned()
-                                .unwrap_or(Answer::Status(404));
+                            let answer = if req.uri().path().ends_with("/forecast") {
+                                let forecast = forecasts.lock().unwrap().get(&zone).copied();
+                                forecast.map_or(Answer::Status(404), Answer::Forecast)
+                            } else {
+                                let answer = answers.lock().unwrap().get(&zone).cloned();
+                                answer.unwrap_or(Answer::Status(404))
+                            };
                             let answer = if authorized {
                                 answer
                             } else {
@@ -376,6 +377,15 @@ async fn electricitymaps_bad_token_null_and_garbage_fall_back() {
         );
         assert!(metric(&text, &series).unwrap_or(0.0) >= 1.0, "{text}");
     }
+
+    // A null latest value is filled from the forecast for the current hour.
+    api.set_forecast("NO", 35.0);
+    proxy.refresh_carbon().await;
+    assert_eq!(region_of(addr).await.0, "eu-north");
+    let text = metrics(&proxy).await;
+    let series =
+        "aegis_carbon_intensity_gco2_per_kwh{region=\"eu-north\",source=\"electricitymaps\"}";
+    assert_eq!(metric(&text, series), Some(35.0), "{text}");
 }
 
 #[tokio::test]
