@@ -7,7 +7,6 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use aegis_carbon::trace::parse_rfc3339;
 use http::StatusCode;
 
 use super::api::ApiClient;
@@ -139,9 +138,7 @@ fn point(value: &serde_json::Value) -> Result<Option<(f64, SystemTime)>, &'stati
     };
     let measured = value
         .get("datetime")
-        .and_then(serde_json::Value::as_str)
-        .and_then(parse_rfc3339)
-        .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+        .and_then(super::json_time)
         .ok_or("malformed_json")?;
     Ok(Some((intensity, measured)))
 }

@@ -237,6 +237,12 @@ impl CarbonFeeds {
     }
 }
 
+/// A JSON string timestamp (RFC 3339, UTC offsets allowed) as a `SystemTime`.
+pub(crate) fn json_time(value: &serde_json::Value) -> Option<SystemTime> {
+    let secs = parse_rfc3339(value.as_str()?)?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
 /// The key a feed's reading uses for `region`.
 fn feed_key(feed: FeedKind, region: &RegionConfig) -> Option<String> {
     match feed {

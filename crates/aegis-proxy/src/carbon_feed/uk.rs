@@ -2,9 +2,8 @@
 //! `GET /regional/regionid/{id}`, no authentication. Regional figures are forecasts
 //! (generation-based, gCO2/kWh); the current half-hour's forecast is used.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use aegis_carbon::trace::parse_rfc3339;
 use http::StatusCode;
 
 use super::api::ApiClient;
@@ -72,15 +71,15 @@ fn parse_regional(body: &[u8]) -> Result<Option<(f64, SystemTime)>, &'static str
     };
     let measured = period
         .get("from")
-        .and_then(serde_json::Value::as_str)
-        .and_then(parse_rfc3339)
-        .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+        .and_then(super::json_time)
         .ok_or("malformed_json")?;
     Ok(Some((intensity, measured)))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

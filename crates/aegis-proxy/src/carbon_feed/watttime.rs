@@ -6,7 +6,6 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use aegis_carbon::trace::parse_rfc3339;
 use base64::Engine as _;
 use http::StatusCode;
 
@@ -127,9 +126,7 @@ fn parse_forecast(body: &[u8]) -> Result<Option<(f64, SystemTime)>, &'static str
     };
     let measured = point
         .get("point_time")
-        .and_then(serde_json::Value::as_str)
-        .and_then(parse_rfc3339)
-        .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+        .and_then(super::json_time)
         .ok_or("malformed_json")?;
     Ok(Some((lbs_per_mwh * GRAMS_PER_POUND / 1000.0, measured)))
 }

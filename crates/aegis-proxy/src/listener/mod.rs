@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::ListenerConfig;
 use crate::http::Proxy;
+use crate::metrics::{HandshakeFailureLabels, HandshakeLabels, Metrics};
 
 /// How long clients may cache the `alt-svc` advertisement of HTTP/3, in seconds.
 const ALT_SVC_MAX_AGE: u32 = 86_400;
@@ -66,6 +67,43 @@ impl Listener {
             tokio::spawn(quic.run(proxy, shutdown, drain));
         }
     }
+}
+
+/// Counts and logs a completed handshake (TLS over TCP, or QUIC).
+pub(crate) fn handshake_done(
+    metrics: &Metrics,
+    listener: &str,
+    peer: SocketAddr,
+    group: Option<&'static str>,
+    protocol: &'static str,
+) {
+    metrics
+        .handshakes
+        .get_or_create(&HandshakeLabels {
+            listener: listener.to_owned(),
+            group: group.unwrap_or("unknown"),
+            protocol,
+        })
+        .inc();
+    tracing::debug!(listener, client = %peer, group, protocol, "handshake");
+}
+
+/// Counts and logs a failed handshake.
+pub(crate) fn handshake_failed(
+    metrics: &Metrics,
+    listener: &str,
+    peer: SocketAddr,
+    reason: &'static str,
+    error: &dyn std::fmt::Display,
+) {
+    metrics
+        .handshake_failures
+        .get_or_create(&HandshakeFailureLabels {
+            listener: listener.to_owned(),
+            reason,
+        })
+        .inc();
+    tracing::info!(listener, client = %peer, reason, %error, "handshake failed");
 }
 
 fn alt_svc_value(port: u16) -> HeaderValue {

@@ -9,10 +9,10 @@ use aegis_tls::QuicHandshake;
 use quinn::{ConnectionError, IdleTimeout, VarInt};
 use tokio::sync::{mpsc, watch};
 
-use super::ActiveGuard;
+use super::{handshake_done, handshake_failed, ActiveGuard};
 use crate::config::{ListenerConfig, QuicListener};
 use crate::http::{h3, ConnInfo, Proxy};
-use crate::metrics::{HandshakeFailureLabels, HandshakeLabels, ListenerLabels};
+use crate::metrics::ListenerLabels;
 
 /// Unidirectional streams a client may open: HTTP/3 needs control and two QPACK streams.
 const MAX_UNI_STREAMS: u32 = 8;
@@ -136,15 +136,7 @@ impl Connection {
             .handshake_data()
             .and_then(|d| d.downcast::<QuicHandshake>().ok())
             .and_then(|d| d.group);
-        metrics
-            .handshakes
-            .get_or_create(&HandshakeLabels {
-                listener: self.shared.name.to_string(),
-                group: group.unwrap_or("unknown"),
-                protocol: "h3",
-            })
-            .inc();
-        tracing::debug!(listener = &*self.shared.name, client = %peer, group, "quic handshake");
+        handshake_done(&metrics, &self.shared.name, peer, group, "h3");
         let info = ConnInfo {
             listener: self.shared.name.clone(),
             peer,
@@ -172,15 +164,13 @@ impl Connection {
             Ok(connection) => Some(connection),
             Err(error) => {
                 let reason = failure_reason(&error);
-                self.proxy
-                    .metrics()
-                    .handshake_failures
-                    .get_or_create(&HandshakeFailureLabels {
-                        listener: self.shared.name.to_string(),
-                        reason,
-                    })
-                    .inc();
-                tracing::info!(listener = &*self.shared.name, client = %peer, reason, %error, "quic handshake failed");
+                handshake_failed(
+                    self.proxy.metrics(),
+                    &self.shared.name,
+                    peer,
+                    reason,
+                    &error,
+                );
                 None
             }
         }

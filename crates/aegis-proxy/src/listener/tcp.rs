@@ -10,11 +10,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use super::{alpn_name, ActiveGuard};
+use super::{alpn_name, handshake_done, handshake_failed, ActiveGuard};
 use crate::config::ListenerConfig;
 use crate::http::framing::FramingGuard;
 use crate::http::{server, ConnInfo, Proxy};
-use crate::metrics::{HandshakeFailureLabels, HandshakeLabels, ListenerLabels, Metrics};
+use crate::metrics::ListenerLabels;
 
 /// A bound listener socket and what its connections need.
 ///
@@ -150,15 +150,12 @@ impl Connection {
         let tls = match accepted {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
-                return self.handshake_failed(
-                    &metrics,
-                    peer,
-                    aegis_tls::failure_reason(&error),
-                    &error,
-                )
+                let reason = aegis_tls::failure_reason(&error);
+                return handshake_failed(&metrics, &self.listener.name, peer, reason, &error);
             }
             Err(_) => {
-                return self.handshake_failed(&metrics, peer, "timeout", &"handshake timed out")
+                let error = "handshake timed out";
+                return handshake_failed(&metrics, &self.listener.name, peer, "timeout", &error);
             }
         };
         let session = tls.get_ref().1;
@@ -166,15 +163,7 @@ impl Connection {
             .negotiated_key_exchange_group()
             .map(aegis_tls::group_name);
         let protocol = alpn_name(session.alpn_protocol());
-        metrics
-            .handshakes
-            .get_or_create(&HandshakeLabels {
-                listener: self.listener.name.to_string(),
-                group: group.unwrap_or("unknown"),
-                protocol,
-            })
-            .inc();
-        tracing::debug!(listener = &*self.listener.name, client = %peer, group, protocol, "tls handshake");
+        handshake_done(&metrics, &self.listener.name, peer, group, protocol);
         info.secure = true;
         info.tls_group = group;
         let builder = &self.listener.builder;
@@ -184,22 +173,5 @@ impl Connection {
             let tls = FramingGuard::new(tls);
             server::serve_connection(builder, tls, self.proxy, info, self.shutdown).await;
         }
-    }
-
-    fn handshake_failed(
-        &self,
-        metrics: &Metrics,
-        peer: SocketAddr,
-        reason: &'static str,
-        error: &dyn std::fmt::Display,
-    ) {
-        metrics
-            .handshake_failures
-            .get_or_create(&HandshakeFailureLabels {
-                listener: self.listener.name.to_string(),
-                reason,
-            })
-            .inc();
-        tracing::info!(listener = &*self.listener.name, client = %peer, reason, %error, "tls handshake failed");
     }
 }
