@@ -576,3 +576,26 @@ async fn watttime_feed_logs_in_renews_its_token_and_converts_units() {
     let grams = metric(&text, series).unwrap();
     assert!((grams - 45.359_237).abs() < 1e-6, "{grams}");
 }
+
+#[tokio::test]
+async fn a_feed_that_never_answers_times_out_and_falls_back() {
+    // Accepts connections, never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = silent.local_addr().unwrap();
+    let dir = TestDir::new("emtimeout");
+    let central = spawn_origin("central").await.unwrap();
+    let north = spawn_origin("north").await.unwrap();
+    let config = api_config(&dir, central, north, api, "AEGIS_TEST_EM_TOKEN_UNSET")
+        .replace("timeout_ms = 2000", "timeout_ms = 100");
+    let proxy = start(&config, &dir).await;
+    proxy.refresh_carbon().await;
+    // eu-central falls back to its static 350; eu-north has no data (500).
+    assert_eq!(
+        region_of(proxy.listener_addr("public").unwrap()).await.0,
+        "eu-central"
+    );
+    let text = metrics(&proxy).await;
+    let timeouts = "aegis_carbon_feed_errors_total{feed=\"electricitymaps\",reason=\"timeout\"}";
+    assert!(metric(&text, timeouts).unwrap_or(0.0) >= 2.0, "{text}");
+    drop(silent);
+}
