@@ -16,7 +16,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use crate::quick::QuickOptions;
 use crate::BoxError;
 
 type OriginBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -161,27 +160,69 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 /// Starts three origins and the proxy in front of them; returns the running proxy.
+///
+/// `/green/...` goes to a carbon-aware cluster whose three origins stand for three regions
+/// with static grid intensities; everything else is balanced across the same origins.
 pub async fn start(options: &DemoOptions) -> anyhow::Result<crate::Running> {
     write_certs(&options.dir)?;
     let mut origins = Vec::new();
     for name in ["origin-1", "origin-2", "origin-3"] {
         origins.push(spawn_origin(name).await?.to_string());
     }
-    let quick = QuickOptions {
-        from: options.listen.clone(),
-        to: origins,
-        tls: Some((
-            options.dir.join("server.pem"),
-            options.dir.join("server.key"),
-        )),
-        pq_only: false,
-        h3: true,
-        access_log: true,
-        admin: Some(options.admin.clone()),
-    };
-    let config = quick.to_config(Path::new("."))?;
+    let config = crate::Config::parse(&demo_config(options, &origins), Path::new("."))?;
     let running = crate::run(config, prometheus_client::registry::Registry::default()).await?;
     Ok(running)
+}
+
+fn demo_config(options: &DemoOptions, origins: &[String]) -> String {
+    let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let path = |name: &str| quote(&options.dir.join(name).display().to_string());
+    let [o1, o2, o3] = [0, 1, 2].map(|i| quote(&origins[i]));
+    format!(
+        r#"
+[admin]
+listen = {admin}
+
+[[listeners]]
+name = "demo"
+listen = {listen}
+tls = {{ cert = {cert}, key = {key} }}
+protocols = ["http/1.1", "h2", "h3"]
+
+[[routes]]
+name = "green"
+path_prefix = "/green/"
+cluster = "green"
+
+[[routes]]
+name = "default"
+cluster = "web"
+
+[clusters.web]
+endpoints = [{o1}, {o2}, {o3}]
+
+[regions.us-east]
+zone = "US-MIDA-PJM"
+intensity = 392
+
+[regions.eu-central]
+zone = "DE"
+intensity = 367
+
+[regions.eu-north]
+zone = "NO"
+intensity = 34
+
+[clusters.green]
+carbon = "greenest"
+max_share = 0.8
+regions = {{ us-east = [{o1}], eu-central = [{o2}], eu-north = [{o3}] }}
+"#,
+        admin = quote(&options.admin),
+        listen = quote(&options.listen),
+        cert = path("server.pem"),
+        key = path("server.key"),
+    )
 }
 
 /// The instructions the demo prints once it is up.
@@ -199,6 +240,9 @@ pub fn instructions(options: &DemoOptions, running: &crate::Running) -> String {
          \n\
          Try it:\n  curl --cacert {ca} https://{https}/hello\n\
          \x20 curl --cacert {ca} --http2 -d 'echo me' https://{https}/echo\n\
+         Carbon-aware: /green/ goes to the greenest of three regions (static 2023 means, gCO2/kWh),\n\
+         \x20 at most 80 % of recent traffic to one region:\n\
+         \x20 curl -si --cacert {ca} https://{https}/green/hello | grep x-aegis-region\n\
          See what was negotiated (group label):\n  curl -s http://{admin}/metrics | grep aegis_tls_handshakes\n\
          Force post-quantum with a PQ client (see ../shared/bench/pqload):\n  pqload probe --url https://{https}/ --ca {ca} --groups pq\n\
          HTTP/3 (QUIC, X25519MLKEM768):\n  pqload probe --url https://{https}/ --ca {ca} --groups pq --http 3\n\

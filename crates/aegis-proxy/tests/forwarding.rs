@@ -145,3 +145,26 @@ async fn post_bodies_stream_both_ways() {
         assert_eq!(answer.body.len(), body.len());
     }
 }
+
+#[tokio::test]
+async fn the_demo_serves_https_and_routes_green_traffic() {
+    let dir = TestDir::new("demo");
+    let options = aegis_proxy::demo::DemoOptions {
+        listen: "127.0.0.1:0".into(),
+        admin: "127.0.0.1:0".into(),
+        dir: dir.path.join("demo"),
+    };
+    let proxy = aegis_proxy::demo::start(&options).await.unwrap();
+    let addr = proxy.listener_addr("demo").unwrap();
+    let roots = aegis_tls::pem::load_roots(&options.dir.join("ca.pem")).unwrap();
+    let client = client_tls(roots, Groups::PqOnly, &[b"h2"]);
+    let answer = https(addr, client, get("/green/hello")).await.unwrap();
+    assert_eq!((answer.status, answer.group), (200, Some("X25519MLKEM768")));
+    assert_eq!(answer.headers["x-aegis-region"], "eu-north");
+    assert!(answer.headers.contains_key("alt-svc"));
+    let text = aegis_proxy::demo::instructions(&options, &proxy);
+    assert!(
+        text.contains(&format!("https://{addr}/green/hello")),
+        "{text}"
+    );
+}
