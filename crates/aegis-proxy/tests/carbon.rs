@@ -599,3 +599,33 @@ async fn a_feed_that_never_answers_times_out_and_falls_back() {
     assert!(metric(&text, timeouts).unwrap_or(0.0) >= 2.0, "{text}");
     drop(silent);
 }
+
+#[tokio::test]
+async fn admin_config_page_shows_regions_and_feeds_without_secrets() {
+    #[allow(clippy::disallowed_methods)]
+    std::env::set_var("AEGIS_TEST_EM_TOKEN_D", "do-not-show-me");
+    let dir = TestDir::new("carbonconfig");
+    let central = spawn_origin("central").await.unwrap();
+    let north = spawn_origin("north").await.unwrap();
+    let api: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let proxy = start(
+        &api_config(&dir, central, north, api, "AEGIS_TEST_EM_TOKEN_D"),
+        &dir,
+    )
+    .await;
+    let answer = http(proxy.admin_addr().unwrap(), get("/config"), false)
+        .await
+        .unwrap();
+    let page: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(page["regions"]["eu-north"]["zone"], "NO");
+    assert_eq!(
+        page["carbon"]["feeds"],
+        serde_json::json!(["electricitymaps", "static"])
+    );
+    assert_eq!(
+        page["carbon"]["electricitymaps"]["token_env"],
+        "AEGIS_TEST_EM_TOKEN_D"
+    );
+    assert_eq!(page["clusters"]["api"]["carbon"], "greenest");
+    assert!(!answer.body.contains("do-not-show-me"));
+}

@@ -127,3 +127,25 @@ async fn upstream_h2_over_tls() {
         "aegis_tls_handshakes_total{listener=\"public\",group=\"X25519MLKEM768\",protocol=\"h2\"}";
     assert_eq!(metric(&text, series), Some(1.0), "{text}");
 }
+
+#[tokio::test]
+async fn admin_config_page_redacts_keys() {
+    let dir = TestDir::new("configpage");
+    let origin = spawn_origin("o1").await.unwrap();
+    let proxy = start(&config(Some(TLS), &[origin], "", ""), &dir).await;
+    let admin = proxy.admin_addr().unwrap();
+    let answer = http(admin, get("/config"), false).await.unwrap();
+    assert_eq!(answer.status, 200);
+    let page: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    let tls = &page["listeners"][0]["tls"];
+    assert_eq!(tls["key"], "[redacted]");
+    assert!(tls["cert"].as_str().unwrap().ends_with("server.pem"));
+    assert!(!answer.body.contains("PRIVATE KEY"));
+    for (path, status) in [("/healthz", 200), ("/ready", 200), ("/nope", 404)] {
+        assert_eq!(
+            http(admin, get(path), false).await.unwrap().status,
+            status,
+            "{path}"
+        );
+    }
+}

@@ -481,6 +481,13 @@ impl Config {
                     "connect_timeout_ms": ms(c.connect_timeout),
                     "request_timeout_ms": ms(c.request_timeout),
                     "idle_timeout_ms": ms(c.idle_timeout),
+                    "carbon": format!("{:?}", c.carbon.policy).to_lowercase(),
+                    "latency_budget_ms": c.carbon.latency_budget_ms,
+                    "max_share": c.carbon.max_share,
+                    "hysteresis": c.carbon.hysteresis,
+                    "endpoint_regions": c.endpoint_regions.iter()
+                        .map(|r| r.map(|i| self.regions[i].name.clone()))
+                        .collect::<Vec<_>>(),
                     "tls": c.tls.as_ref().map(|t| json!({
                         "ca": t.ca.display().to_string(),
                         "cert": t.cert.as_ref().map(|p| p.display().to_string()),
@@ -492,12 +499,47 @@ impl Config {
                 (c.name.clone(), value)
             })
             .collect();
+        let regions: serde_json::Map<_, _> = self
+            .regions
+            .iter()
+            .map(|r| {
+                let value = json!({
+                    "zone": r.zone,
+                    "intensity": r.intensity,
+                    "uk_region": r.uk_region,
+                    "watttime_region": r.watttime_region,
+                });
+                (r.name.clone(), value)
+            })
+            .collect();
+        let c = &self.carbon;
+        // Credentials live in environment variables; only their names are shown.
+        let carbon = json!({
+            "feeds": c.feeds.iter().map(|f| f.name()).collect::<Vec<_>>(),
+            "file": c.file.as_ref().map(|p| p.display().to_string()),
+            "electricitymaps": c.electricitymaps.as_ref().map(|e| json!({
+                "base_url": e.base_url, "token_env": e.token_env, "timeout_ms": ms(e.timeout),
+            })),
+            "watttime": c.watttime.as_ref().map(|w| json!({
+                "base_url": w.api.base_url, "username_env": w.username_env,
+                "password_env": w.password_env, "timeout_ms": ms(w.api.timeout),
+            })),
+            "uk": c.uk.as_ref().map(|u| json!({"base_url": u.base_url, "timeout_ms": ms(u.timeout)})),
+            "poll_interval_ms": ms(c.poll_interval),
+            "stale_after_ms": ms(c.stale_after),
+            "unknown_intensity": c.unknown_intensity,
+            "region_header": c.region_header.as_ref().map(|h| h.as_str()),
+            "wh_per_request": c.energy.wh_per_request,
+            "wh_per_mb": c.energy.wh_per_mb,
+        });
         json!({
             "admin": {"listen": self.admin.map(|a| a.to_string())},
             "server": {"drain_timeout_ms": ms(self.drain_timeout), "access_log": self.access_log},
             "listeners": listeners,
             "routes": routes,
             "clusters": clusters,
+            "regions": regions,
+            "carbon": carbon,
         })
     }
 }
