@@ -331,6 +331,12 @@ async fn electricitymaps_feed_drives_routing_and_survives_its_failures() {
     let limited =
         "aegis_carbon_feed_errors_total{feed=\"electricitymaps\",reason=\"rate_limited\"}";
     assert!(metric(&text, limited).unwrap_or(0.0) >= 2.0, "{text}");
+    // The feed's last values are still fresh: they stay in use ahead of the static 350.
+    let central =
+        "aegis_carbon_intensity_gco2_per_kwh{region=\"eu-central\",source=\"electricitymaps\"}";
+    assert_eq!(metric(&text, central), Some(300.0), "{text}");
+    let fallback = "aegis_carbon_intensity_gco2_per_kwh{region=\"eu-central\",source=\"static\"}";
+    assert_eq!(metric(&text, fallback), None, "{text}");
 }
 
 #[tokio::test]

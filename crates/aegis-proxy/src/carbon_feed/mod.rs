@@ -1,13 +1,15 @@
 //! Carbon-intensity feeds: read in the background, published as one atomic table that the
 //! request path reads without locks.
 //!
-//! Feeds are tried in the configured order for each region; the first with a fresh value wins.
-//! When none has one, the last known value is kept (marked stale once older than
-//! `stale_after`), and a region never heard of gets `unknown_intensity`. A feed failing is
+//! Feeds are tried in the configured order for each region; the first with a fresh value wins,
+//! where a feed's value is the last one it delivered (so a feed that is down keeps serving its
+//! last value until that is older than `stale_after`, then the next feed takes over). When no
+//! feed has a fresh value, the last value used is kept and marked stale, and a region never
+//! heard of gets `unknown_intensity`. A feed failing is
 //! counted and logged; it never fails a request.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aegis_carbon::trace::parse_rfc3339;
@@ -48,6 +50,8 @@ pub struct IntensityTable {
 #[derive(Debug)]
 pub struct CarbonFeeds {
     table: ArcSwap<IntensityTable>,
+    /// The last value each feed delivered for each key (only the updater touches it).
+    known: Mutex<HashMap<FeedKind, Reading>>,
     electricitymaps: Option<electricitymaps::ElectricityMaps>,
     uk: Option<uk::UkCarbonIntensity>,
     watttime: Option<watttime::WattTime>,
@@ -64,6 +68,7 @@ impl CarbonFeeds {
     pub fn new(config: CarbonConfig, regions: Vec<RegionConfig>, metrics: Arc<Metrics>) -> Self {
         let feeds = Self {
             table: ArcSwap::from_pointee(IntensityTable::default()),
+            known: Mutex::new(HashMap::new()),
             electricitymaps: config
                 .electricitymaps
                 .as_ref()
@@ -134,8 +139,17 @@ impl CarbonFeeds {
             }
             readings.insert(FeedKind::Watttime, reading);
         }
+        let known = match self.known.lock() {
+            Ok(mut known) => {
+                for (feed, reading) in readings {
+                    known.entry(feed).or_default().extend(reading);
+                }
+                known.clone()
+            }
+            Err(_) => readings,
+        };
         let previous = self.current();
-        let table = self.merge(&readings, &previous, SystemTime::now());
+        let table = self.merge(&known, &previous, SystemTime::now());
         self.export(&table);
         self.table.store(Arc::new(table));
     }
@@ -209,6 +223,13 @@ impl CarbonFeeds {
     fn export(&self, table: &IntensityTable) {
         let now = SystemTime::now();
         for (region, value) in self.regions.iter().zip(&table.regions) {
+            // One series per region: drop the one of a source no longer in use.
+            for source in SOURCES.iter().filter(|s| **s != value.source) {
+                self.metrics.carbon_intensity.remove(&RegionSourceLabels {
+                    region: region.name.clone(),
+                    source,
+                });
+            }
             self.metrics
                 .carbon_intensity
                 .get_or_create(&RegionSourceLabels {
@@ -242,6 +263,16 @@ pub(crate) fn json_time(value: &serde_json::Value) -> Option<SystemTime> {
     let secs = parse_rfc3339(value.as_str()?)?;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
 }
+
+/// Every value of the `source` label.
+const SOURCES: [&str; 6] = [
+    "electricitymaps",
+    "watttime",
+    "uk",
+    "file",
+    "static",
+    "unknown",
+];
 
 /// The key a feed's reading uses for `region`.
 fn feed_key(feed: FeedKind, region: &RegionConfig) -> Option<String> {
