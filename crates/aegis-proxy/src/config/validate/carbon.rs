@@ -1,0 +1,325 @@
+//! Validation of `[regions]`, `[carbon]` and each cluster's carbon policy.
+
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::{
+    Checker, DEFAULT_CARBON_POLL_MS, DEFAULT_CARBON_STALE_MS, DEFAULT_FEED_TIMEOUT_MS,
+    DEFAULT_UNKNOWN_INTENSITY,
+};
+use crate::config::raw::{RawCarbon, RawCluster, RawRegion};
+use crate::config::{
+    ApiFeedConfig, CarbonConfig, CarbonPolicyKind, ElectricityMapsConfig, FeedKind, RegionConfig,
+    WattTimeConfig,
+};
+
+impl Checker<'_> {
+    pub(super) fn cluster_carbon(
+        &mut self,
+        key: &str,
+        spanned: &Spanned<RawCluster>,
+    ) -> Option<aegis_carbon::PolicyConfig> {
+        let c = spanned.get_ref();
+        let defaults = aegis_carbon::PolicyConfig::default();
+        let policy = match c.carbon {
+            CarbonPolicyKind::Off => aegis_carbon::Policy::Off,
+            CarbonPolicyKind::Greenest => aegis_carbon::Policy::Greenest,
+            CarbonPolicyKind::Weighted => aegis_carbon::Policy::Weighted,
+        };
+        if policy != aegis_carbon::Policy::Off && c.regions.is_none() {
+            self.error(
+                format!("{key}.carbon"),
+                spanned,
+                "a carbon policy needs endpoints grouped by regions",
+            );
+            return None;
+        }
+        let budget = self.float(
+            &format!("{key}.latency_budget_ms"),
+            &c.latency_budget_ms,
+            defaults.latency_budget_ms,
+            0.0,
+            60_000.0,
+        );
+        let max_share = self.float(
+            &format!("{key}.max_share"),
+            &c.max_share,
+            defaults.max_share,
+            0.01,
+            1.0,
+        );
+        let hysteresis = self.float(
+            &format!("{key}.hysteresis"),
+            &c.hysteresis,
+            defaults.hysteresis,
+            0.0,
+            10.0,
+        );
+        Some(aegis_carbon::PolicyConfig {
+            policy,
+            latency_budget_ms: budget?,
+            max_share: max_share?,
+            hysteresis: hysteresis?,
+            ..defaults
+        })
+    }
+
+    pub(super) fn region(&mut self, name: &str, r: &Spanned<RawRegion>) -> Option<RegionConfig> {
+        let key = format!("regions.{name}");
+        let raw = r.get_ref();
+        if raw.zone.get_ref().is_empty() {
+            self.error(format!("{key}.zone"), &raw.zone, "must not be empty");
+        }
+        let intensity = match &raw.intensity {
+            Some(v) => Some(self.float(
+                &format!("{key}.intensity"),
+                &Some(v.clone()),
+                0.0,
+                0.0,
+                5000.0,
+            )?),
+            None => None,
+        };
+        Some(RegionConfig {
+            name: name.to_owned(),
+            zone: raw.zone.get_ref().clone(),
+            intensity,
+            uk_region: raw.uk_region,
+            watttime_region: raw.watttime_region.clone(),
+        })
+    }
+
+    pub(super) fn carbon(&mut self, raw: Option<&RawCarbon>) -> Option<CarbonConfig> {
+        let defaults = aegis_carbon::energy::EnergyModel::default();
+        let Some(c) = raw else {
+            return Some(CarbonConfig {
+                feeds: vec![FeedKind::Static],
+                file: None,
+                electricitymaps: None,
+                uk: None,
+                watttime: None,
+                poll_interval: Duration::from_millis(DEFAULT_CARBON_POLL_MS),
+                stale_after: Duration::from_millis(DEFAULT_CARBON_STALE_MS),
+                unknown_intensity: DEFAULT_UNKNOWN_INTENSITY,
+                region_header: Some(http::HeaderName::from_static("x-aegis-region")),
+                energy: defaults,
+            });
+        };
+        if c.feeds.get_ref().is_empty() {
+            self.error("carbon.feeds", &c.feeds, "must list at least one feed");
+        }
+        let file = match (&c.file, c.feeds.get_ref().contains(&FeedKind::File)) {
+            (Some(f), _) => Some(self.path(&f.path)),
+            (None, true) => {
+                self.error(
+                    "carbon.feeds",
+                    &c.feeds,
+                    "the file feed needs carbon.file = { path = \"...\" }",
+                );
+                None
+            }
+            (None, false) => None,
+        };
+        let electricitymaps = self.electricitymaps(c);
+        let uk = self.uk(c);
+        let watttime = self.watttime(c);
+        let poll = self.duration(
+            "carbon.poll_interval_ms",
+            &c.poll_interval_ms,
+            DEFAULT_CARBON_POLL_MS,
+        );
+        let stale = self.duration(
+            "carbon.stale_after_ms",
+            &c.stale_after_ms,
+            DEFAULT_CARBON_STALE_MS,
+        );
+        let unknown = self.float(
+            "carbon.unknown_intensity",
+            &c.unknown_intensity,
+            DEFAULT_UNKNOWN_INTENSITY,
+            0.0,
+            5000.0,
+        );
+        let wh_request = self.float(
+            "carbon.wh_per_request",
+            &c.wh_per_request,
+            defaults.wh_per_request,
+            0.0,
+            1e6,
+        );
+        let wh_mb = self.float(
+            "carbon.wh_per_mb",
+            &c.wh_per_mb,
+            defaults.wh_per_mb,
+            0.0,
+            1e6,
+        );
+        let header = match &c.region_header {
+            Some(h) if h.get_ref().is_empty() => Some(None),
+            Some(h) => match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+                Ok(name) => Some(Some(name)),
+                Err(_) => {
+                    self.error(
+                        "carbon.region_header",
+                        h,
+                        format!("\"{}\" is not a header name", h.get_ref()),
+                    );
+                    None
+                }
+            },
+            None => Some(Some(http::HeaderName::from_static("x-aegis-region"))),
+        };
+        Some(CarbonConfig {
+            feeds: c.feeds.get_ref().clone(),
+            file,
+            electricitymaps: electricitymaps?,
+            uk: uk?,
+            watttime: watttime?,
+            poll_interval: poll?,
+            stale_after: stale?,
+            unknown_intensity: unknown?,
+            region_header: header?,
+            energy: aegis_carbon::energy::EnergyModel {
+                wh_per_request: wh_request?,
+                wh_per_mb: wh_mb?,
+            },
+        })
+    }
+
+    /// Base URL (checked, or `default`) and timeout of an API feed.
+    pub(super) fn api_feed(
+        &mut self,
+        key: &str,
+        base_url: Option<&Spanned<String>>,
+        timeout_ms: Option<&Spanned<u64>>,
+        default: &str,
+    ) -> Option<ApiFeedConfig> {
+        let url = base_url
+            .map_or(default, |u| u.get_ref().as_str())
+            .to_owned();
+        let valid = url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !valid {
+            if let Some(spanned) = base_url {
+                self.error(
+                    format!("{key}.base_url"),
+                    spanned,
+                    format!("\"{url}\" is not an http(s) URL"),
+                );
+            }
+            return None;
+        }
+        let timeout = self.duration(
+            &format!("{key}.timeout_ms"),
+            &timeout_ms.cloned(),
+            DEFAULT_FEED_TIMEOUT_MS,
+        )?;
+        Some(ApiFeedConfig {
+            base_url: url,
+            timeout,
+        })
+    }
+
+    pub(super) fn uk(&mut self, c: &RawCarbon) -> Option<Option<ApiFeedConfig>> {
+        if !c.feeds.get_ref().contains(&FeedKind::Uk) {
+            return Some(None);
+        }
+        let raw = c.uk.as_ref();
+        let api = self.api_feed(
+            "carbon.uk",
+            raw.and_then(|r| r.base_url.as_ref()),
+            raw.and_then(|r| r.timeout_ms.as_ref()),
+            "https://api.carbonintensity.org.uk",
+        )?;
+        Some(Some(api))
+    }
+
+    pub(super) fn watttime(&mut self, c: &RawCarbon) -> Option<Option<WattTimeConfig>> {
+        if !c.feeds.get_ref().contains(&FeedKind::Watttime) {
+            return Some(None);
+        }
+        let raw = c.watttime.as_ref();
+        let api = self.api_feed(
+            "carbon.watttime",
+            raw.and_then(|r| r.base_url.as_ref()),
+            raw.and_then(|r| r.timeout_ms.as_ref()),
+            "https://api.watttime.org",
+        )?;
+        Some(Some(WattTimeConfig {
+            api,
+            username_env: raw
+                .and_then(|r| r.username_env.clone())
+                .unwrap_or_else(|| "WATTTIME_USERNAME".to_owned()),
+            password_env: raw
+                .and_then(|r| r.password_env.clone())
+                .unwrap_or_else(|| "WATTTIME_PASSWORD".to_owned()),
+        }))
+    }
+
+    pub(super) fn electricitymaps(
+        &mut self,
+        c: &RawCarbon,
+    ) -> Option<Option<ElectricityMapsConfig>> {
+        let wanted = c.feeds.get_ref().contains(&FeedKind::Electricitymaps);
+        let raw = match (&c.electricitymaps, wanted) {
+            (_, false) => return Some(None),
+            (Some(raw), true) => Some(raw),
+            (None, true) => None,
+        };
+        let base_url = raw
+            .and_then(|r| r.base_url.clone())
+            .map(|u| (u.get_ref().clone(), Some(u)))
+            .unwrap_or_else(|| ("https://api.electricitymap.org".to_owned(), None));
+        let uri_ok = base_url
+            .0
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !uri_ok {
+            if let Some(spanned) = &base_url.1 {
+                self.error(
+                    "carbon.electricitymaps.base_url",
+                    spanned,
+                    format!("\"{}\" is not an http(s) URL", base_url.0),
+                );
+            }
+            return None;
+        }
+        let timeout = self.duration(
+            "carbon.electricitymaps.timeout_ms",
+            &raw.and_then(|r| r.timeout_ms.clone()),
+            DEFAULT_FEED_TIMEOUT_MS,
+        )?;
+        Some(Some(ElectricityMapsConfig {
+            base_url: base_url.0,
+            token_env: raw
+                .and_then(|r| r.token_env.clone())
+                .unwrap_or_else(|| "ELECTRICITYMAPS_TOKEN".to_owned()),
+            timeout,
+        }))
+    }
+
+    pub(super) fn float(
+        &mut self,
+        key: &str,
+        v: &Option<Spanned<f64>>,
+        default: f64,
+        min: f64,
+        max: f64,
+    ) -> Option<f64> {
+        let Some(spanned) = v else {
+            return Some(default);
+        };
+        let value = *spanned.get_ref();
+        if value.is_finite() && (min..=max).contains(&value) {
+            return Some(value);
+        }
+        self.error(
+            key.to_owned(),
+            spanned,
+            format!("{value} is outside {min}..={max}"),
+        );
+        None
+    }
+}
