@@ -102,6 +102,7 @@ impl Running {
 pub async fn run(config: Config, mut registry: Registry) -> Result<Running, RunError> {
     let metrics = Arc::new(metrics::Metrics::new(&mut registry));
     let proxy = Arc::new(http::Proxy::new(&config, metrics));
+    proxy.start_health_checks();
     let mut bound = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
         let listener = listener::Listener::bind(l)

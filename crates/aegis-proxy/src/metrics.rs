@@ -66,6 +66,40 @@ pub struct UpstreamErrorLabels {
     pub reason: &'static str,
 }
 
+/// Labels of `aegis_upstream_health_checks_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthCheckLabels {
+    /// Cluster name.
+    pub cluster: String,
+    /// `pass` or `fail`.
+    pub result: &'static str,
+}
+
+/// Labels of `aegis_upstream_ejections_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// Cluster name.
+    pub cluster: String,
+    /// Endpoint `host:port`.
+    pub endpoint: String,
+}
+
+/// Labels of `aegis_upstream_retries_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    /// Cluster name.
+    pub cluster: String,
+    /// What failed first: `connect` or `reset`.
+    pub reason: &'static str,
+}
+
+/// Labels of `aegis_config_reloads_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
 /// Labels with a region.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RegionLabels {
@@ -139,6 +173,20 @@ pub struct Metrics {
     pub carbon_baseline: Family<ClusterLabels, FloatCounter>,
     /// Estimated grams saved against that baseline (requests that emitted less).
     pub carbon_saved: Family<ClusterLabels, FloatCounter>,
+    /// Active health checks by result.
+    pub health_checks: Family<HealthCheckLabels, Counter>,
+    /// Outlier ejections per endpoint.
+    pub ejections: Family<EndpointLabels, Counter>,
+    /// Retries sent, by what failed first.
+    pub retries: Family<RetryLabels, Counter>,
+    /// Retries not sent because the budget was used up.
+    pub retries_over_budget: Family<ClusterLabels, Counter>,
+    /// Requests shed with 503 because the cluster had too many pending.
+    pub shed: Family<ClusterLabels, Counter>,
+    /// Client connections refused by a connection limit.
+    pub connections_refused: Family<ListenerLabels, Counter>,
+    /// Configuration reloads by result.
+    pub reloads: Family<ReloadLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -164,6 +212,13 @@ impl Metrics {
             carbon_emitted: Family::default(),
             carbon_baseline: Family::default(),
             carbon_saved: Family::default(),
+            health_checks: Family::default(),
+            ejections: Family::default(),
+            retries: Family::default(),
+            retries_over_budget: Family::default(),
+            shed: Family::default(),
+            connections_refused: Family::default(),
+            reloads: Family::default(),
         };
         let aegis = registry.sub_registry_with_prefix("aegis");
         aegis.register(
@@ -200,6 +255,41 @@ impl Metrics {
             "tls_handshake_failures",
             "Failed TLS handshakes by reason",
             metrics.handshake_failures.clone(),
+        );
+        aegis.register(
+            "upstream_health_checks",
+            "Active health checks by cluster and result",
+            metrics.health_checks.clone(),
+        );
+        aegis.register(
+            "upstream_ejections",
+            "Outlier ejections per endpoint",
+            metrics.ejections.clone(),
+        );
+        aegis.register(
+            "upstream_retries",
+            "Upstream requests retried on another endpoint, by what failed first",
+            metrics.retries.clone(),
+        );
+        aegis.register(
+            "upstream_retries_over_budget",
+            "Retries not sent because the cluster's retry budget was used up",
+            metrics.retries_over_budget.clone(),
+        );
+        aegis.register(
+            "upstream_requests_shed",
+            "Requests answered 503 because the cluster had max_pending_requests in flight",
+            metrics.shed.clone(),
+        );
+        aegis.register(
+            "downstream_connections_refused",
+            "Client connections refused by a connection limit",
+            metrics.connections_refused.clone(),
+        );
+        aegis.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            metrics.reloads.clone(),
         );
         let carbon = aegis.sub_registry_with_prefix("carbon");
         carbon.register(

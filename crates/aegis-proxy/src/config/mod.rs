@@ -4,6 +4,7 @@
 //! once, each with its key path and line ([`ConfigError`]).
 
 pub mod raw;
+mod resilience;
 mod validate;
 
 use std::fmt;
@@ -14,6 +15,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use resilience::{HealthCheckConfig, OutlierConfig, RetryConfig};
+
 /// A validated configuration, ready to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -23,6 +26,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Whether each request writes a JSON access-log line.
     pub access_log: bool,
+    /// Open client connections over all listeners above which new ones are refused.
+    pub max_connections: Option<usize>,
     /// Client-facing listeners.
     pub listeners: Vec<ListenerConfig>,
     /// Routes in match order.
@@ -169,6 +174,8 @@ pub struct ListenerConfig {
     pub max_header_bytes: usize,
     /// Largest request body accepted.
     pub max_request_body_bytes: Option<u64>,
+    /// Open connections above which new ones are refused.
+    pub max_connections: Option<usize>,
 }
 
 impl ListenerConfig {
@@ -333,6 +340,14 @@ pub struct ClusterConfig {
     pub idle_timeout: Duration,
     /// TLS to the endpoints.
     pub tls: Option<UpstreamTls>,
+    /// Active health checks, if configured.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive outlier ejection.
+    pub outlier: OutlierConfig,
+    /// Retries and their budget.
+    pub retry: RetryConfig,
+    /// Requests in flight to the cluster above which new ones are shed with 503.
+    pub max_pending_requests: usize,
 }
 
 /// An endpoint address as configured.

@@ -135,6 +135,8 @@ pub struct RawServer {
     pub drain_timeout_ms: Option<Spanned<u64>>,
     /// Whether each request writes a JSON access-log line.
     pub access_log: Option<bool>,
+    /// Open client connections, over all listeners, above which new ones are refused.
+    pub max_connections: Option<Spanned<u64>>,
 }
 
 /// `[[listeners]]`.
@@ -159,6 +161,8 @@ pub struct RawListener {
     pub max_header_bytes: Option<Spanned<u64>>,
     /// Largest request body accepted (413 above); no limit when absent.
     pub max_request_body_bytes: Option<Spanned<u64>>,
+    /// Open client connections above which new ones are refused.
+    pub max_connections: Option<Spanned<u64>>,
 }
 
 /// `tls = { ... }` on a listener.
@@ -221,6 +225,60 @@ pub struct RawCluster {
     pub idle_timeout_ms: Option<Spanned<u64>>,
     /// Speak TLS to the endpoints.
     pub tls: Option<RawUpstreamTls>,
+    /// Active health checks.
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    /// Passive outlier ejection.
+    pub outlier: Option<RawOutlier>,
+    /// Retries and their budget.
+    pub retry: Option<RawRetry>,
+    /// Requests in flight to the cluster above which new ones get 503.
+    pub max_pending_requests: Option<Spanned<u64>>,
+}
+
+/// `[clusters.NAME.health_check]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// Path requested with GET.
+    pub path: Spanned<String>,
+    /// Host header; default: the endpoint.
+    pub host: Option<Spanned<String>>,
+    /// Time between checks.
+    pub interval_ms: Option<Spanned<u64>>,
+    /// Deadline of one check.
+    pub timeout_ms: Option<Spanned<u64>>,
+    /// Passed checks that make an endpoint healthy again.
+    pub healthy_threshold: Option<Spanned<u64>>,
+    /// Failed checks that make an endpoint unhealthy.
+    pub unhealthy_threshold: Option<Spanned<u64>>,
+    /// `[low, high]`: status codes that pass, inclusive.
+    pub expected_status: Option<Spanned<Vec<u16>>>,
+}
+
+/// `[clusters.NAME.outlier]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    /// Consecutive connect failures or 5xx that eject; 0 disables ejection.
+    pub consecutive_failures: Option<Spanned<u64>>,
+    /// First ejection time.
+    pub base_ejection_ms: Option<Spanned<u64>>,
+    /// Longest ejection time.
+    pub max_ejection_ms: Option<Spanned<u64>>,
+    /// Largest percentage of endpoints ejected at once.
+    pub max_ejected_percent: Option<Spanned<u64>>,
+}
+
+/// `[clusters.NAME.retry]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Retries per request; 0 disables.
+    pub attempts: Option<Spanned<u64>>,
+    /// Retries in flight as a percentage of active requests.
+    pub budget_percent: Option<Spanned<f64>>,
+    /// Retries in flight always allowed, whatever the percentage.
+    pub min_concurrent: Option<Spanned<u64>>,
 }
 
 /// `tls = { ... }` on a cluster.

@@ -87,9 +87,18 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn error<T>(&mut self, key: impl Into<String>, at: &Spanned<T>, message: impl Into<String>) {
+        self.error_at(key, at.span(), message);
+    }
+
+    fn error_at(
+        &mut self,
+        key: impl Into<String>,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) {
         self.errors.push(ConfigError {
             key: key.into(),
-            line: Some(line_of(self.text, at.span().start)),
+            line: Some(line_of(self.text, span.start)),
             message: message.into(),
         });
     }
@@ -112,6 +121,8 @@ impl Checker<'_> {
             &raw.server.drain_timeout_ms,
             DEFAULT_DRAIN_MS,
         );
+        let max_connections =
+            self.optional_count("server.max_connections", &raw.server.max_connections);
         if raw.listeners.is_empty() {
             self.error_no_line("listeners", "at least one listener is required");
         }
@@ -140,6 +151,7 @@ impl Checker<'_> {
             admin,
             drain_timeout: drain?,
             access_log: raw.server.access_log.unwrap_or(true),
+            max_connections: max_connections?,
             listeners: listeners?,
             routes: routes.into_iter().collect::<Option<_>>()?,
             clusters: clusters.into_iter().collect::<Option<_>>()?,
@@ -210,6 +222,8 @@ impl Checker<'_> {
             }
             other => Some(other.as_ref().map(|v| *v.get_ref())),
         };
+        let max_connections =
+            self.optional_count(&format!("{key}.max_connections"), &l.max_connections);
         let protocols = self.protocols(key, l);
         let wants_h3 = protocols.is_some_and(|p| p.http3);
         let (tls, quic_crypto) = match &l.tls {
@@ -240,6 +254,7 @@ impl Checker<'_> {
             handshake_timeout: handshake?,
             max_header_bytes: max_header? as usize,
             max_request_body_bytes: max_body?,
+            max_connections: max_connections?,
         })
     }
 
@@ -435,7 +450,23 @@ impl Checker<'_> {
             Some(t) => Some(self.upstream_tls(&format!("{key}.tls"), spanned, t, c.protocol)?),
             None => None,
         };
+        let health_check = match &c.health_check {
+            Some(h) => self.health_check(&format!("{key}.health_check"), h).map(Some),
+            None => Some(None),
+        };
+        let outlier = self.outlier(&format!("{key}.outlier"), c.outlier.as_ref());
+        let retry = self.retry(&format!("{key}.retry"), c.retry.as_ref());
+        let max_pending = self.bounded(
+            &format!("{key}.max_pending_requests"),
+            &c.max_pending_requests,
+            resilience::DEFAULT_MAX_PENDING,
+            1..=10_000_000,
+        );
         Some(ClusterConfig {
+            health_check: health_check?,
+            outlier: outlier?,
+            retry: retry?,
+            max_pending_requests: max_pending? as usize,
             name: name.to_owned(),
             lb: c.lb,
             protocol: c.protocol,
@@ -629,6 +660,17 @@ impl Checker<'_> {
         Some(Duration::from_millis(ms))
     }
 
+    /// An optional positive count (e.g. a connection limit).
+    fn optional_count(&mut self, key: &str, v: &Option<Spanned<u64>>) -> Option<Option<usize>> {
+        match v {
+            None => Some(None),
+            Some(_) => {
+                let n = self.bounded(key, v, 1, 1..=10_000_000)?;
+                Some(Some(n as usize))
+            }
+        }
+    }
+
     fn bounded(
         &mut self,
         key: &str,
@@ -709,6 +751,7 @@ fn endpoint_addr(text: &str) -> Result<EndpointAddr, String> {
 }
 
 mod carbon;
+mod resilience;
 
 #[cfg(test)]
 mod tests;

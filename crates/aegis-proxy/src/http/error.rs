@@ -37,6 +37,12 @@ pub enum ProxyError {
     /// The endpoint closed or reset the exchange.
     #[error("upstream request failed: {0}")]
     Upstream(#[source] BoxError),
+    /// The cluster already has `max_pending_requests` in flight: shed, to be retried later.
+    #[error("cluster overloaded")]
+    Overloaded,
+    /// No endpoint is left to try.
+    #[error("no upstream endpoint available")]
+    NoEndpoint,
 }
 
 impl ProxyError {
@@ -61,6 +67,7 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamConnect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Overloaded | Self::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -78,12 +85,15 @@ impl ProxyError {
             },
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::Upstream(_) => "upstream_reset",
+            Self::Overloaded => "overloaded",
+            Self::NoEndpoint => "no_endpoint",
         }
     }
 
     /// Whether the proxy, not the client, is at fault (logged as a warning).
     pub fn is_upstream(&self) -> bool {
-        self.status().is_server_error()
+        // Shedding is the proxy working as configured, not an upstream failure to warn about.
+        self.status().is_server_error() && !matches!(self, Self::Overloaded)
     }
 
     /// The response sent to the client: status plus a one-line text body.
@@ -98,6 +108,12 @@ impl ProxyError {
                 .boxed_unsync(),
         );
         *response.status_mut() = self.status();
+        if matches!(self, Self::Overloaded) {
+            // RFC 9110 §10.2.3: when to come back.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -13,17 +13,18 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
 use http_body_util::{BodyExt, Limited};
 
-use super::error::ProxyError;
-use super::headers;
+use super::error::{is_caused_by, ProxyError};
 use super::record::{CarbonRecord, Recorded, RequestRecord};
+use super::{headers, replay};
 use crate::carbon_feed::CarbonFeeds;
 use crate::config::{Config, UpstreamProtocol};
-use crate::metrics::{ClusterLabels, Metrics, UpstreamErrorLabels};
+use crate::metrics::{ClusterLabels, EndpointLabels, Metrics, RetryLabels, UpstreamErrorLabels};
 use crate::route::RouteTable;
-use crate::upstream::{Cluster, Endpoint, InFlight, UpstreamBody, UpstreamTlsGroup};
+use crate::upstream::{Cluster, InFlight, UpstreamBody, UpstreamTlsGroup};
 use crate::{Body, BoxError};
 use aegis_carbon::energy::EnergyModel;
 use http::header::HeaderName;
@@ -34,7 +35,7 @@ use rand::Rng;
 pub struct Proxy {
     routes: RouteTable,
     route_names: Vec<Arc<str>>,
-    clusters: Vec<Cluster>,
+    clusters: Vec<Arc<Cluster>>,
     cluster_names: Vec<Arc<str>>,
     metrics: Arc<Metrics>,
     access_log: bool,
@@ -45,9 +46,25 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Builds routes and upstream pools. Needs a tokio runtime (pools spawn tasks lazily).
+    /// Builds routes, upstream pools and carbon feeds. Needs a tokio runtime (pools spawn
+    /// tasks lazily).
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
-        let clusters: Vec<Cluster> = config.clusters.iter().map(Cluster::new).collect();
+        let carbon = Arc::new(CarbonFeeds::new(
+            config.carbon.clone(),
+            config.regions.clone(),
+            metrics.clone(),
+        ));
+        Self::with_feeds(config, metrics, carbon)
+    }
+
+    /// Like [`Proxy::new`], but reads intensities from existing `carbon` feeds (a reload that
+    /// leaves `[carbon]` and `[regions]` unchanged keeps them).
+    pub fn with_feeds(config: &Config, metrics: Arc<Metrics>, carbon: Arc<CarbonFeeds>) -> Self {
+        let clusters: Vec<Arc<Cluster>> = config
+            .clusters
+            .iter()
+            .map(|c| Arc::new(Cluster::new(c, &config.regions)))
+            .collect();
         Self {
             route_names: config
                 .routes
@@ -60,11 +77,7 @@ impl Proxy {
                 .map(|c| Arc::from(c.name.as_str()))
                 .collect(),
             clusters,
-            carbon: Arc::new(CarbonFeeds::new(
-                config.carbon.clone(),
-                config.regions.clone(),
-                metrics.clone(),
-            )),
+            carbon,
             metrics,
             access_log: config.access_log,
             region_names: config
@@ -80,6 +93,19 @@ impl Proxy {
     /// The carbon feeds whose table the forward path reads.
     pub fn carbon_feeds(&self) -> &Arc<CarbonFeeds> {
         &self.carbon
+    }
+
+    /// The upstream clusters, in configuration order.
+    pub fn clusters(&self) -> &[Arc<Cluster>] {
+        &self.clusters
+    }
+
+    /// Starts the active health checks of every cluster that has them. They stop by themselves
+    /// once this proxy (and so its clusters) is dropped.
+    pub fn start_health_checks(&self) {
+        for cluster in &self.clusters {
+            crate::upstream::checker::spawn(cluster, &self.metrics);
+        }
     }
 
     /// The metrics this proxy records into.
@@ -131,6 +157,8 @@ where
         status: 0,
         error: None,
         in_flight: None,
+        admitted: None,
+        body_limit: conn.max_request_body_bytes,
         carbon: None,
     };
     let mut response = match send(proxy, conn, request, &mut record).await {
@@ -195,18 +223,135 @@ where
     record.route = Some(proxy.route_names[route_index].clone());
     record.cluster = Some(proxy.cluster_names[route.cluster].clone());
     let cluster = &proxy.clusters[route.cluster];
+    let Some(admitted) = cluster.try_admit() else {
+        let labels = ClusterLabels {
+            cluster: cluster.name.clone(),
+        };
+        proxy.metrics.shed.get_or_create(&labels).inc();
+        return Err(ProxyError::Overloaded);
+    };
+    record.admitted = Some(admitted);
     let body = limit_body(body, &parts.headers, conn.max_request_body_bytes)?;
+    rewrite_request(&mut parts, conn, cluster, authority.as_ref())?;
 
-    let (endpoint, region) = choose_endpoint(proxy, cluster, record);
+    let response = if cluster.retry.attempts == 0 {
+        let (index, region) = choose_endpoint(proxy, cluster, record, &[])
+            .ok_or(ProxyError::NoEndpoint)?;
+        attempt(proxy, cluster, index, region, parts, body, record).await
+    } else {
+        send_with_retries(proxy, cluster, parts, body, record).await
+    };
+    let response = response.inspect_err(|e| {
+        if e.is_upstream() {
+            let labels = UpstreamErrorLabels {
+                cluster: cluster.name.clone(),
+                reason: e.reason(),
+            };
+            proxy.metrics.upstream_errors.get_or_create(&labels).inc();
+        }
+    })?;
+    record.upstream_tls_group = response.extensions().get::<UpstreamTlsGroup>().map(|g| g.0);
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts.version = Version::default();
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(BoxError::from).boxed_unsync(),
+    ))
+}
+
+/// Sends with up to `retry.attempts` retries, each on an endpoint not tried yet, within the
+/// cluster's retry budget. A retry happens only when the request provably did not reach the
+/// upstream application: the connection failed, or an idempotent request was reset before any
+/// response byte and its body was never read.
+async fn send_with_retries(
+    proxy: &Proxy,
+    cluster: &Cluster,
+    parts: http::request::Parts,
+    body: UpstreamBody,
+    record: &mut RequestRecord,
+) -> Result<Response<Incoming>, ProxyError> {
+    let idempotent = is_idempotent(&parts.method);
+    let (mut body, reclaim) = replay::replayable(body);
+    let mut tried = [usize::MAX; MAX_ATTEMPTS];
+    let mut attempts = 0;
+    let mut _retry_permit = None;
+    loop {
+        let (index, region) = choose_endpoint(proxy, cluster, record, &tried[..attempts])
+            .ok_or(ProxyError::NoEndpoint)?;
+        tried[attempts] = index;
+        attempts += 1;
+        let head = clone_head(&parts);
+        let result = attempt(proxy, cluster, index, region, head, body.boxed_unsync(), record).await;
+        let Err(error) = result else {
+            return result;
+        };
+        let reason = match &error {
+            ProxyError::UpstreamConnect(_) => "connect",
+            ProxyError::Upstream(_) if idempotent => "reset",
+            _ => return Err(error),
+        };
+        if attempts > cluster.retry.attempts as usize || attempts >= MAX_ATTEMPTS {
+            return Err(error);
+        }
+        let Some(next_body) = reclaim.take() else {
+            return Err(error);
+        };
+        if attempts >= cluster.endpoints.len() {
+            return Err(error); // every endpoint has been tried
+        }
+        let Some(permit) = cluster.try_retry() else {
+            let labels = ClusterLabels {
+                cluster: cluster.name.clone(),
+            };
+            proxy.metrics.retries_over_budget.get_or_create(&labels).inc();
+            return Err(error);
+        };
+        _retry_permit = Some(permit);
+        let labels = RetryLabels {
+            cluster: cluster.name.clone(),
+            reason,
+        };
+        proxy.metrics.retries.get_or_create(&labels).inc();
+        tracing::debug!(cluster = %cluster.name, %error, "retrying on another endpoint");
+        (body, _) = replay::replayable(next_body);
+    }
+}
+
+/// Tries, per request, the first endpoint and at most this many minus one more.
+const MAX_ATTEMPTS: usize = 6;
+
+/// RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// A copy of the request head for another attempt (extensions are not carried over).
+fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut head = Request::new(()).into_parts().0;
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}
+
+/// One exchange with endpoint `index`: send, wait for the response head, record the outcome
+/// for outlier ejection and latency.
+async fn attempt(
+    proxy: &Proxy,
+    cluster: &Cluster,
+    index: usize,
+    region: Option<usize>,
+    parts: http::request::Parts,
+    body: UpstreamBody,
+    record: &mut RequestRecord,
+) -> Result<Response<Incoming>, ProxyError> {
+    let endpoint = &cluster.endpoints[index];
     let in_flight = InFlight::new(endpoint.clone());
-    rewrite_request(
-        &mut parts,
-        conn,
-        cluster,
-        authority.as_ref(),
-        &endpoint.label,
-    )?;
-
     let started = Instant::now();
     let sent = tokio::time::timeout(
         cluster.request_timeout,
@@ -218,26 +363,24 @@ where
         carbon.observe_latency(local, elapsed.as_secs_f64() * 1000.0);
     }
     record.in_flight = Some(in_flight);
-    let connect_failed = matches!(&sent, Ok(Err(e)) if e.is_connect());
-    if connect_failed && endpoint.health.record_connect_failure() {
-        tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.label, "endpoint ejected after consecutive connect failures");
-    } else if matches!(&sent, Ok(Ok(_))) {
-        endpoint.health.record_success();
+    let failed = match &sent {
+        Ok(Ok(response)) => response.status().is_server_error(),
+        Ok(Err(e)) => !is_caused_by::<http_body_util::LengthLimitError>(e),
+        Err(_) => true,
+    };
+    if let Some(time) = cluster.record_outcome(index, failed) {
+        let labels = EndpointLabels {
+            cluster: cluster.name.clone(),
+            endpoint: endpoint.label.clone(),
+        };
+        proxy.metrics.ejections.get_or_create(&labels).inc();
+        tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.label, ejected_for = ?time, "endpoint ejected after consecutive failures");
     }
     let response = match sent {
-        Err(_) => Err(ProxyError::UpstreamTimeout(cluster.request_timeout)),
-        Ok(Err(e)) => Err(ProxyError::from_client(e, conn.max_request_body_bytes)),
-        Ok(Ok(response)) => Ok(response),
+        Err(_) => return Err(ProxyError::UpstreamTimeout(cluster.request_timeout)),
+        Ok(Err(e)) => return Err(ProxyError::from_client(e, record.body_limit)),
+        Ok(Ok(response)) => response,
     };
-    let response = response.inspect_err(|e| {
-        if e.is_upstream() {
-            let labels = UpstreamErrorLabels {
-                cluster: cluster.name.clone(),
-                reason: e.reason(),
-            };
-            proxy.metrics.upstream_errors.get_or_create(&labels).inc();
-        }
-    })?;
     proxy
         .metrics
         .upstream_duration
@@ -246,34 +389,30 @@ where
         })
         .observe(elapsed.as_secs_f64());
     record.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
-    record.upstream_tls_group = response.extensions().get::<UpstreamTlsGroup>().map(|g| g.0);
-
-    let (mut parts, body) = response.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    parts.version = Version::default();
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(BoxError::from).boxed_unsync(),
-    ))
+    Ok(response)
 }
 
-/// Picks the endpoint: within the region the carbon policy chooses, by the cluster's load
-/// balancing; returns it with its local region index when the cluster has regions.
+/// Picks the endpoint, never one in `tried`: within the region the carbon policy chooses (or,
+/// for a retry with nothing left there, anywhere in the cluster), by the cluster's load
+/// balancing. Returns its index and, when the cluster has regions, its local region.
 fn choose_endpoint(
     proxy: &Proxy,
     cluster: &Cluster,
     record: &mut RequestRecord,
-) -> (Arc<Endpoint>, Option<usize>) {
+    tried: &[usize],
+) -> Option<(usize, Option<usize>)> {
     let mut rng = rand::rng();
     let Some(carbon) = &cluster.carbon else {
-        return (cluster.pick(&mut rng).clone(), None);
+        return cluster.pick_index(None, tried, &mut rng).map(|i| (i, None));
     };
     let table = proxy.carbon.current();
     let decision = carbon.decide(&table, &cluster.endpoints, rng.random());
     let among = decision
         .region
         .map(|local| carbon.endpoints[local].as_slice());
-    let index = cluster.pick_index(among, &mut rng);
+    let index = cluster
+        .pick_index(among, tried, &mut rng)
+        .or_else(|| cluster.pick_index(None, tried, &mut rng))?;
     let local = carbon.region_of(index);
     carbon.record_choice(local);
     let global = carbon.regions[local];
@@ -285,7 +424,7 @@ fn choose_endpoint(
         reason: decision.reason.as_str(),
         energy: proxy.energy,
     });
-    (cluster.endpoints[index].clone(), Some(local))
+    Some((index, Some(local)))
 }
 
 fn policy_name(policy: aegis_carbon::Policy) -> &'static str {
@@ -364,7 +503,6 @@ fn rewrite_request(
     conn: &ConnInfo,
     cluster: &Cluster,
     authority: Option<&Authority>,
-    endpoint: &str,
 ) -> Result<(), ProxyError> {
     headers::strip_hop_by_hop(&mut parts.headers);
     // hyper answered `100-continue` to the client when the body was first polled.
@@ -373,7 +511,9 @@ fn rewrite_request(
     headers::add_via(&mut parts.headers, parts.version);
     let authority = match authority {
         Some(a) => a.clone(),
-        None => Authority::try_from(endpoint).map_err(|_| ProxyError::BadRequest("no host"))?,
+        // HTTP/1.0 without Host: name the cluster's first endpoint, as a client would have.
+        None => Authority::try_from(cluster.endpoints[0].label.as_str())
+            .map_err(|_| ProxyError::BadRequest("no host"))?,
     };
     let path = parts
         .uri

@@ -6,6 +6,7 @@ pub mod framing;
 pub mod h3;
 pub mod headers;
 pub mod record;
+pub mod replay;
 pub mod server;
 
 pub use error::ProxyError;

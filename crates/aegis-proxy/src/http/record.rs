@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::metrics::{CarbonRequestLabels, ClusterLabels, Metrics, RegionLabels, RequestLabels};
-use crate::upstream::InFlight;
+use crate::upstream::{InFlight, Slot};
 use crate::{Body, BoxError};
 
 /// The access-log tracing target; the JSON log layer selects on it.
@@ -37,6 +37,9 @@ pub struct RequestRecord {
     pub(crate) status: u16,
     pub(crate) error: Option<&'static str>,
     pub(crate) in_flight: Option<InFlight>,
+    /// Holds the request's place in its cluster's pending count until the response ends.
+    pub(crate) admitted: Option<Slot>,
+    pub(crate) body_limit: Option<u64>,
     pub(crate) carbon: Option<CarbonRecord>,
 }
 

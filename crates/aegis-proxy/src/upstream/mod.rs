@@ -4,6 +4,7 @@
 //! endpoint. Choosing an endpoint is a pure function of the cluster's counters and an RNG, so a
 //! routing policy (carbon, health) can narrow the candidates before the balancer picks.
 
+pub mod checker;
 pub mod connector;
 pub mod health;
 mod regions;
@@ -19,7 +20,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
 use rustls::pki_types::ServerName;
 
-use crate::config::{ClusterConfig, EndpointAddr, LbPolicy, UpstreamProtocol};
+use crate::config::{
+    ClusterConfig, EndpointAddr, HealthCheckConfig, LbPolicy, OutlierConfig, RegionConfig,
+    RetryConfig, UpstreamProtocol,
+};
 use crate::BoxError;
 pub use connector::{ConnectError, Connector, EndpointTls, UpstreamTlsGroup};
 pub use regions::ClusterCarbon;
@@ -34,10 +38,12 @@ pub struct Endpoint {
     pub addr: EndpointAddr,
     /// Label for metrics and logs (`host:port`).
     pub label: String,
+    /// Region name, when the cluster groups endpoints by region.
+    pub region: Option<Arc<str>>,
     /// Pooled client that always connects to this endpoint.
     pub client: Client<Connector, UpstreamBody>,
-    /// Passive health (consecutive connect failures).
-    pub health: health::PassiveHealth,
+    /// Active check state and passive outlier ejection.
+    pub health: health::EndpointHealth,
     active: AtomicUsize,
 }
 
@@ -73,6 +79,28 @@ impl Drop for InFlight {
     }
 }
 
+/// Holds one unit of a counter (pending requests, retries in flight) until dropped.
+#[derive(Debug)]
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    /// Takes a unit of `counter` unless it already holds `limit`.
+    fn try_take(counter: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
+        let before = counter.fetch_add(1, Ordering::Relaxed);
+        if before >= limit {
+            counter.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Self(counter.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A named set of endpoints behind one load-balancing policy.
 #[derive(Debug)]
 pub struct Cluster {
@@ -86,17 +114,31 @@ pub struct Cluster {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Regions and carbon policy, when the cluster's endpoints are grouped by region.
     pub carbon: Option<ClusterCarbon>,
+    /// Active health checks, if configured.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive outlier ejection.
+    pub outlier: OutlierConfig,
+    /// Retry policy and budget.
+    pub retry: RetryConfig,
+    max_pending: usize,
+    pending: Arc<AtomicUsize>,
+    retries_active: Arc<AtomicUsize>,
     lb: LbPolicy,
     next: AtomicUsize,
 }
 
 impl Cluster {
-    /// Builds the cluster and one pooled client per endpoint.
-    pub fn new(config: &ClusterConfig) -> Self {
+    /// Builds the cluster and one pooled client per endpoint; `regions` names the regions that
+    /// `config.endpoint_regions` points into.
+    pub fn new(config: &ClusterConfig, regions: &[RegionConfig]) -> Self {
         let endpoints = config
             .endpoints
             .iter()
-            .map(|addr| Arc::new(endpoint(config, addr.clone())))
+            .zip(&config.endpoint_regions)
+            .map(|(addr, region)| {
+                let region = region.and_then(|r| regions.get(r)).map(|r| Arc::from(r.name.as_str()));
+                Arc::new(endpoint(config, addr.clone(), region))
+            })
             .collect();
         Self {
             name: config.name.clone(),
@@ -104,37 +146,98 @@ impl Cluster {
             protocol: config.protocol,
             endpoints,
             carbon: ClusterCarbon::new(config),
+            health_check: config.health_check.clone(),
+            outlier: config.outlier.clone(),
+            retry: config.retry.clone(),
+            max_pending: config.max_pending_requests,
+            pending: Arc::new(AtomicUsize::new(0)),
+            retries_active: Arc::new(AtomicUsize::new(0)),
             lb: config.lb,
             next: AtomicUsize::new(0),
         }
     }
 
-    /// Picks an endpoint by the cluster's policy; `rng` feeds power-of-two choices.
-    pub fn pick(&self, rng: &mut impl Rng) -> &Arc<Endpoint> {
-        &self.endpoints[self.pick_index(None, rng)]
+    /// Admits one request unless `max_pending_requests` are already in flight.
+    pub fn try_admit(&self) -> Option<Slot> {
+        Slot::try_take(&self.pending, self.max_pending)
     }
 
-    /// Index of the endpoint the cluster's policy picks, among `among` (indices into
-    /// [`Cluster::endpoints`], never empty) or among all endpoints.
-    /// Ejected endpoints are skipped unless every candidate is ejected. Allocation-free while
-    /// no candidate is ejected.
-    pub fn pick_index(&self, among: Option<&[usize]>, rng: &mut impl Rng) -> usize {
-        let available = |i: &usize| self.endpoints[*i].health.is_available();
-        let all: Vec<usize>;
-        let filtered: Vec<usize>;
-        let among: Option<&[usize]> = match among {
-            None if self.endpoints.iter().all(|e| e.health.is_available()) => None,
-            None => {
-                all = (0..self.endpoints.len()).collect();
-                filtered = all.iter().copied().filter(available).collect();
-                Some(if filtered.is_empty() { &all } else { &filtered })
-            }
-            Some(list) if list.iter().all(available) => Some(list),
-            Some(list) => {
-                filtered = list.iter().copied().filter(available).collect();
-                Some(if filtered.is_empty() { list } else { &filtered })
-            }
+    /// Requests admitted and not yet finished.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// A permit for one retry, unless retries in flight already use the budget: the larger of
+    /// `min_concurrent` and `budget_ratio` × pending requests.
+    pub fn try_retry(&self) -> Option<Slot> {
+        let by_ratio = (self.retry.budget_ratio * self.pending() as f64) as usize;
+        Slot::try_take(&self.retries_active, by_ratio.max(self.retry.min_concurrent))
+    }
+
+    /// Records the outcome of a request to endpoint `index`; on the failure that ejects it,
+    /// returns the ejection time. Ejection respects the cluster's cap on ejected endpoints.
+    pub fn record_outcome(&self, index: usize, failed: bool) -> Option<Duration> {
+        let health = &self.endpoints[index].health;
+        if !failed {
+            health.record_success();
+            return None;
+        }
+        if !health.record_failure(&self.outlier) {
+            return None;
+        }
+        let ejected = self.endpoints.iter().filter(|e| e.health.is_ejected()).count();
+        let cap = health::max_ejectable(self.endpoints.len(), self.outlier.max_ejected_percent);
+        (ejected < cap).then(|| health.eject(&self.outlier))
+    }
+
+    /// Picks an endpoint by the cluster's policy; `rng` feeds power-of-two choices.
+    pub fn pick(&self, rng: &mut impl Rng) -> &Arc<Endpoint> {
+        // `exclude` is empty, so some endpoint is always left.
+        &self.endpoints[self.pick_index(None, &[], rng).unwrap_or(0)]
+    }
+
+    /// Index of the endpoint the cluster's policy picks among `among` (indices into
+    /// [`Cluster::endpoints`]) or all endpoints, never one in `exclude` (already tried).
+    /// Unavailable endpoints (failing checks, ejected) are skipped unless every candidate is
+    /// unavailable. `None` only when `exclude` covers every candidate. Allocation-free while
+    /// every candidate is available and nothing is excluded.
+    pub fn pick_index(
+        &self,
+        among: Option<&[usize]>,
+        exclude: &[usize],
+        rng: &mut impl Rng,
+    ) -> Option<usize> {
+        let available = |i: usize| self.endpoints[i].health.is_available();
+        let fast = exclude.is_empty()
+            && match among {
+                None => (0..self.endpoints.len()).all(available),
+                Some(list) => list.iter().copied().all(available),
+            };
+        if fast {
+            return Some(self.balance(among, rng));
+        }
+        let candidates: Vec<usize> = match among {
+            None => (0..self.endpoints.len()).collect(),
+            Some(list) => list.to_vec(),
         };
+        let untried: Vec<usize> = candidates
+            .into_iter()
+            .filter(|i| !exclude.contains(i))
+            .collect();
+        let available: Vec<usize> = untried
+            .iter()
+            .copied()
+            .filter(|&i| self.endpoints[i].health.is_available())
+            .collect();
+        match (available.is_empty(), untried.is_empty()) {
+            (false, _) => Some(self.balance(Some(&available), rng)),
+            (true, false) => Some(self.balance(Some(&untried), rng)),
+            (true, true) => None,
+        }
+    }
+
+    /// The load balancer proper, over a non-empty candidate list (or all endpoints).
+    fn balance(&self, among: Option<&[usize]>, rng: &mut impl Rng) -> usize {
         let n = among.map_or(self.endpoints.len(), <[usize]>::len);
         let at = |k: usize| among.map_or(k, |a| a[k]);
         let k = match self.lb {
@@ -155,7 +258,7 @@ impl Cluster {
     }
 }
 
-fn endpoint(config: &ClusterConfig, addr: EndpointAddr) -> Endpoint {
+fn endpoint(config: &ClusterConfig, addr: EndpointAddr, region: Option<Arc<str>>) -> Endpoint {
     let tls = config.tls.as_ref().map(|t| EndpointTls {
         config: t.client_config.clone(),
         server_name: server_name(t.server_name.as_deref().unwrap_or(&addr.host)),
@@ -171,8 +274,9 @@ fn endpoint(config: &ClusterConfig, addr: EndpointAddr) -> Endpoint {
     Endpoint {
         label: addr.to_string(),
         addr,
+        region,
         client: builder.build(connector),
-        health: health::PassiveHealth::new(),
+        health: health::EndpointHealth::new(),
         active: AtomicUsize::new(0),
     }
 }
@@ -207,8 +311,12 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             tls: None,
+            health_check: None,
+            outlier: OutlierConfig::default(),
+            retry: RetryConfig::default(),
+            max_pending_requests: 2,
         };
-        Cluster::new(&config)
+        Cluster::new(&config, &[])
     }
 
     #[tokio::test]
@@ -240,6 +348,46 @@ mod tests {
             seen[usize::from(c.pick(&mut rng).addr.port - 9000)] += 1;
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn picks_skip_tried_and_ejected_endpoints() {
+        let c = cluster(LbPolicy::RoundRobin, 3);
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..6 {
+            assert_ne!(c.pick_index(None, &[1], &mut rng), Some(1));
+        }
+        assert_eq!(c.pick_index(Some(&[1]), &[1], &mut rng), None);
+        c.endpoints[0].health.eject(&c.outlier);
+        for _ in 0..6 {
+            assert_eq!(c.pick_index(None, &[1], &mut rng), Some(2));
+        }
+        // Every untried candidate is ejected: still answer rather than fail.
+        assert_eq!(c.pick_index(Some(&[0, 1]), &[1], &mut rng), Some(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_stops_at_the_cap() {
+        let c = cluster(LbPolicy::RoundRobin, 2);
+        let failures = c.outlier.consecutive_failures as usize;
+        let ejected = (0..failures).filter_map(|_| c.record_outcome(0, true)).count();
+        assert_eq!(ejected, 1);
+        let more = (0..failures * 3).filter_map(|_| c.record_outcome(1, true)).count();
+        assert_eq!(more, 0, "the last available endpoint is never ejected");
+        assert!(c.endpoints[1].health.is_available());
+    }
+
+    #[tokio::test]
+    async fn pending_requests_and_retries_are_bounded() {
+        let c = cluster(LbPolicy::RoundRobin, 1);
+        let a = c.try_admit().unwrap();
+        let _b = c.try_admit().unwrap();
+        assert!(c.try_admit().is_none(), "max_pending_requests is 2");
+        drop(a);
+        assert!(c.try_admit().is_some());
+        // 20 % of 2 pending rounds down to 0: the minimum of 3 concurrent retries applies.
+        let permits: Vec<_> = (0..5).filter_map(|_| c.try_retry()).collect();
+        assert_eq!(permits.len(), 3);
     }
 
     #[tokio::test]

@@ -83,7 +83,7 @@ impl ClusterCarbon {
                 RegionState {
                     intensity: value.map_or(f64::INFINITY, |v| v.intensity),
                     freshness: value.map_or(aegis_carbon::Freshness::Missing, |v| v.freshness),
-                    // A region is healthy while any of its endpoints is not ejected.
+                    // A region is healthy while any of its endpoints passes checks and is not ejected.
                     healthy: self.endpoints[local]
                         .iter()
                         .any(|&e| endpoints[e].health.is_available()),

@@ -69,7 +69,7 @@ fn unknown_key_is_an_error() {
     );
     assert_eq!(
         errors(&text),
-        ["clusters.api.retries, line 16: unknown field `retries`, expected one of `lb`, `protocol`, `endpoints`, `regions`, `carbon`, `latency_budget_ms`, `max_share`, `hysteresis`, `connect_timeout_ms`, `request_timeout_ms`, `idle_timeout_ms`, `tls`"]
+        ["clusters.api.retries, line 16: unknown field `retries`, expected one of `lb`, `protocol`, `endpoints`, `regions`, `carbon`, `latency_budget_ms`, `max_share`, `hysteresis`, `connect_timeout_ms`, `request_timeout_ms`, `idle_timeout_ms`, `tls`, `health_check`, `outlier`, `retry`, `max_pending_requests`"]
     );
 }
 
@@ -361,5 +361,96 @@ fn file_feed_needs_a_path() {
     assert_eq!(
         errors(&text),
         ["carbon.feeds, line 17: the file feed needs carbon.file = { path = \"...\" }"]
+    );
+}
+
+#[test]
+fn resilience_settings_take_defaults() {
+    let config = parse(VALID, Path::new(".")).unwrap();
+    let c = &config.clusters[0];
+    assert_eq!(c.health_check, None);
+    assert_eq!(c.outlier, crate::config::OutlierConfig::default());
+    assert_eq!(c.retry, crate::config::RetryConfig::default());
+    assert_eq!(c.max_pending_requests, 1024);
+    assert_eq!(config.max_connections, None);
+    assert_eq!(config.listeners[0].max_connections, None);
+}
+
+#[test]
+fn resilience_settings_are_read() {
+    let text = format!(
+        "{VALID}max_pending_requests = 10\n\
+         [clusters.api.health_check]\npath = \"/healthz?full=1\"\ninterval_ms = 500\ntimeout_ms = 200\n\
+         healthy_threshold = 1\nunhealthy_threshold = 2\nexpected_status = [200, 204]\n\
+         [clusters.api.outlier]\nconsecutive_failures = 2\nbase_ejection_ms = 1000\nmax_ejection_ms = 4000\n\
+         max_ejected_percent = 30\n\
+         [clusters.api.retry]\nattempts = 2\nbudget_percent = 10\nmin_concurrent = 1\n"
+    );
+    let config = parse(&text, Path::new(".")).unwrap();
+    let c = &config.clusters[0];
+    let check = c.health_check.as_ref().unwrap();
+    assert_eq!(check.path, "/healthz?full=1");
+    assert_eq!(check.interval, Duration::from_millis(500));
+    assert_eq!(check.timeout, Duration::from_millis(200));
+    assert_eq!((check.healthy_threshold, check.unhealthy_threshold), (1, 2));
+    assert_eq!(check.expected_status, 200..=204);
+    assert_eq!(c.outlier.consecutive_failures, 2);
+    assert_eq!(c.outlier.base_ejection, Duration::from_secs(1));
+    assert_eq!(c.outlier.max_ejection, Duration::from_secs(4));
+    assert_eq!(c.outlier.max_ejected_percent, 30);
+    assert_eq!(c.retry.attempts, 2);
+    assert!((c.retry.budget_ratio - 0.1).abs() < 1e-9);
+    assert_eq!(c.retry.min_concurrent, 1);
+    assert_eq!(c.max_pending_requests, 10);
+}
+
+#[test]
+fn bad_health_check_settings_are_each_reported() {
+    let text = format!(
+        "{VALID}[clusters.api.health_check]\npath = \"healthz\"\ninterval_ms = 100\ntimeout_ms = 500\n\
+         unhealthy_threshold = 0\nexpected_status = [500, 200]\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "clusters.api.health_check.path, line 18: \"healthz\" is not a path starting with /",
+            "clusters.api.health_check.unhealthy_threshold, line 21: must be greater than 0",
+            "clusters.api.health_check.expected_status, line 22: must be [low, high] with 100 <= low <= high <= 599",
+            "clusters.api.health_check.timeout_ms, line 20: 500 ms is longer than interval_ms (100 ms)",
+        ]
+    );
+}
+
+#[test]
+fn bad_outlier_and_retry_settings_are_each_reported() {
+    let text = format!(
+        "{VALID}[clusters.api.outlier]\nbase_ejection_ms = 5000\nmax_ejection_ms = 1000\n\
+         max_ejected_percent = 101\n[clusters.api.retry]\nattempts = 9\nbudget_percent = 150.0\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "clusters.api.outlier.max_ejected_percent, line 20: 101 is outside 0..=100",
+            "clusters.api.outlier.max_ejection_ms, line 19: 1000 ms is shorter than base_ejection_ms (5000 ms)",
+            "clusters.api.retry.attempts, line 22: 9 is outside 0..=5",
+            "clusters.api.retry.budget_percent, line 23: 150 is outside 0..=100",
+        ]
+    );
+}
+
+#[test]
+fn connection_limits_must_be_positive() {
+    let text = VALID
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8080\"\nmax_connections = 0",
+        )
+        .replace("[admin]", "[server]\nmax_connections = 0\n[admin]");
+    assert_eq!(
+        errors(&text),
+        [
+            "server.max_connections, line 3: must be greater than 0",
+            "listeners[0].max_connections, line 10: must be greater than 0",
+        ]
     );
 }
