@@ -1,9 +1,10 @@
-//! The admin listener: `/healthz`, `/ready`, `/metrics` (Prometheus), `/config` (redacted).
+//! The admin listener: `/healthz`, `/ready`, `/metrics` (Prometheus), `/config` (redacted),
+//! `/clusters` (endpoint health) and `POST /reload`.
 //!
 //! Meant for loopback: it has no authentication.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,15 +17,15 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// What the admin pages show.
+use crate::control::Control;
+
+/// What the admin pages show and control.
 #[derive(Debug)]
 pub struct AdminState {
     /// Registry holding every proxy metric.
     pub registry: Registry,
-    /// The effective configuration, redacted, as pretty JSON.
-    pub config_json: String,
-    /// False once draining has begun.
-    pub ready: Arc<AtomicBool>,
+    /// The running proxy: current config, clusters, reload.
+    pub control: Arc<Control>,
 }
 
 /// Serves admin requests until `shutdown` turns true.
@@ -43,7 +44,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, &request)) }
+                async move { Ok::<_, Infallible>(handle(&state, &request).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -52,24 +53,90 @@ pub async fn serve(
     }
 }
 
-fn handle(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
+async fn handle(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = request.method();
+    let path = request.uri().path();
+    if path == "/reload" {
+        return match *method {
+            Method::POST => reload(&state.control).await,
+            _ => text(StatusCode::METHOD_NOT_ALLOWED, "use POST /reload\n"),
+        };
+    }
+    if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    match request.uri().path() {
+    match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/ready" if state.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
+        "/ready" if state.control.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/metrics" => metrics(state),
-        "/config" => with_type(
-            Response::new(Full::from(state.config_json.clone())),
-            "application/json",
-        ),
+        "/config" => json(state.control.config_json.load().as_str().to_owned()),
+        "/clusters" => json(clusters(&state.control)),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz /ready /metrics /config\n",
+            "not found: try /healthz /ready /metrics /config /clusters, or POST /reload\n",
         ),
     }
+}
+
+/// `POST /reload`: 200 with what changed, or 400 with every error, one per line, as `validate`
+/// prints them (the running configuration stays).
+async fn reload(control: &Control) -> Response<Full<Bytes>> {
+    match control.reload_file().await {
+        Ok(summary) => {
+            let body = format!(
+                "reloaded: {} clusters; listeners added {:?}, updated {:?}, removed {:?}\n",
+                summary.clusters, summary.added, summary.updated, summary.removed
+            );
+            text_owned(StatusCode::OK, body)
+        }
+        Err(errors) => {
+            for error in &errors.0 {
+                tracing::warn!(%error, "reload rejected");
+            }
+            text_owned(
+                StatusCode::BAD_REQUEST,
+                format!("reload rejected, still running the previous configuration:\n{errors}\n"),
+            )
+        }
+    }
+}
+
+/// `/clusters`: every endpoint's health, ejection and load, as JSON.
+fn clusters(control: &Control) -> String {
+    let proxy = control.proxy.load();
+    let clusters: serde_json::Map<String, serde_json::Value> = proxy
+        .clusters()
+        .iter()
+        .map(|c| {
+            let endpoints: Vec<_> = c
+                .endpoints
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "endpoint": e.label,
+                        "region": e.region.as_deref(),
+                        "healthy": e.health.is_available(),
+                        "passes_health_checks": e.health.passes_checks(),
+                        "ejected_for_ms": e.health.ejected_for().map(|d| d.as_millis() as u64),
+                        "ejections": e.health.ejections_total(),
+                        "active_requests": e.active(),
+                    })
+                })
+                .collect();
+            let value = serde_json::json!({
+                "pending_requests": c.pending(),
+                "health_checks": c.health_check.is_some(),
+                "endpoints": endpoints,
+            });
+            (c.name.clone(), value)
+        })
+        .collect();
+    serde_json::to_string_pretty(&clusters).unwrap_or_default()
+}
+
+fn json(body: String) -> Response<Full<Bytes>> {
+    with_type(Response::new(Full::from(body)), "application/json")
 }
 
 fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
@@ -88,6 +155,10 @@ fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    text_owned(status, body.to_owned())
+}
+
+fn text_owned(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = with_type(Response::new(Full::from(body)), "text/plain; charset=utf-8");
     *response.status_mut() = status;
     response

@@ -8,8 +8,10 @@
 pub mod admin;
 pub mod carbon_feed;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod http;
+pub mod limit;
 pub mod listener;
 pub mod metrics;
 pub mod quick;
@@ -18,15 +20,15 @@ pub mod simulate;
 pub mod upstream;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
 pub use config::Config;
+pub use control::ReloadSummary;
 
 /// A boxed, thread-safe error, as used by bodies and the upstream client.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -50,30 +52,27 @@ pub enum RunError {
     },
 }
 
-/// A running proxy: its bound addresses and the way to stop it.
+/// A running proxy: its bound addresses, reload, and the way to stop it.
 #[derive(Debug)]
 pub struct Running {
-    listeners: Vec<(String, SocketAddr)>,
+    control: Arc<control::Control>,
     admin: Option<SocketAddr>,
-    shutdown: watch::Sender<bool>,
     drained: mpsc::Receiver<()>,
-    drain_timeout: Duration,
-    ready: Arc<AtomicBool>,
-    carbon: Arc<carbon_feed::CarbonFeeds>,
+    shutdown: watch::Sender<bool>,
 }
 
 impl Running {
     /// The bound address of the listener called `name`.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
+        self.listeners()
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, a)| *a)
     }
 
     /// Every listener's name and bound address, in configuration order.
-    pub fn listeners(&self) -> &[(String, SocketAddr)] {
-        &self.listeners
+    pub fn listeners(&self) -> Arc<Vec<(String, SocketAddr)>> {
+        self.control.listeners()
     }
 
     /// The bound admin address, if an admin listener is configured.
@@ -83,37 +82,54 @@ impl Running {
 
     /// Reads every carbon feed now instead of at the next poll, and publishes the result.
     pub async fn refresh_carbon(&self) {
-        self.carbon.refresh().await;
+        let proxy = self.control.proxy.load_full();
+        proxy.carbon_feeds().refresh().await;
+    }
+
+    /// Applies a new configuration atomically, or keeps the running one and says why.
+    pub async fn reload(&self, config: Config) -> Result<ReloadSummary, config::ConfigErrors> {
+        self.control.reload(config).await
+    }
+
+    /// Re-reads the configuration file given to [`run_from_file`] and applies it.
+    pub async fn reload_file(&self) -> Result<ReloadSummary, config::ConfigErrors> {
+        self.control.reload_file().await
     }
 
     /// Stops accepting, lets in-flight requests finish within the drain timeout, then returns
     /// whether every connection finished in time.
     pub async fn shutdown(mut self) -> bool {
-        self.ready.store(false, Ordering::Relaxed);
+        let drain_timeout = self.control.begin_shutdown().await;
         let _ = self.shutdown.send(true);
-        tokio::time::timeout(self.drain_timeout, self.drained.recv())
+        tokio::time::timeout(drain_timeout, self.drained.recv())
             .await
             .is_ok()
     }
 }
 
 /// Binds every listener of `config` (all or none), registers metrics into `registry` and starts
-/// serving. Must be called inside a tokio runtime.
-pub async fn run(config: Config, mut registry: Registry) -> Result<Running, RunError> {
+/// serving. Must be called inside a tokio runtime. Without a file, `reload_file` and the admin
+/// `POST /reload` report that there is nothing to reload; [`Running::reload`] still works.
+pub async fn run(config: Config, registry: Registry) -> Result<Running, RunError> {
+    start(config, registry, None).await
+}
+
+/// Like [`run`], for a configuration loaded from `path`: SIGHUP (in the binary), the admin
+/// `POST /reload` and [`Running::reload_file`] re-read that file.
+pub async fn run_from_file(
+    config: Config,
+    registry: Registry,
+    path: PathBuf,
+) -> Result<Running, RunError> {
+    start(config, registry, Some(path)).await
+}
+
+async fn start(
+    config: Config,
+    mut registry: Registry,
+    path: Option<PathBuf>,
+) -> Result<Running, RunError> {
     let metrics = Arc::new(metrics::Metrics::new(&mut registry));
-    let proxy = Arc::new(http::Proxy::new(&config, metrics));
-    proxy.start_health_checks();
-    let mut bound = Vec::with_capacity(config.listeners.len());
-    for l in &config.listeners {
-        let listener = listener::Listener::bind(l)
-            .await
-            .map_err(|source| RunError::Bind {
-                what: format!("listener {}", l.name),
-                addr: l.addr,
-                source,
-            })?;
-        bound.push(listener);
-    }
     let admin = match config.admin {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -126,28 +142,16 @@ pub async fn run(config: Config, mut registry: Registry) -> Result<Running, RunE
         ),
         None => None,
     };
-
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    if !config.regions.is_empty() {
-        tokio::spawn(proxy.carbon_feeds().clone().run(shutdown_rx.clone()));
-    }
     let (drain, drained) = mpsc::channel(1);
-    let ready = Arc::new(AtomicBool::new(true));
-    let mut listeners = Vec::new();
-    for (listener, l) in bound.into_iter().zip(&config.listeners) {
-        let addr = listener.local_addr();
-        tracing::info!(listener = l.name, %addr, tls = l.tls.is_some(), "listening");
-        listeners.push((l.name.clone(), addr));
-        listener.spawn(proxy.clone(), shutdown_rx.clone(), drain.clone());
-    }
+    let control = control::Control::start(config, metrics, path, drain).await?;
+    metrics::register_upstream_health(&mut registry, control.proxy.clone());
+    let (shutdown, shutdown_rx) = watch::channel(false);
     let admin_addr = match admin {
         Some(tcp) => {
             let addr = tcp.local_addr().ok();
             let state = Arc::new(admin::AdminState {
                 registry,
-                config_json: serde_json::to_string_pretty(&config.to_redacted_json())
-                    .unwrap_or_default(),
-                ready: ready.clone(),
+                control: control.clone(),
             });
             tokio::spawn(admin::serve(tcp, state, shutdown_rx));
             addr
@@ -155,12 +159,9 @@ pub async fn run(config: Config, mut registry: Registry) -> Result<Running, RunE
         None => None,
     };
     Ok(Running {
-        listeners,
+        control,
         admin: admin_addr,
-        shutdown,
         drained,
-        drain_timeout: config.drain_timeout,
-        ready,
-        carbon: proxy.carbon_feeds().clone(),
+        shutdown,
     })
 }

@@ -143,7 +143,7 @@ fn main() -> ExitCode {
             Err(errors) => config_failure(&config, &errors),
         },
         Command::Run { config: path } => match Config::load(&path) {
-            Ok(config) => serve(cli.workers, config),
+            Ok(config) => serve(cli.workers, config, Some(path)),
             Err(errors) => config_failure(&path, &errors),
         },
         Command::ReverseProxy {
@@ -166,7 +166,7 @@ fn main() -> ExitCode {
                 admin,
             };
             match options.to_config(Path::new(".")) {
-                Ok(config) => serve(cli.workers, config),
+                Ok(config) => serve(cli.workers, config, None),
                 Err(errors) => config_failure(Path::new("reverse-proxy"), &errors),
             }
         }
@@ -241,12 +241,30 @@ fn run_simulation(
     ))
 }
 
-fn serve(workers: Option<usize>, config: Config) -> ExitCode {
+fn serve(workers: Option<usize>, config: Config, path: Option<PathBuf>) -> ExitCode {
     block_on(workers, async move {
         // Installed before any socket is bound, so an early SIGTERM still drains and exits 0.
         let stop = StopSignals::install()?;
-        let running = aegis_proxy::run(config, Registry::default()).await?;
-        stop.wait().await;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let running = match path {
+            Some(path) => aegis_proxy::run_from_file(config, Registry::default(), path).await?,
+            None => aegis_proxy::run(config, Registry::default()).await?,
+        };
+        let stopped = stop.wait();
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                () = &mut stopped => break,
+                _ = hangup.recv() => match running.reload_file().await {
+                    Ok(summary) => tracing::info!(?summary, "SIGHUP: configuration reloaded"),
+                    Err(errors) => {
+                        for error in &errors.0 {
+                            tracing::error!(%error, "SIGHUP: reload rejected, previous configuration stays");
+                        }
+                    }
+                },
+            }
+        }
         tracing::info!("draining");
         if running.shutdown().await {
             tracing::info!("drained");

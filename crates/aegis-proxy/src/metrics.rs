@@ -7,6 +7,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+
+use crate::http::Proxy;
 
 /// Labels of `aegis_http_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -328,6 +335,54 @@ impl Metrics {
             metrics.carbon_saved.clone(),
         );
         metrics
+    }
+}
+
+/// Labels of `aegis_upstream_healthy`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointRegionLabels {
+    /// Cluster name.
+    pub cluster: String,
+    /// Endpoint `host:port`.
+    pub endpoint: String,
+    /// Region name, empty without regions.
+    pub region: String,
+}
+
+/// Registers `aegis_upstream_healthy`, computed at each scrape from the clusters in force, so
+/// ejections that expire and clusters a reload removes are always shown as they are.
+pub fn register_upstream_health(registry: &mut Registry, proxy: Arc<ArcSwap<Proxy>>) {
+    registry
+        .sub_registry_with_prefix("aegis")
+        .register_collector(Box::new(UpstreamHealth { proxy }));
+}
+
+#[derive(Debug)]
+struct UpstreamHealth {
+    proxy: Arc<ArcSwap<Proxy>>,
+}
+
+impl Collector for UpstreamHealth {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let healthy: Family<EndpointRegionLabels, Gauge> = Family::default();
+        for cluster in self.proxy.load().clusters() {
+            for endpoint in &cluster.endpoints {
+                let labels = EndpointRegionLabels {
+                    cluster: cluster.name.clone(),
+                    endpoint: endpoint.label.clone(),
+                    region: endpoint.region.as_deref().unwrap_or("").to_owned(),
+                };
+                let value = i64::from(endpoint.health.is_available());
+                healthy.get_or_create(&labels).set(value);
+            }
+        }
+        let metric = encoder.encode_descriptor(
+            "upstream_healthy",
+            "1 while an endpoint passes its health checks and is not ejected",
+            None,
+            healthy.metric_type(),
+        )?;
+        healthy.encode(metric)
     }
 }
 

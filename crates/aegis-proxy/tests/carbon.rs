@@ -394,22 +394,27 @@ async fn electricitymaps_bad_token_null_and_garbage_fall_back() {
     assert_eq!(metric(&text, series), Some(35.0), "{text}");
 }
 
+/// An origin port with nothing listening.
+async fn closed_port() -> std::net::SocketAddr {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    closed.local_addr().unwrap()
+}
+
 #[tokio::test]
 async fn a_dead_green_region_is_ejected_and_traffic_moves_on() {
     let dir = TestDir::new("carbondead");
     let central = spawn_origin("central").await.unwrap();
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead_north = closed.local_addr().unwrap();
-    drop(closed);
+    let dead_north = closed_port().await;
     dir.write("carbon.json", r#"{"DE": 400, "NO": 40}"#);
+    let extra = "retry = { attempts = 0 }\noutlier = { consecutive_failures = 3 }";
     let proxy = start(
-        &carbon_config(&dir, central, dead_north, "", r#"["file"]"#),
+        &carbon_config(&dir, central, dead_north, extra, r#"["file"]"#),
         &dir,
     )
     .await;
     proxy.refresh_carbon().await;
     let addr = proxy.listener_addr("public").unwrap();
-    // The greener region's only endpoint refuses connections: 502 until it is ejected...
+    // Without retries, the greener region's dead endpoint answers 502 until it is ejected...
     let mut statuses = Vec::new();
     for _ in 0..6 {
         statuses.push(http(addr, get("/"), false).await.unwrap().status);
@@ -422,6 +427,41 @@ async fn a_dead_green_region_is_ejected_and_traffic_moves_on() {
             ("eu-central".into(), "central".into())
         );
     }
+    let text = metrics(&proxy).await;
+    let series =
+        format!("aegis_upstream_ejections_total{{cluster=\"api\",endpoint=\"{dead_north}\"}}");
+    assert_eq!(metric(&text, &series), Some(1.0), "{text}");
+    let series = format!(
+        "aegis_upstream_healthy{{cluster=\"api\",endpoint=\"{dead_north}\",region=\"eu-north\"}}"
+    );
+    assert_eq!(metric(&text, &series), Some(0.0), "{text}");
+}
+
+#[tokio::test]
+async fn a_connect_failure_in_the_green_region_is_retried_in_another() {
+    let dir = TestDir::new("carbonretry");
+    let central = spawn_origin("central").await.unwrap();
+    let dead_north = closed_port().await;
+    dir.write("carbon.json", r#"{"DE": 400, "NO": 40}"#);
+    let extra = "outlier = { consecutive_failures = 3 }";
+    let proxy = start(
+        &carbon_config(&dir, central, dead_north, extra, r#"["file"]"#),
+        &dir,
+    )
+    .await;
+    proxy.refresh_carbon().await;
+    let addr = proxy.listener_addr("public").unwrap();
+    // Every request succeeds: the retry goes to the only other region.
+    for _ in 0..8 {
+        assert_eq!(
+            region_of(addr).await,
+            ("eu-central".into(), "central".into())
+        );
+    }
+    // Three connect failures ejected the dead endpoint; after that nothing needed a retry.
+    let text = metrics(&proxy).await;
+    let series = "aegis_upstream_retries_total{cluster=\"api\",reason=\"connect\"}";
+    assert_eq!(metric(&text, series), Some(3.0), "{text}");
 }
 
 type Handler = dyn Fn(&http::request::Parts) -> (u16, String) + Send + Sync;

@@ -451,7 +451,9 @@ impl Checker<'_> {
             None => None,
         };
         let health_check = match &c.health_check {
-            Some(h) => self.health_check(&format!("{key}.health_check"), h).map(Some),
+            Some(h) => self
+                .health_check(&format!("{key}.health_check"), h)
+                .map(Some),
             None => Some(None),
         };
         let outlier = self.outlier(&format!("{key}.outlier"), c.outlier.as_ref());

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 
 use super::error::{is_caused_by, ProxyError};
 use super::record::{CarbonRecord, Recorded, RequestRecord};
@@ -235,8 +235,8 @@ where
     rewrite_request(&mut parts, conn, cluster, authority.as_ref())?;
 
     let response = if cluster.retry.attempts == 0 {
-        let (index, region) = choose_endpoint(proxy, cluster, record, &[])
-            .ok_or(ProxyError::NoEndpoint)?;
+        let (index, region) =
+            choose_endpoint(proxy, cluster, record, &[]).ok_or(ProxyError::NoEndpoint)?;
         attempt(proxy, cluster, index, region, parts, body, record).await
     } else {
         send_with_retries(proxy, cluster, parts, body, record).await
@@ -282,7 +282,16 @@ async fn send_with_retries(
         tried[attempts] = index;
         attempts += 1;
         let head = clone_head(&parts);
-        let result = attempt(proxy, cluster, index, region, head, body.boxed_unsync(), record).await;
+        let result = attempt(
+            proxy,
+            cluster,
+            index,
+            region,
+            head,
+            body.boxed_unsync(),
+            record,
+        )
+        .await;
         let Err(error) = result else {
             return result;
         };
@@ -304,7 +313,11 @@ async fn send_with_retries(
             let labels = ClusterLabels {
                 cluster: cluster.name.clone(),
             };
-            proxy.metrics.retries_over_budget.get_or_create(&labels).inc();
+            proxy
+                .metrics
+                .retries_over_budget
+                .get_or_create(&labels)
+                .inc();
             return Err(error);
         };
         _retry_permit = Some(permit);

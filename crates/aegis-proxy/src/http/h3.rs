@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use bytes::{Buf, Bytes};
 use h3::server::RequestStream;
 use http::{Request, Response, Version};
@@ -48,7 +49,7 @@ fn expects_no_body(parts: &http::request::Parts) -> bool {
 /// the requests in flight finish, then the connection closes with `H3_NO_ERROR`.
 pub async fn serve_connection(
     connection: quinn::Connection,
-    proxy: Arc<Proxy>,
+    proxy: Arc<ArcSwap<Proxy>>,
     info: ConnInfo,
     max_header_bytes: u64,
     mut shutdown: watch::Receiver<bool>,
@@ -75,7 +76,7 @@ pub async fn serve_connection(
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    let (proxy, info) = (proxy.clone(), info.clone());
+                    let (proxy, info) = (proxy.load_full(), info.clone());
                     requests.spawn(async move {
                         match resolver.resolve_request().await {
                             Ok((request, stream)) => handle(&proxy, &info, request, stream).await,

@@ -10,8 +10,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use crate::limit::Slot;
 use crate::metrics::{CarbonRequestLabels, ClusterLabels, Metrics, RegionLabels, RequestLabels};
-use crate::upstream::{InFlight, Slot};
+use crate::upstream::InFlight;
 use crate::{Body, BoxError};
 
 /// The access-log tracing target; the JSON log layer selects on it.

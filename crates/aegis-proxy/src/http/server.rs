@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -41,7 +42,7 @@ pub fn builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
 pub async fn serve_connection<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
-    proxy: Arc<Proxy>,
+    proxy: Arc<ArcSwap<Proxy>>,
     conn: ConnInfo,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -49,7 +50,9 @@ pub async fn serve_connection<I>(
 {
     let conn = Arc::new(conn);
     let service = service_fn(move |request: hyper::Request<Incoming>| {
-        let proxy = proxy.clone();
+        // Each request uses the routes and clusters current when it arrives; a reload never
+        // changes them under a request in flight.
+        let proxy = proxy.load_full();
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(forward(&proxy, &conn, request).await) }
     });

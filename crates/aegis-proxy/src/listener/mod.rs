@@ -10,19 +10,24 @@ use http::HeaderValue;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, watch};
 
+use arc_swap::ArcSwap;
+
 use crate::config::ListenerConfig;
 use crate::http::Proxy;
+use crate::limit::ConnectionLimit;
 use crate::metrics::{HandshakeFailureLabels, HandshakeLabels, Metrics};
 
 /// How long clients may cache the `alt-svc` advertisement of HTTP/3, in seconds.
 const ALT_SVC_MAX_AGE: u32 = 86_400;
 
-/// A listener's bound sockets.
+/// A listener's bound sockets, not yet serving.
 #[derive(Debug)]
 pub struct Listener {
     tcp: Option<tcp::Listener>,
     quic: Option<quic::Listener>,
     addr: SocketAddr,
+    alt_svc: Option<HeaderValue>,
+    max_connections: Option<usize>,
 }
 
 impl Listener {
@@ -44,8 +49,17 @@ impl Listener {
             addr = quic.local_addr()?;
         }
         let alt_svc = quic.as_ref().map(|_| alt_svc_value(addr.port()));
-        let tcp = tcp.map(|tcp| tcp.with_alt_svc(alt_svc));
-        Ok(Self { tcp, quic, addr })
+        if let Some(tcp) = &tcp {
+            tcp.settings()
+                .store(Arc::new(tcp::Settings::new(config, alt_svc.clone())));
+        }
+        Ok(Self {
+            tcp,
+            quic,
+            addr,
+            alt_svc,
+            max_connections: config.max_connections,
+        })
     }
 
     /// The bound address (TCP and UDP share the port).
@@ -53,19 +67,83 @@ impl Listener {
         self.addr
     }
 
-    /// Starts the accept loops; every connection holds a clone of `drain` until it ends.
+    /// Starts the accept loops and returns the handle that updates or stops them. Every
+    /// connection holds a clone of `drain` until it ends.
     pub fn spawn(
         self,
-        proxy: Arc<Proxy>,
-        shutdown: watch::Receiver<bool>,
+        proxy: Arc<ArcSwap<Proxy>>,
+        global: Arc<ConnectionLimit>,
         drain: mpsc::Sender<()>,
-    ) {
+    ) -> Handle {
+        let (stop, stop_rx) = watch::channel(false);
+        let limits = tcp::Limits {
+            listener: Arc::new(ConnectionLimit::new(self.max_connections)),
+            global,
+        };
+        let handle = Handle {
+            addr: self.addr,
+            alt_svc: self.alt_svc,
+            tcp: self.tcp.as_ref().map(|t| t.settings().clone()),
+            quic: self.quic.as_ref().map(quic::Listener::updater),
+            limit: limits.listener.clone(),
+            stop,
+        };
         if let Some(tcp) = self.tcp {
-            tokio::spawn(tcp.run(proxy.clone(), shutdown.clone(), drain.clone()));
+            let run = tcp.run(
+                proxy.clone(),
+                limits.clone(),
+                stop_rx.clone(),
+                drain.clone(),
+            );
+            tokio::spawn(run);
         }
         if let Some(quic) = self.quic {
-            tokio::spawn(quic.run(proxy, shutdown, drain));
+            tokio::spawn(quic.run(proxy, limits, stop_rx, drain));
         }
+        handle
+    }
+}
+
+/// A serving listener: applies reloaded settings, or stops accepting and drains.
+#[derive(Debug)]
+pub struct Handle {
+    addr: SocketAddr,
+    alt_svc: Option<HeaderValue>,
+    tcp: Option<Arc<ArcSwap<tcp::Settings>>>,
+    quic: Option<quic::Updater>,
+    limit: Arc<ConnectionLimit>,
+    stop: watch::Sender<bool>,
+}
+
+impl Handle {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether `config` can be applied to the sockets already bound: same address (as
+    /// configured) and the same TCP/QUIC sockets.
+    pub fn can_update(&self, old: &ListenerConfig, config: &ListenerConfig) -> bool {
+        old.addr == config.addr
+            && self.tcp.is_some() == config.protocols.tcp()
+            && self.quic.is_some() == config.quic.is_some()
+    }
+
+    /// Applies `config` to new connections (certificates, timeouts, limits); connections
+    /// already open finish with what they started with.
+    pub fn update(&self, config: &ListenerConfig) {
+        if let Some(tcp) = &self.tcp {
+            tcp.store(Arc::new(tcp::Settings::new(config, self.alt_svc.clone())));
+        }
+        if let (Some(quic), Some(settings)) = (&self.quic, &config.quic) {
+            quic.update(config, settings);
+        }
+        self.limit.set_max(config.max_connections);
+    }
+
+    /// Stops accepting; open connections drain (HTTP/1 finishes, HTTP/2 and HTTP/3 GOAWAY).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
     }
 }
 

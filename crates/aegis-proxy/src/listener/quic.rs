@@ -9,9 +9,13 @@ use aegis_tls::QuicHandshake;
 use quinn::{ConnectionError, IdleTimeout, VarInt};
 use tokio::sync::{mpsc, watch};
 
+use arc_swap::ArcSwap;
+
+use super::tcp::Limits;
 use super::{handshake_done, handshake_failed, ActiveGuard};
 use crate::config::{ListenerConfig, QuicListener};
 use crate::http::{h3, ConnInfo, Proxy};
+use crate::limit::Slot;
 use crate::metrics::ListenerLabels;
 
 /// Unidirectional streams a client may open: HTTP/3 needs control and two QPACK streams.
@@ -24,12 +28,40 @@ pub struct Listener {
     shared: Arc<Shared>,
 }
 
+/// What a reload may change, and the handshake count it must not reset.
 #[derive(Debug)]
-struct Shared {
+pub struct Shared {
+    settings: ArcSwap<Settings>,
+    handshaking: AtomicUsize,
+}
+
+/// A listener's QUIC settings as of a connection's accept.
+#[derive(Debug)]
+struct Settings {
     name: Arc<str>,
     config: ListenerConfig,
     retry_above: usize,
-    handshaking: AtomicUsize,
+}
+
+impl Settings {
+    fn new(config: &ListenerConfig, quic: &QuicListener) -> Self {
+        Self {
+            name: Arc::from(config.name.as_str()),
+            config: config.clone(),
+            retry_above: quic.retry_above_handshakes,
+        }
+    }
+}
+
+fn server_config(settings: &QuicListener) -> quinn::ServerConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(settings.max_concurrent_streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
+        .max_idle_timeout(IdleTimeout::try_from(settings.idle_timeout).ok());
+    let mut server = quinn::ServerConfig::with_crypto(settings.crypto.clone());
+    server.transport_config(Arc::new(transport));
+    server
 }
 
 impl Listener {
@@ -39,18 +71,9 @@ impl Listener {
         settings: &QuicListener,
         addr: SocketAddr,
     ) -> std::io::Result<Self> {
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .max_concurrent_bidi_streams(VarInt::from_u32(settings.max_concurrent_streams))
-            .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
-            .max_idle_timeout(IdleTimeout::try_from(settings.idle_timeout).ok());
-        let mut server = quinn::ServerConfig::with_crypto(settings.crypto.clone());
-        server.transport_config(Arc::new(transport));
-        let endpoint = quinn::Endpoint::server(server, addr)?;
+        let endpoint = quinn::Endpoint::server(server_config(settings), addr)?;
         let shared = Shared {
-            name: Arc::from(config.name.as_str()),
-            config: config.clone(),
-            retry_above: settings.retry_above_handshakes,
+            settings: ArcSwap::from_pointee(Settings::new(config, settings)),
             handshaking: AtomicUsize::new(0),
         };
         Ok(Self {
@@ -64,21 +87,31 @@ impl Listener {
         self.endpoint.local_addr()
     }
 
-    /// Accepts connections until `shutdown` turns true, then refuses new ones while existing
+    /// A handle that applies a reloaded configuration to this listener.
+    pub fn updater(&self) -> Updater {
+        Updater {
+            endpoint: self.endpoint.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Accepts connections until `stop` turns true, then refuses new ones while existing
     /// connections drain (each holds a clone of `drain`) and returns once they have closed.
     pub async fn run(
         self,
-        proxy: Arc<Proxy>,
-        mut shutdown: watch::Receiver<bool>,
+        proxy: Arc<ArcSwap<Proxy>>,
+        limits: Limits,
+        mut stop: watch::Receiver<bool>,
         drain: mpsc::Sender<()>,
     ) {
         loop {
             let incoming = tokio::select! {
                 incoming = self.endpoint.accept() => incoming,
-                _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = stop.wait_for(|stop| *stop) => break,
             };
             let Some(incoming) = incoming else { break };
-            if self.shared.handshaking.load(Ordering::Relaxed) >= self.shared.retry_above
+            let settings = self.shared.settings.load_full();
+            if self.shared.handshaking.load(Ordering::Relaxed) >= settings.retry_above
                 && !incoming.remote_address_validated()
             {
                 // Under a flood of new connections, make clients prove their address first.
@@ -87,10 +120,30 @@ impl Listener {
                 }
                 continue;
             }
+            let slots = limits
+                .global
+                .try_acquire()
+                .and_then(|g| limits.listener.try_acquire().map(|l| (g, l)));
+            let Some(slots) = slots else {
+                let labels = ListenerLabels {
+                    listener: settings.name.to_string(),
+                };
+                let proxy = proxy.load();
+                proxy
+                    .metrics()
+                    .connections_refused
+                    .get_or_create(&labels)
+                    .inc();
+                // CONNECTION_REFUSED at once: the client learns now, not at its idle timeout.
+                incoming.refuse();
+                continue;
+            };
             let connection = Connection {
-                shared: self.shared.clone(),
+                settings,
+                handshaking: self.shared.clone(),
                 proxy: proxy.clone(),
-                shutdown: shutdown.clone(),
+                stop: stop.clone(),
+                _slots: slots,
                 _endpoint: self.endpoint.clone(),
                 _drain: drain.clone(),
             };
@@ -113,19 +166,39 @@ impl Listener {
 
 /// One QUIC connection from handshake to close.
 struct Connection {
-    shared: Arc<Shared>,
-    proxy: Arc<Proxy>,
-    shutdown: watch::Receiver<bool>,
+    settings: Arc<Settings>,
+    handshaking: Arc<Shared>,
+    proxy: Arc<ArcSwap<Proxy>>,
+    stop: watch::Receiver<bool>,
+    _slots: (Slot, Slot),
     _endpoint: quinn::Endpoint,
     _drain: mpsc::Sender<()>,
+}
+
+/// Applies a reloaded configuration to a running QUIC listener: new certificate and transport
+/// settings for new connections; connections already open keep theirs.
+#[derive(Debug, Clone)]
+pub struct Updater {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+}
+
+impl Updater {
+    /// Swaps in `config`'s QUIC settings.
+    pub fn update(&self, config: &ListenerConfig, quic: &QuicListener) {
+        self.endpoint.set_server_config(Some(server_config(quic)));
+        self.shared
+            .settings
+            .store(Arc::new(Settings::new(config, quic)));
+    }
 }
 
 impl Connection {
     async fn serve(self, incoming: quinn::Incoming) {
         let peer = incoming.remote_address();
-        let metrics = self.proxy.metrics().clone();
+        let metrics = self.proxy.load().metrics().clone();
         let labels = ListenerLabels {
-            listener: self.shared.name.to_string(),
+            listener: self.settings.name.to_string(),
         };
         metrics.connections_total.get_or_create(&labels).inc();
         let _active = ActiveGuard::new(metrics.connections_active.get_or_create(&labels).clone());
@@ -136,23 +209,23 @@ impl Connection {
             .handshake_data()
             .and_then(|d| d.downcast::<QuicHandshake>().ok())
             .and_then(|d| d.group);
-        handshake_done(&metrics, &self.shared.name, peer, group, "h3");
+        handshake_done(&metrics, &self.settings.name, peer, group, "h3");
         let info = ConnInfo {
-            listener: self.shared.name.clone(),
+            listener: self.settings.name.clone(),
             peer,
             secure: true,
             tls_group: group,
-            max_request_body_bytes: self.shared.config.max_request_body_bytes,
+            max_request_body_bytes: self.settings.config.max_request_body_bytes,
             alt_svc: None,
         };
-        let max_header = self.shared.config.max_header_bytes as u64;
-        h3::serve_connection(connection, self.proxy, info, max_header, self.shutdown).await;
+        let max_header = self.settings.config.max_header_bytes as u64;
+        h3::serve_connection(connection, self.proxy, info, max_header, self.stop).await;
     }
 
     async fn handshake(&self, incoming: quinn::Incoming) -> Option<quinn::Connection> {
         let peer = incoming.remote_address();
-        let _handshaking = Handshaking::new(&self.shared.handshaking);
-        let timeout = self.shared.config.handshake_timeout;
+        let _handshaking = Handshaking::new(&self.handshaking.handshaking);
+        let timeout = self.settings.config.handshake_timeout;
         let result = match incoming.accept() {
             Ok(connecting) => match tokio::time::timeout(timeout, connecting).await {
                 Ok(result) => result,
@@ -165,8 +238,8 @@ impl Connection {
             Err(error) => {
                 let reason = failure_reason(&error);
                 handshake_failed(
-                    self.proxy.metrics(),
-                    &self.shared.name,
+                    self.proxy.load().metrics(),
+                    &self.settings.name,
                     peer,
                     reason,
                     &error,

@@ -10,24 +10,28 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+use arc_swap::ArcSwap;
+
 use super::{alpn_name, handshake_done, handshake_failed, ActiveGuard};
 use crate::config::ListenerConfig;
 use crate::http::framing::FramingGuard;
 use crate::http::{server, ConnInfo, Proxy};
+use crate::limit::{ConnectionLimit, Slot};
 use crate::metrics::ListenerLabels;
 
 /// A bound listener socket and what its connections need.
 ///
-/// The socket is kept apart from [`Shared`], which connections hold: when the accept loop ends,
-/// the socket closes at once even while connections drain.
+/// The socket is kept apart from [`Settings`], which connections hold: when the accept loop ends,
+/// the socket closes at once even while connections drain. A reload swaps the settings (TLS
+/// certificates, timeouts, limits) without closing the socket.
 #[derive(Debug)]
 pub struct Listener {
     tcp: TcpListener,
-    shared: Arc<Shared>,
+    settings: Arc<ArcSwap<Settings>>,
 }
 
-/// What every connection of a listener reads.
-struct Shared {
+/// What every connection of a listener reads, as of its accept.
+pub struct Settings {
     name: Arc<str>,
     config: ListenerConfig,
     builder: auto::Builder<TokioExecutor>,
@@ -35,19 +39,18 @@ struct Shared {
     alt_svc: Option<http::HeaderValue>,
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
+        f.debug_struct("Settings")
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
 
-impl Listener {
-    /// Binds the listener's socket.
-    pub async fn bind(config: &ListenerConfig) -> std::io::Result<Self> {
-        let tcp = TcpListener::bind(config.addr).await?;
-        let shared = Shared {
+impl Settings {
+    /// Settings for `config`, advertising `alt_svc` on every response.
+    pub fn new(config: &ListenerConfig, alt_svc: Option<http::HeaderValue>) -> Self {
+        Self {
             name: Arc::from(config.name.as_str()),
             builder: server::builder(config),
             tls: config
@@ -55,20 +58,34 @@ impl Listener {
                 .as_ref()
                 .map(|t| TlsAcceptor::from(t.server_config.clone())),
             config: config.clone(),
-            alt_svc: None,
-        };
+            alt_svc,
+        }
+    }
+}
+
+/// Connection limits checked at accept: the listener's own and the process-wide one.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// This listener's limit.
+    pub listener: Arc<ConnectionLimit>,
+    /// The limit over all listeners.
+    pub global: Arc<ConnectionLimit>,
+}
+
+impl Listener {
+    /// Binds the listener's socket.
+    pub async fn bind(config: &ListenerConfig) -> std::io::Result<Self> {
+        let tcp = TcpListener::bind(config.addr).await?;
+        let settings = Settings::new(config, None);
         Ok(Self {
             tcp,
-            shared: Arc::new(shared),
+            settings: Arc::new(ArcSwap::from_pointee(settings)),
         })
     }
 
-    /// Sets the `alt-svc` value advertised on every response.
-    pub fn with_alt_svc(mut self, alt_svc: Option<http::HeaderValue>) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.alt_svc = alt_svc;
-        }
-        self
+    /// The settings a reload swaps.
+    pub fn settings(&self) -> &Arc<ArcSwap<Settings>> {
+        &self.settings
     }
 
     /// The address actually bound (useful with port 0).
@@ -76,33 +93,44 @@ impl Listener {
         self.tcp.local_addr()
     }
 
-    /// Accepts connections until `shutdown` turns true. Each connection task holds a clone of
+    /// Accepts connections until `stop` turns true. Each connection task holds a clone of
     /// `drain`, so the receiver learns when the last one has finished.
     pub async fn run(
         self,
-        proxy: Arc<Proxy>,
-        mut shutdown: watch::Receiver<bool>,
+        proxy: Arc<ArcSwap<Proxy>>,
+        limits: Limits,
+        mut stop: watch::Receiver<bool>,
         drain: mpsc::Sender<()>,
     ) {
         loop {
             let accepted = tokio::select! {
                 accepted = self.tcp.accept() => accepted,
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = stop.wait_for(|stop| *stop) => return,
             };
+            let settings = self.settings.load_full();
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
                     // Typically EMFILE: back off instead of spinning on the error.
-                    tracing::warn!(listener = &*self.shared.name, %error, "accept failed");
+                    tracing::warn!(listener = &*settings.name, %error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
+            let slots = limits
+                .global
+                .try_acquire()
+                .and_then(|g| limits.listener.try_acquire().map(|l| (g, l)));
+            let Some(slots) = slots else {
+                refuse(stream, &settings, &proxy.load());
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let task = Connection {
-                listener: self.shared.clone(),
+                listener: settings,
                 proxy: proxy.clone(),
-                shutdown: shutdown.clone(),
+                stop: stop.clone(),
+                _slots: slots,
                 _drain: drain.clone(),
             };
             tokio::spawn(task.serve(stream, peer));
@@ -110,17 +138,51 @@ impl Listener {
     }
 }
 
+/// Over a connection limit: plain HTTP clients get a `503` with `retry-after` and the connection
+/// closes; TLS clients are closed at once (a handshake would spend the CPU the limit protects).
+fn refuse(stream: TcpStream, settings: &Settings, proxy: &Proxy) {
+    let labels = ListenerLabels {
+        listener: settings.name.to_string(),
+    };
+    proxy
+        .metrics()
+        .connections_refused
+        .get_or_create(&labels)
+        .inc();
+    if settings.tls.is_some() {
+        return;
+    }
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let answer = async {
+            stream.write_all(OVERLOADED_RESPONSE).await?;
+            stream.shutdown().await?;
+            // Read what the client sent, so closing does not reset the answer away.
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            std::io::Result::Ok(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+    });
+}
+
+const OVERLOADED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\nretry-after: 1\r\nconnection: close\r\n\
+content-length: 26\r\n\r\ntoo many open connections\n";
+
 /// One accepted client connection.
 struct Connection {
-    listener: Arc<Shared>,
-    proxy: Arc<Proxy>,
-    shutdown: watch::Receiver<bool>,
+    listener: Arc<Settings>,
+    proxy: Arc<ArcSwap<Proxy>>,
+    stop: watch::Receiver<bool>,
+    _slots: (Slot, Slot),
     _drain: mpsc::Sender<()>,
 }
 
 impl Connection {
     async fn serve(self, stream: TcpStream, peer: SocketAddr) {
-        let metrics = self.proxy.metrics().clone();
+        let metrics = self.proxy.load().metrics().clone();
         let labels = ListenerLabels {
             listener: self.listener.name.to_string(),
         };
@@ -140,7 +202,7 @@ impl Connection {
                 FramingGuard::new(stream),
                 self.proxy,
                 info,
-                self.shutdown,
+                self.stop,
             )
             .await;
             return;
@@ -168,10 +230,10 @@ impl Connection {
         info.tls_group = group;
         let builder = &self.listener.builder;
         if protocol == "h2" {
-            server::serve_connection(builder, tls, self.proxy, info, self.shutdown).await;
+            server::serve_connection(builder, tls, self.proxy, info, self.stop).await;
         } else {
             let tls = FramingGuard::new(tls);
-            server::serve_connection(builder, tls, self.proxy, info, self.shutdown).await;
+            server::serve_connection(builder, tls, self.proxy, info, self.stop).await;
         }
     }
 }

@@ -83,10 +83,10 @@ async fn probe(cluster: &Cluster, index: usize, check: &HealthCheckConfig) -> Re
         .path_and_query(check.path.as_str())
         .build()
         .map_err(|e| format!("bad check request: {e}"))?;
-    let mut request = Request::builder()
-        .method(Method::GET)
-        .uri(uri)
-        .header(header::USER_AGENT, HeaderValue::from_static("aegis-health-check"));
+    let mut request = Request::builder().method(Method::GET).uri(uri).header(
+        header::USER_AGENT,
+        HeaderValue::from_static("aegis-health-check"),
+    );
     if cluster.protocol == crate::config::UpstreamProtocol::Http1 {
         request = request.header(header::HOST, host);
     }

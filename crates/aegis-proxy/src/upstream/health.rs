@@ -212,7 +212,11 @@ mod tests {
         let health = EndpointHealth::new();
         let c = check();
         assert_eq!(health.record_check(false, &c), None);
-        assert_eq!(health.record_check(true, &c), None, "a pass resets the streak");
+        assert_eq!(
+            health.record_check(true, &c),
+            None,
+            "a pass resets the streak"
+        );
         assert_eq!(health.record_check(false, &c), None);
         assert_eq!(health.record_check(false, &c), None);
         assert_eq!(health.record_check(false, &c), Some(false));

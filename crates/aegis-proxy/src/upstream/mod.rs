@@ -24,6 +24,7 @@ use crate::config::{
     ClusterConfig, EndpointAddr, HealthCheckConfig, LbPolicy, OutlierConfig, RegionConfig,
     RetryConfig, UpstreamProtocol,
 };
+use crate::limit::Slot;
 use crate::BoxError;
 pub use connector::{ConnectError, Connector, EndpointTls, UpstreamTlsGroup};
 pub use regions::ClusterCarbon;
@@ -79,28 +80,6 @@ impl Drop for InFlight {
     }
 }
 
-/// Holds one unit of a counter (pending requests, retries in flight) until dropped.
-#[derive(Debug)]
-pub struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    /// Takes a unit of `counter` unless it already holds `limit`.
-    fn try_take(counter: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
-        let before = counter.fetch_add(1, Ordering::Relaxed);
-        if before >= limit {
-            counter.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(Self(counter.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// A named set of endpoints behind one load-balancing policy.
 #[derive(Debug)]
 pub struct Cluster {
@@ -136,7 +115,9 @@ impl Cluster {
             .iter()
             .zip(&config.endpoint_regions)
             .map(|(addr, region)| {
-                let region = region.and_then(|r| regions.get(r)).map(|r| Arc::from(r.name.as_str()));
+                let region = region
+                    .and_then(|r| regions.get(r))
+                    .map(|r| Arc::from(r.name.as_str()));
                 Arc::new(endpoint(config, addr.clone(), region))
             })
             .collect();
@@ -171,7 +152,10 @@ impl Cluster {
     /// `min_concurrent` and `budget_ratio` × pending requests.
     pub fn try_retry(&self) -> Option<Slot> {
         let by_ratio = (self.retry.budget_ratio * self.pending() as f64) as usize;
-        Slot::try_take(&self.retries_active, by_ratio.max(self.retry.min_concurrent))
+        Slot::try_take(
+            &self.retries_active,
+            by_ratio.max(self.retry.min_concurrent),
+        )
     }
 
     /// Records the outcome of a request to endpoint `index`; on the failure that ejects it,
@@ -185,7 +169,11 @@ impl Cluster {
         if !health.record_failure(&self.outlier) {
             return None;
         }
-        let ejected = self.endpoints.iter().filter(|e| e.health.is_ejected()).count();
+        let ejected = self
+            .endpoints
+            .iter()
+            .filter(|e| e.health.is_ejected())
+            .count();
         let cap = health::max_ejectable(self.endpoints.len(), self.outlier.max_ejected_percent);
         (ejected < cap).then(|| health.eject(&self.outlier))
     }
@@ -370,9 +358,13 @@ mod tests {
     async fn ejection_stops_at_the_cap() {
         let c = cluster(LbPolicy::RoundRobin, 2);
         let failures = c.outlier.consecutive_failures as usize;
-        let ejected = (0..failures).filter_map(|_| c.record_outcome(0, true)).count();
+        let ejected = (0..failures)
+            .filter_map(|_| c.record_outcome(0, true))
+            .count();
         assert_eq!(ejected, 1);
-        let more = (0..failures * 3).filter_map(|_| c.record_outcome(1, true)).count();
+        let more = (0..failures * 3)
+            .filter_map(|_| c.record_outcome(1, true))
+            .count();
         assert_eq!(more, 0, "the last available endpoint is never ejected");
         assert!(c.endpoints[1].health.is_available());
     }

@@ -1,0 +1,313 @@
+//! The running proxy's mutable state and how it changes: atomic reload and graceful shutdown.
+//!
+//! Requests read the current [`Proxy`] (routes, clusters, carbon feeds) from one `ArcSwap`; a
+//! reload builds a complete new one and swaps it in, so a request sees either the old or the
+//! new configuration, never a mix, and requests in flight finish on the one they started with.
+//!
+//! A reload is all or nothing. Everything that can fail (parsing, validation, certificate files,
+//! binding new listeners) happens before anything changes; then listeners whose name, address
+//! and socket kinds are unchanged get the new settings in place (no socket is closed), new
+//! listeners start, and removed ones stop accepting and drain.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, watch, Mutex};
+
+use crate::carbon_feed::CarbonFeeds;
+use crate::config::{Config, ConfigError, ConfigErrors, ListenerConfig};
+use crate::http::Proxy;
+use crate::limit::ConnectionLimit;
+use crate::listener::{self, Handle};
+use crate::metrics::{Metrics, ReloadLabels};
+
+/// Shared by the [`crate::Running`] handle, the admin listener and signal handlers.
+#[derive(Debug)]
+pub struct Control {
+    /// Routes, clusters and feeds that new requests use.
+    pub proxy: Arc<ArcSwap<Proxy>>,
+    /// The configuration in force, redacted, as pretty JSON (for `/config`).
+    pub config_json: ArcSwap<String>,
+    /// False once draining has begun.
+    pub ready: AtomicBool,
+    metrics: Arc<Metrics>,
+    global_connections: Arc<ConnectionLimit>,
+    config_path: Option<PathBuf>,
+    /// Listener names and bound addresses, readable without waiting for a reload.
+    bound: ArcSwap<Vec<(String, SocketAddr)>>,
+    state: Mutex<State>,
+}
+
+/// What only a reload or shutdown touches, one at a time.
+#[derive(Debug)]
+struct State {
+    config: Config,
+    listeners: Vec<(ListenerConfig, Handle)>,
+    /// Stops the carbon feeds' poll loop of the current [`Proxy`].
+    feeds_stop: watch::Sender<bool>,
+    /// Cloned into every connection; dropped at shutdown so the receiver sees the end.
+    drain: Option<mpsc::Sender<()>>,
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Listeners bound by this reload.
+    pub added: Vec<String>,
+    /// Listeners stopped (now draining).
+    pub removed: Vec<String>,
+    /// Listeners that kept their sockets and took the new settings.
+    pub updated: Vec<String>,
+    /// Clusters now configured.
+    pub clusters: usize,
+}
+
+impl Control {
+    /// Binds every listener of `config` (all or none) and starts serving.
+    pub(crate) async fn start(
+        config: Config,
+        metrics: Arc<Metrics>,
+        config_path: Option<PathBuf>,
+        drain: mpsc::Sender<()>,
+    ) -> Result<Arc<Self>, crate::RunError> {
+        let mut bound = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let listener =
+                listener::Listener::bind(l)
+                    .await
+                    .map_err(|source| crate::RunError::Bind {
+                        what: format!("listener {}", l.name),
+                        addr: l.addr,
+                        source,
+                    })?;
+            bound.push(listener);
+        }
+        let proxy = Arc::new(Proxy::new(&config, metrics.clone()));
+        let feeds_stop = start_feeds(&config, proxy.carbon_feeds());
+        proxy.start_health_checks();
+        let control = Arc::new(Self {
+            proxy: Arc::new(ArcSwap::new(proxy)),
+            config_json: ArcSwap::from_pointee(redacted(&config)),
+            ready: AtomicBool::new(true),
+            global_connections: Arc::new(ConnectionLimit::new(config.max_connections)),
+            metrics,
+            config_path,
+            bound: ArcSwap::from_pointee(Vec::new()),
+            state: Mutex::new(State {
+                listeners: Vec::new(),
+                config: config.clone(),
+                feeds_stop,
+                drain: Some(drain.clone()),
+            }),
+        });
+        let handles = bound
+            .into_iter()
+            .zip(&config.listeners)
+            .map(|(listener, l)| (l.clone(), control.serve(listener, l, &drain)))
+            .collect();
+        let mut state = control.state.lock().await;
+        state.listeners = handles;
+        control.publish_listeners(&state);
+        drop(state);
+        Ok(control)
+    }
+
+    fn serve(
+        &self,
+        listener: listener::Listener,
+        config: &ListenerConfig,
+        drain: &mpsc::Sender<()>,
+    ) -> Handle {
+        let addr = listener.local_addr();
+        tracing::info!(listener = config.name, %addr, tls = config.tls.is_some(), "listening");
+        listener.spawn(
+            self.proxy.clone(),
+            self.global_connections.clone(),
+            drain.clone(),
+        )
+    }
+
+    /// Every listener's name and bound address, in configuration order.
+    pub fn listeners(&self) -> Arc<Vec<(String, SocketAddr)>> {
+        self.bound.load_full()
+    }
+
+    fn publish_listeners(&self, state: &State) {
+        let bound = state
+            .listeners
+            .iter()
+            .map(|(c, h)| (c.name.clone(), h.local_addr()))
+            .collect();
+        self.bound.store(Arc::new(bound));
+    }
+
+    /// Re-reads the configuration file the proxy was started from and applies it.
+    pub async fn reload_file(&self) -> Result<ReloadSummary, ConfigErrors> {
+        let Some(path) = &self.config_path else {
+            return Err(single_error(
+                "",
+                "no configuration file to reload: the proxy was started without --config",
+            ));
+        };
+        match Config::load(path) {
+            Ok(config) => self.reload(config).await,
+            Err(errors) => {
+                self.count_reload("error");
+                Err(errors)
+            }
+        }
+    }
+
+    /// Applies `config`, or changes nothing and says why.
+    pub async fn reload(&self, config: Config) -> Result<ReloadSummary, ConfigErrors> {
+        let result = self.apply(config).await;
+        self.count_reload(if result.is_ok() { "ok" } else { "error" });
+        result
+    }
+
+    fn count_reload(&self, result: &'static str) {
+        let labels = ReloadLabels { result };
+        self.metrics.reloads.get_or_create(&labels).inc();
+    }
+
+    async fn apply(&self, config: Config) -> Result<ReloadSummary, ConfigErrors> {
+        let mut state = self.state.lock().await;
+        let Some(drain) = state.drain.clone() else {
+            return Err(single_error("", "the proxy is shutting down"));
+        };
+        if config.admin != state.config.admin {
+            return Err(single_error(
+                "admin.listen",
+                "changing the admin address needs a restart",
+            ));
+        }
+        let plan = plan_listeners(&state, &config);
+        let mut bound = Vec::new();
+        for &i in &plan.bind {
+            let l = &config.listeners[i];
+            match listener::Listener::bind(l).await {
+                Ok(listener) => bound.push((i, listener)),
+                Err(e) => {
+                    let message = format!("cannot bind {}: {e}", l.addr);
+                    return Err(single_error(&format!("listeners[{i}].listen"), &message));
+                }
+            }
+        }
+
+        // Nothing below can fail: commit.
+        let old = self.proxy.load_full();
+        let same_feeds =
+            config.carbon == state.config.carbon && config.regions == state.config.regions;
+        let proxy = if same_feeds {
+            Proxy::with_feeds(&config, self.metrics.clone(), old.carbon_feeds().clone())
+        } else {
+            Proxy::new(&config, self.metrics.clone())
+        };
+        let proxy = Arc::new(proxy);
+        if !same_feeds {
+            proxy.carbon_feeds().refresh().await;
+            let stop = start_feeds(&config, proxy.carbon_feeds());
+            let _ = std::mem::replace(&mut state.feeds_stop, stop).send(true);
+        }
+        proxy.start_health_checks();
+        self.proxy.store(proxy);
+        drop(old);
+
+        let mut summary = ReloadSummary {
+            added: Vec::new(),
+            removed: Vec::new(),
+            updated: Vec::new(),
+            clusters: config.clusters.len(),
+        };
+        let mut previous: HashMap<String, (ListenerConfig, Handle)> = state
+            .listeners
+            .drain(..)
+            .map(|(c, h)| (c.name.clone(), (c, h)))
+            .collect();
+        let mut bound = bound.into_iter();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let handle = if plan.bind.contains(&i) {
+                let (_, listener) = bound.next().expect("one bound listener per planned bind");
+                summary.added.push(l.name.clone());
+                self.serve(listener, l, &drain)
+            } else {
+                let (_, handle) = previous
+                    .remove(&l.name)
+                    .expect("planned updates name a running listener");
+                handle.update(l);
+                summary.updated.push(l.name.clone());
+                handle
+            };
+            state.listeners.push((l.clone(), handle));
+        }
+        for (name, (_, handle)) in previous {
+            handle.stop();
+            summary.removed.push(name);
+        }
+        self.global_connections.set_max(config.max_connections);
+        self.config_json.store(Arc::new(redacted(&config)));
+        state.config = config;
+        self.publish_listeners(&state);
+        tracing::info!(?summary, "configuration reloaded");
+        Ok(summary)
+    }
+
+    /// Stops accepting everywhere and tells connections to drain; returns the drain timeout.
+    pub(crate) async fn begin_shutdown(&self) -> Duration {
+        self.ready.store(false, Ordering::Relaxed);
+        let mut state = self.state.lock().await;
+        for (_, handle) in &state.listeners {
+            handle.stop();
+        }
+        let _ = state.feeds_stop.send(true);
+        state.drain = None;
+        state.config.drain_timeout
+    }
+}
+
+/// Which new listeners need sockets: those with no running listener of the same name whose
+/// sockets fit (same configured address, same TCP/QUIC kinds).
+struct ListenerPlan {
+    bind: Vec<usize>,
+}
+
+fn plan_listeners(state: &State, config: &Config) -> ListenerPlan {
+    let bind = config
+        .listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| {
+            !state
+                .listeners
+                .iter()
+                .any(|(old, handle)| old.name == l.name && handle.can_update(old, l))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    ListenerPlan { bind }
+}
+
+fn start_feeds(config: &Config, feeds: &Arc<CarbonFeeds>) -> watch::Sender<bool> {
+    let (stop, stop_rx) = watch::channel(false);
+    if !config.regions.is_empty() {
+        tokio::spawn(feeds.clone().run(stop_rx));
+    }
+    stop
+}
+
+fn redacted(config: &Config) -> String {
+    serde_json::to_string_pretty(&config.to_redacted_json()).unwrap_or_default()
+}
+
+fn single_error(key: &str, message: &str) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        key: key.to_owned(),
+        line: None,
+        message: message.to_owned(),
+    }])
+}
