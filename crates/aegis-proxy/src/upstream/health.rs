@@ -97,7 +97,7 @@ impl EndpointHealth {
         let now = self.now_ms();
         let last_until = self.ejected_until_ms.load(Ordering::Relaxed);
         let max_ms = outlier.max_ejection.as_millis() as u64;
-        if last_until == 0 || now.saturating_sub(last_until) > max_ms {
+        if self.ejections_total() == 0 || now.saturating_sub(last_until) > max_ms {
             self.ejection_streak.store(0, Ordering::Relaxed);
         }
         let streak = self.ejection_streak.fetch_add(1, Ordering::Relaxed) + 1;
@@ -109,8 +109,13 @@ impl EndpointHealth {
         time
     }
 
-    /// Records one active check; returns the new state when this check changed it.
+    /// Records one active check; returns the new state when this check changed it. A passed
+    /// check also ends an outlier ejection: the endpoint has shown it answers again.
     pub fn record_check(&self, passed: bool, check: &HealthCheckConfig) -> Option<bool> {
+        if passed && self.is_ejected() {
+            self.ejected_until_ms
+                .store(self.now_ms(), Ordering::Relaxed);
+        }
         let healthy = self.checks_healthy.load(Ordering::Relaxed);
         if passed == healthy {
             self.check_streak.store(0, Ordering::Relaxed);
@@ -224,6 +229,17 @@ mod tests {
         assert_eq!(health.record_check(true, &c), None);
         assert_eq!(health.record_check(true, &c), Some(true));
         assert!(health.is_available());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_passed_check_ends_an_ejection() {
+        let health = EndpointHealth::new();
+        health.eject(&outlier(1));
+        assert!(!health.is_available());
+        assert_eq!(health.record_check(true, &check()), None);
+        assert!(health.is_available());
+        // The streak is kept: the next ejection is longer.
+        assert_eq!(health.eject(&outlier(1)), Duration::from_secs(20));
     }
 
     #[test]

@@ -62,7 +62,10 @@ impl Checker<'_> {
         let expected = self.status_range(&format!("{key}.expected_status"), &h.expected_status);
         if let (Some(interval), Some(timeout)) = (interval, timeout) {
             if timeout > interval {
-                let at = h.timeout_ms.as_ref().map_or_else(|| spanned.span(), Spanned::span);
+                let at = h
+                    .timeout_ms
+                    .as_ref()
+                    .map_or_else(|| spanned.span(), Spanned::span);
                 let message = format!(
                     "{} ms is longer than interval_ms ({} ms)",
                     timeout.as_millis(),

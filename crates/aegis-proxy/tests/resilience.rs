@@ -1,0 +1,344 @@
+//! Resilience scenarios against real loopback origins that are killed, restarted, made to fail
+//! their health checks or reset requests: health checks, retries, shedding, connection limits.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use support::*;
+use tokio::task::JoinSet;
+
+/// An origin whose behaviour a test switches while it runs.
+struct Controlled {
+    addr: SocketAddr,
+    state: Arc<OriginState>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct OriginState {
+    /// Requests other than health checks, by the origin's count.
+    hits: AtomicUsize,
+    /// `/health` answers 503 while this is set.
+    failing_checks: AtomicBool,
+    /// Requests (not health checks) get the connection closed without a response.
+    reset: AtomicBool,
+}
+
+impl Controlled {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(OriginState::default());
+        let server = Some(tokio::spawn(serve(listener, state.clone())));
+        Self {
+            addr,
+            state,
+            server,
+        }
+    }
+
+    fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Closes the socket and every open connection, like a crashed process.
+    fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+
+    /// Listens again on the same port.
+    async fn restart(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.server = Some(tokio::spawn(serve(listener, self.state.clone())));
+    }
+}
+
+impl Drop for Controlled {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn serve(listener: tokio::net::TcpListener, state: Arc<OriginState>) {
+    // Connection tasks live in this set, so aborting the server aborts them too.
+    let mut connections = JoinSet::new();
+    while let Ok((stream, _)) = listener.accept().await {
+        let state = state.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let state = state.clone();
+                async move { answer(&state, req).await }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    state: &OriginState,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    if req.uri().path() == "/health" {
+        let status = if state.failing_checks.load(Ordering::SeqCst) {
+            503
+        } else {
+            200
+        };
+        let mut response = Response::new(Full::new(Bytes::from_static(b"health")));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        return Ok(response);
+    }
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?;
+    if state.reset.load(Ordering::SeqCst) {
+        // An error from the service makes hyper close the connection without a response.
+        return Err(std::io::Error::other("reset on purpose"));
+    }
+    Ok(Response::new(Full::new(body.to_bytes())))
+}
+
+/// Polls `condition` until it holds, failing the test after `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn endpoint_healthy(proxy: &aegis_proxy::Running, endpoint: SocketAddr) -> bool {
+    let text = metrics(proxy).await;
+    let series =
+        format!("aegis_upstream_healthy{{cluster=\"api\",endpoint=\"{endpoint}\",region=\"\"}}");
+    metric(&text, &series) == Some(1.0)
+}
+
+fn post(body: &'static str) -> Request<Full<Bytes>> {
+    Request::post("/")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+const CHECKS: &str = "lb = \"round_robin\"\n\
+    health_check = { path = \"/health\", interval_ms = 50, timeout_ms = 50, \
+    healthy_threshold = 2, unhealthy_threshold = 2 }";
+
+#[tokio::test]
+async fn traffic_leaves_a_killed_endpoint_and_comes_back_after_restart() {
+    let dir = TestDir::new("healthkill");
+    let mut a = Controlled::start().await;
+    let b = Controlled::start().await;
+    let proxy = start(&config(None, &[a.addr, b.addr], "", CHECKS), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    eventually(Duration::from_secs(5), "a checked healthy", || {
+        endpoint_healthy(&proxy, a.addr)
+    })
+    .await;
+
+    a.kill();
+    // Until the checks notice, a request that picks A fails to connect and is retried on B.
+    for _ in 0..10 {
+        assert_eq!(http(addr, get("/"), false).await.unwrap().status, 200);
+    }
+    eventually(Duration::from_secs(5), "a marked unhealthy", || async {
+        !endpoint_healthy(&proxy, a.addr).await
+    })
+    .await;
+    let before = b.hits();
+    for _ in 0..10 {
+        assert_eq!(http(addr, get("/"), false).await.unwrap().status, 200);
+    }
+    assert_eq!(
+        b.hits() - before,
+        10,
+        "every request went to the healthy endpoint"
+    );
+
+    a.restart().await;
+    eventually(Duration::from_secs(5), "a healthy again", || {
+        endpoint_healthy(&proxy, a.addr)
+    })
+    .await;
+    let before = a.hits();
+    for _ in 0..10 {
+        assert_eq!(http(addr, get("/"), false).await.unwrap().status, 200);
+    }
+    assert_eq!(a.hits() - before, 5, "round robin shares again");
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_its_checks_gets_no_traffic_until_it_passes() {
+    let dir = TestDir::new("healthfail");
+    let a = Controlled::start().await;
+    let b = Controlled::start().await;
+    let proxy = start(&config(None, &[a.addr, b.addr], "", CHECKS), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    a.state.failing_checks.store(true, Ordering::SeqCst);
+    eventually(Duration::from_secs(5), "a marked unhealthy", || async {
+        !endpoint_healthy(&proxy, a.addr).await
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(http(addr, get("/"), false).await.unwrap().status, 200);
+    }
+    assert_eq!(a.hits(), 0);
+    let admin = proxy.admin_addr().unwrap();
+    let clusters = http(admin, get("/clusters"), false).await.unwrap();
+    let view: serde_json::Value = serde_json::from_str(&clusters.body).unwrap();
+    let endpoints = view["api"]["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints[0]["endpoint"], a.addr.to_string());
+    assert_eq!(endpoints[0]["passes_health_checks"], false);
+    assert_eq!(endpoints[1]["healthy"], true);
+
+    a.state.failing_checks.store(false, Ordering::SeqCst);
+    eventually(Duration::from_secs(5), "a healthy again", || {
+        endpoint_healthy(&proxy, a.addr)
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(http(addr, get("/"), false).await.unwrap().status, 200);
+    }
+    assert_eq!(a.hits(), 5);
+}
+
+#[tokio::test]
+async fn a_reset_is_retried_for_idempotent_requests_only() {
+    let dir = TestDir::new("retryreset");
+    let a = Controlled::start().await;
+    let b = Controlled::start().await;
+    a.state.reset.store(true, Ordering::SeqCst);
+    // Ejection off, so every round-robin turn really reaches the resetting endpoint.
+    let extra = "lb = \"round_robin\"\noutlier = { consecutive_failures = 0 }";
+    let proxy = start(&config(None, &[a.addr, b.addr], "", extra), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let delivered = a.hits() + b.hits();
+        let answer = http(addr, post("order #1"), false).await.unwrap();
+        statuses.push(answer.status);
+        assert_eq!(
+            a.hits() + b.hits() - delivered,
+            1,
+            "a POST reaches the origins exactly once"
+        );
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 502, 502, 502]);
+
+    for _ in 0..6 {
+        let answer = http(addr, get("/"), false).await.unwrap();
+        assert_eq!(
+            answer.status, 200,
+            "a reset GET is retried on the other endpoint"
+        );
+    }
+    let text = metrics(&proxy).await;
+    let series = "aegis_upstream_retries_total{cluster=\"api\",reason=\"reset\"}";
+    assert_eq!(metric(&text, series), Some(3.0), "{text}");
+}
+
+#[tokio::test]
+async fn a_post_that_never_connected_is_retried_with_its_body() {
+    let dir = TestDir::new("retryconnect");
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let b = Controlled::start().await;
+    let extra = "lb = \"round_robin\"\noutlier = { consecutive_failures = 0 }";
+    let proxy = start(&config(None, &[dead_addr, b.addr], "", extra), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    for _ in 0..4 {
+        let answer = http(addr, post("payload"), false).await.unwrap();
+        assert_eq!((answer.status, answer.body.as_str()), (200, "payload"));
+    }
+    assert_eq!(b.hits(), 4);
+    let text = metrics(&proxy).await;
+    let series = "aegis_upstream_retries_total{cluster=\"api\",reason=\"connect\"}";
+    assert_eq!(metric(&text, series), Some(2.0), "{text}");
+}
+
+#[tokio::test]
+async fn a_full_cluster_sheds_with_503_and_retry_after() {
+    let dir = TestDir::new("shed");
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = origin(Behaviour::Gate {
+        arrived: arrived.clone(),
+        release: release.clone(),
+    })
+    .await;
+    let extra = "max_pending_requests = 1";
+    let proxy = start(&config(None, &[gate.addr], "", extra), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let first = tokio::spawn(async move { http(addr, get("/"), false).await.unwrap() });
+    arrived.notified().await;
+    let shed = http(addr, get("/"), false).await.unwrap();
+    assert_eq!(shed.status, 503);
+    assert_eq!(shed.headers["retry-after"], "1");
+    release.notify_one();
+    assert_eq!(first.await.unwrap().status, 200);
+    assert_eq!(gate.hits(), 1, "the shed request never reached the origin");
+    // The slot is free again once the first response has ended.
+    release.notify_one();
+    assert_eq!(http(addr, get("/"), false).await.unwrap().status, 200);
+    let text = metrics(&proxy).await;
+    let series = "aegis_upstream_requests_shed_total{cluster=\"api\"}";
+    assert_eq!(metric(&text, series), Some(1.0), "{text}");
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_answered_not_left_hanging() {
+    let dir = TestDir::new("connlimit");
+    let up = origin(Behaviour::Answer).await;
+    let proxy = start(&config(None, &[up.addr], "max_connections = 1", ""), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+
+    // One keep-alive connection holds the only slot...
+    let held = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(held))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let response = sender.send_request(get("/")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+
+    // ...so the next client gets a 503 at once.
+    let refused = raw(addr, b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("retry-after: 1"), "{refused}");
+
+    drop(sender);
+    conn.await.unwrap().unwrap();
+    eventually(Duration::from_secs(5), "slot released", || async {
+        http(addr, get("/"), false)
+            .await
+            .is_ok_and(|a| a.status == 200)
+    })
+    .await;
+    let text = metrics(&proxy).await;
+    let series = "aegis_downstream_connections_refused_total{listener=\"public\"}";
+    assert!(metric(&text, series) >= Some(1.0), "{text}");
+}
