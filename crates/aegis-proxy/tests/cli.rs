@@ -125,6 +125,73 @@ fn run_refuses_a_broken_config_before_binding() {
     );
 }
 
+#[test]
+fn sighup_reloads_and_a_bad_file_is_logged_and_ignored() {
+    let dir = temp_dir("sighup");
+    let path = dir.join("aegis.toml");
+    let good = "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\
+                [[routes]]\ncluster = \"api\"\n[clusters.api]\nendpoints = [\"127.0.0.1:9\"]\n";
+    std::fs::write(&path, good).unwrap();
+    let (mut child, _, log) = spawn_with_log(&["run", "--config", path.to_str().unwrap()]);
+    let hangup = |child: &Child| {
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let wait_for = |needle: &str| loop {
+        let line = log.recv().expect("proxy exited");
+        if line.contains(needle) {
+            return line;
+        }
+    };
+
+    std::fs::write(&path, good.replace("127.0.0.1:9", "127.0.0.1:10")).unwrap();
+    hangup(&child);
+    let line = wait_for("SIGHUP");
+    assert!(line.contains("configuration reloaded"), "{line}");
+
+    std::fs::write(&path, good.replace("127.0.0.1:9", "127.0.0.1")).unwrap();
+    hangup(&child);
+    let line = wait_for("SIGHUP");
+    assert!(line.contains("reload rejected"), "{line}");
+    assert!(
+        line.contains("clusters.api.endpoints[0], line 7: \"127.0.0.1\" has no port"),
+        "{line}"
+    );
+    terminate(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// Like [`spawn`], also handing back every later stderr line.
+fn spawn_with_log(args: &[&str]) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("proxy exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+    (child, addr, receive)
+}
+
 /// Starts the binary and waits for its first `listening` line; returns it and the address.
 fn spawn(args: &[&str]) -> (Child, SocketAddr) {
     let mut child = Command::new(BIN)

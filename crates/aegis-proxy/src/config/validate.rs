@@ -175,7 +175,8 @@ impl Checker<'_> {
                 );
             }
             let addr = self.socket_addr(&format!("{key}.listen"), &l.listen);
-            if let Some(addr) = addr {
+            // Port 0 asks the kernel for a free port each time: never a clash.
+            if let Some(addr) = addr.filter(|a| a.port() != 0) {
                 if let Some(first) = addrs.insert(addr, i) {
                     self.error(
                         format!("{key}.listen"),
