@@ -123,7 +123,7 @@ impl ElectricityMaps {
 }
 
 /// Parses a `carbon-intensity/latest` answer: `carbonIntensity` (may be null) and `datetime`.
-fn parse_latest(body: &[u8]) -> Result<Option<(f64, SystemTime)>, &'static str> {
+pub(super) fn parse_latest(body: &[u8]) -> Result<Option<(f64, SystemTime)>, &'static str> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "malformed_json")?;
     point(&value)
 }
@@ -145,7 +145,10 @@ fn point(value: &serde_json::Value) -> Result<Option<(f64, SystemTime)>, &'stati
 
 /// Parses a `carbon-intensity/forecast` answer (`{"forecast": [{carbonIntensity, datetime}]}`)
 /// and takes the last point at or before `now` (the first if all are later).
-fn parse_forecast(body: &[u8], now: SystemTime) -> Result<Option<(f64, SystemTime)>, &'static str> {
+pub(super) fn parse_forecast(
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Option<(f64, SystemTime)>, &'static str> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "malformed_json")?;
     let points = value
         .get("forecast")

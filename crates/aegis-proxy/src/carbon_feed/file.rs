@@ -24,7 +24,7 @@ pub(super) async fn read(path: &Path) -> Result<Reading, &'static str> {
     }
 }
 
-fn parse_json(text: &str, measured: SystemTime) -> Result<Reading, &'static str> {
+pub(super) fn parse_json(text: &str, measured: SystemTime) -> Result<Reading, &'static str> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|_| "malformed_json")?;
     let object = value.as_object().ok_or("malformed_json")?;
     Ok(object
@@ -33,7 +33,7 @@ fn parse_json(text: &str, measured: SystemTime) -> Result<Reading, &'static str>
         .collect())
 }
 
-fn parse_csv(text: &str, now: SystemTime) -> Result<Reading, &'static str> {
+pub(super) fn parse_csv(text: &str, now: SystemTime) -> Result<Reading, &'static str> {
     let trace = Trace::parse(text).map_err(|_| "malformed_csv")?;
     let now_secs = now
         .duration_since(SystemTime::UNIX_EPOCH)

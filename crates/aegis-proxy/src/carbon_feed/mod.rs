@@ -63,6 +63,41 @@ pub struct CarbonFeeds {
 /// Values one feed read, by zone, with the time they were measured.
 pub(crate) type Reading = HashMap<String, (f64, SystemTime)>;
 
+/// Parses one response body (or file) exactly as `feed` does, and returns the intensities it
+/// found. Exposed for the fuzz targets: network input must give an error, never a panic.
+pub fn parse_feed_response(feed: FeedKind, body: &[u8]) -> Result<Vec<f64>, &'static str> {
+    let now = SystemTime::now();
+    let value = |v: Option<(f64, SystemTime)>| v.map(|(intensity, _)| intensity);
+    Ok(match feed {
+        FeedKind::Electricitymaps => {
+            // One body is either a `latest` or a `forecast` answer: try both.
+            let latest = electricitymaps::parse_latest(body);
+            let forecast = electricitymaps::parse_forecast(body, now);
+            match (latest, forecast) {
+                (Err(e), Err(_)) => return Err(e),
+                (latest, forecast) => {
+                    let latest = value(latest.ok().flatten());
+                    latest
+                        .into_iter()
+                        .chain(value(forecast.ok().flatten()))
+                        .collect()
+                }
+            }
+        }
+        FeedKind::Uk => value(uk::parse_regional(body)?).into_iter().collect(),
+        FeedKind::Watttime => value(watttime::parse_forecast(body)?).into_iter().collect(),
+        FeedKind::File => {
+            let text = std::str::from_utf8(body).map_err(|_| "not utf-8")?;
+            let reading = match text.trim_start().starts_with('{') {
+                true => file::parse_json(text, now)?,
+                false => file::parse_csv(text, now)?,
+            };
+            reading.values().map(|&(v, _)| v).collect()
+        }
+        FeedKind::Static => Vec::new(),
+    })
+}
+
 impl CarbonFeeds {
     /// Builds the feeds and an initial table from static values (no I/O).
     pub fn new(config: CarbonConfig, regions: Vec<RegionConfig>, metrics: Arc<Metrics>) -> Self {

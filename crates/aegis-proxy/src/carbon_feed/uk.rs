@@ -60,7 +60,7 @@ pub(super) fn key(id: u32) -> String {
 
 /// `{"data":[{"regionid":13,...,"data":[{"from":"2018-01-20T12:00Z","to":...,
 /// "intensity":{"forecast":266,"index":"moderate"}}]}]}`.
-fn parse_regional(body: &[u8]) -> Result<Option<(f64, SystemTime)>, &'static str> {
+pub(super) fn parse_regional(body: &[u8]) -> Result<Option<(f64, SystemTime)>, &'static str> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "malformed_json")?;
     let period = value.pointer("/data/0/data/0").ok_or("malformed_json")?;
     let Some(intensity) = period

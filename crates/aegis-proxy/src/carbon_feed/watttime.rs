@@ -112,7 +112,7 @@ pub(super) fn key(region: &str) -> String {
 
 /// `{"data":[{"point_time":"2024-01-01T00:00:00+00:00","value":870.2},...],
 /// "meta":{"units":"lbs_co2_per_mwh",...}}`.
-fn parse_forecast(body: &[u8]) -> Result<Option<(f64, SystemTime)>, &'static str> {
+pub(super) fn parse_forecast(body: &[u8]) -> Result<Option<(f64, SystemTime)>, &'static str> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "malformed_json")?;
     let units = value
         .pointer("/meta/units")

@@ -1,9 +1,11 @@
 //! The forward path shared by every HTTP version: check, route, pick an endpoint, forward, record.
 //!
 //! ```text
-//! request ─▶ check framing ─▶ route ─▶ pick endpoint ─▶ rewrite headers ─▶ send ─▶ response
-//!                 │              │                                           │
-//!                 └── 400 ───────┴── 404                          502 / 504 ─┘   (all recorded)
+//! request ─▶ check framing ─▶ route ─▶ admit ─▶ pick endpoint ─▶ rewrite headers ─▶ send ─▶ response
+//!                 │              │        │      (carbon region,                     │
+//!                 └── 400 ───────┴─ 404   └ 503  health, balancing)  ◀── retry ──────┤ connect failed, or
+//!                                           shed                     (other endpoint, │ idempotent + reset
+//!                                                                     within budget)  └─ 502 / 504
 //! ```
 
 use std::net::SocketAddr;
