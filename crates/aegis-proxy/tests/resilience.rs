@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aegis_proxy::demo::spawn_origin;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -341,4 +342,31 @@ async fn connections_over_the_limit_are_answered_not_left_hanging() {
     let text = metrics(&proxy).await;
     let series = "aegis_downstream_connections_refused_total{listener=\"public\"}";
     assert!(metric(&text, series) >= Some(1.0), "{text}");
+}
+
+/// Health checks to a TLS upstream use the same post-quantum mTLS hop as requests.
+#[tokio::test]
+async fn health_checks_reach_tls_upstreams_over_the_pq_mtls_hop() {
+    let dir = TestDir::new("healthtls");
+    let origin = spawn_origin("o1").await.unwrap();
+    let inner_tls =
+        r#"{ cert = "server.pem", key = "server.key", pq_only = true, client_ca = "ca.pem" }"#;
+    let inner = start(&config(Some(inner_tls), &[origin], "", ""), &dir).await;
+    let inner_addr = inner.listener_addr("public").unwrap();
+    let hop = "tls = { ca = \"ca.pem\", cert = \"client.pem\", key = \"client.key\", \
+               server_name = \"localhost\", pq_only = true }\n\
+               health_check = { path = \"/health\", interval_ms = 50, timeout_ms = 50 }";
+    let outer = start(&config(None, &[inner_addr], "", hop), &dir).await;
+    eventually(Duration::from_secs(5), "a passed check", || async {
+        let text = metrics(&outer).await;
+        let series = "aegis_upstream_health_checks_total{cluster=\"api\",result=\"pass\"}";
+        metric(&text, series) >= Some(2.0)
+    })
+    .await;
+    // No client request was sent: the inner proxy's PQ handshakes and requests are the checks.
+    let text = metrics(&inner).await;
+    let series = "aegis_tls_handshakes_total{listener=\"public\",group=\"X25519MLKEM768\",protocol=\"http/1.1\"}";
+    assert!(metric(&text, series) >= Some(1.0), "{text}");
+    let series = "aegis_http_requests_total{listener=\"public\",route=\"routes[0]\",cluster=\"api\",status=\"200\",protocol=\"http/1.1\"}";
+    assert!(metric(&text, series) >= Some(2.0), "{text}");
 }
