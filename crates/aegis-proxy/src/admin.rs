@@ -129,7 +129,7 @@ fn clusters(control: &Control) -> String {
                 "health_checks": c.health_check.is_some(),
                 "endpoints": endpoints,
             });
-            (c.name.clone(), value)
+            (c.name.to_string(), value)
         })
         .collect();
     serde_json::to_string_pretty(&clusters).unwrap_or_default()

@@ -279,10 +279,15 @@ fn block_on(
     workers: Option<usize>,
     task: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> ExitCode {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime, so the client connection, the pooled upstream
+    // connection and timers share one thread without cross-thread wake-ups.
+    let mut builder = match workers {
+        Some(n) if n <= 1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if let Some(n) = workers {
-        builder.worker_threads(n.max(1));
+    if let Some(n) = workers.filter(|&n| n > 1) {
+        builder.worker_threads(n);
     }
     let runtime = match builder.build() {
         Ok(runtime) => runtime,

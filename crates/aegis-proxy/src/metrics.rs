@@ -19,11 +19,11 @@ use crate::http::Proxy;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// Listener name.
-    pub listener: String,
+    pub listener: Arc<str>,
     /// Route name, or empty when no route matched.
-    pub route: String,
+    pub route: Arc<str>,
     /// Cluster name, or empty when no route matched.
-    pub cluster: String,
+    pub cluster: Arc<str>,
     /// Response status code.
     pub status: u16,
     /// Client HTTP version: `http/1.0`, `http/1.1`, `h2`, `h3`.
@@ -34,7 +34,7 @@ pub struct RequestLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterLabels {
     /// Cluster name.
-    pub cluster: String,
+    pub cluster: Arc<str>,
 }
 
 /// Labels of `aegis_downstream_connections_active`.
@@ -68,7 +68,7 @@ pub struct HandshakeFailureLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamErrorLabels {
     /// Cluster name.
-    pub cluster: String,
+    pub cluster: Arc<str>,
     /// Short reason (`connect`, `connect_timeout`, `timeout`, `reset`, ...).
     pub reason: &'static str,
 }
@@ -77,7 +77,7 @@ pub struct UpstreamErrorLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HealthCheckLabels {
     /// Cluster name.
-    pub cluster: String,
+    pub cluster: Arc<str>,
     /// `pass` or `fail`.
     pub result: &'static str,
 }
@@ -86,7 +86,7 @@ pub struct HealthCheckLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
     /// Cluster name.
-    pub cluster: String,
+    pub cluster: Arc<str>,
     /// Endpoint `host:port`.
     pub endpoint: String,
 }
@@ -95,7 +95,7 @@ pub struct EndpointLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
     /// Cluster name.
-    pub cluster: String,
+    pub cluster: Arc<str>,
     /// What failed first: `connect` or `reset`.
     pub reason: &'static str,
 }
@@ -111,7 +111,7 @@ pub struct ReloadLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RegionLabels {
     /// Region name.
-    pub region: String,
+    pub region: Arc<str>,
 }
 
 /// Labels of `aegis_carbon_intensity_gco2_per_kwh`.
@@ -136,9 +136,9 @@ pub struct FeedErrorLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CarbonRequestLabels {
     /// Cluster name.
-    pub cluster: String,
+    pub cluster: Arc<str>,
     /// Region chosen, empty when none.
-    pub region: String,
+    pub region: Arc<str>,
     /// Decision reason (`greenest`, `weighted`, `fallback:stale`, ...).
     pub reason: &'static str,
 }
@@ -152,6 +152,8 @@ pub type FloatCounter = Counter<f64, AtomicU64>;
 /// All proxy metrics.
 #[derive(Debug)]
 pub struct Metrics {
+    /// The empty label value, shared so that recording a request allocates no label.
+    pub no_label: Arc<str>,
     /// Requests answered, by listener, route, cluster, status and protocol.
     pub requests: Family<RequestLabels, Counter>,
     /// Time from sending a request upstream to receiving its response head.
@@ -205,6 +207,7 @@ impl Metrics {
     /// Creates the metrics and registers them under the `aegis` prefix.
     pub fn new(registry: &mut Registry) -> Self {
         let metrics = Self {
+            no_label: Arc::from(""),
             requests: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             upstream_errors: Family::default(),
@@ -342,7 +345,7 @@ impl Metrics {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointRegionLabels {
     /// Cluster name.
-    pub cluster: String,
+    pub cluster: Arc<str>,
     /// Endpoint `host:port`.
     pub endpoint: String,
     /// Region name, empty without regions.

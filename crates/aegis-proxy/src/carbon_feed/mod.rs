@@ -277,7 +277,7 @@ impl CarbonFeeds {
                 self.metrics
                     .carbon_data_age
                     .get_or_create(&RegionLabels {
-                        region: region.name.clone(),
+                        region: Arc::from(region.name.as_str()),
                     })
                     .set(age.as_secs_f64());
             }

@@ -74,10 +74,7 @@ impl Proxy {
                 .map(|r| Arc::from(r.name.as_str()))
                 .collect(),
             routes: RouteTable::new(config.routes.clone()),
-            cluster_names: clusters
-                .iter()
-                .map(|c| Arc::from(c.name.as_str()))
-                .collect(),
+            cluster_names: clusters.iter().map(|c| c.name.clone()).collect(),
             clusters,
             carbon,
             metrics,
@@ -151,7 +148,11 @@ where
         protocol: protocol_name(version),
         method: request.method().clone(),
         host: String::new(),
-        path: request.uri().path().to_owned(),
+        // Host and path are copied only for the access log.
+        path: match proxy.access_log {
+            true => request.uri().path().to_owned(),
+            false => String::new(),
+        },
         route: None,
         cluster: None,
         upstream_tls_group: None,
@@ -214,13 +215,13 @@ where
     let (mut parts, body) = request.into_parts();
     check_framing(&parts)?;
     let authority = request_authority(&parts)?;
-    record.host = authority
-        .as_ref()
-        .map(|a| a.as_str().to_owned())
-        .unwrap_or_default();
+    let host = authority.as_ref().map_or("", Authority::as_str);
+    if record.access_log {
+        record.host = host.to_owned();
+    }
     let (route_index, route) = proxy
         .routes
-        .find(&record.host, parts.uri.path())
+        .find(host, parts.uri.path())
         .ok_or(ProxyError::NoRoute)?;
     record.route = Some(proxy.route_names[route_index].clone());
     record.cluster = Some(proxy.cluster_names[route.cluster].clone());

@@ -63,10 +63,11 @@ pub struct CarbonRecord {
 
 impl RequestRecord {
     fn finish(self, bytes_sent: u64, completed: bool) {
+        let no_label = || self.metrics.no_label.clone();
         let labels = RequestLabels {
-            listener: self.listener.to_string(),
-            route: self.route.as_deref().unwrap_or("").to_owned(),
-            cluster: self.cluster.as_deref().unwrap_or("").to_owned(),
+            listener: self.listener.clone(),
+            route: self.route.clone().unwrap_or_else(no_label),
+            cluster: self.cluster.clone().unwrap_or_else(no_label),
             status: self.status,
             protocol: self.protocol,
         };
@@ -105,15 +106,15 @@ impl RequestRecord {
         );
     }
 
-    fn account(&self, carbon: &CarbonRecord, cluster: &str, bytes: u64) {
+    fn account(&self, carbon: &CarbonRecord, cluster: &Arc<str>, bytes: u64) {
         let metrics = &self.metrics;
         let grams = carbon.energy.grams(carbon.intensity, bytes);
         let baseline = carbon.energy.grams(carbon.baseline_intensity, bytes);
         let region = RegionLabels {
-            region: carbon.region.to_string(),
+            region: carbon.region.clone(),
         };
         let cluster = ClusterLabels {
-            cluster: cluster.to_owned(),
+            cluster: cluster.clone(),
         };
         metrics.carbon_emitted.get_or_create(&region).inc_by(grams);
         metrics

@@ -83,8 +83,8 @@ impl Drop for InFlight {
 /// A named set of endpoints behind one load-balancing policy.
 #[derive(Debug)]
 pub struct Cluster {
-    /// Cluster name.
-    pub name: String,
+    /// Cluster name (shared with metric labels).
+    pub name: Arc<str>,
     /// Deadline for the response head.
     pub request_timeout: Duration,
     /// HTTP version spoken to endpoints.
@@ -122,7 +122,7 @@ impl Cluster {
             })
             .collect();
         Self {
-            name: config.name.clone(),
+            name: Arc::from(config.name.as_str()),
             request_timeout: config.request_timeout,
             protocol: config.protocol,
             endpoints,
