@@ -54,7 +54,9 @@ pub async fn serve_connection<I>(
         // changes them under a request in flight.
         let proxy = proxy.load_full();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(forward(&proxy, &conn, request).await) }
+        // Boxed: hyper keeps a slot the size of this future for the whole life of an HTTP/1
+        // connection; boxed, an idle keep-alive connection holds a pointer, not the future.
+        Box::pin(async move { Ok::<_, Infallible>(forward(&proxy, &conn, request).await) })
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
