@@ -186,9 +186,9 @@ impl Control {
                 "changing the admin address needs a restart",
             ));
         }
-        let plan = plan_listeners(&state, &config);
+        let to_bind = listeners_to_bind(&state, &config);
         let mut bound = Vec::new();
-        for &i in &plan.bind {
+        for &i in &to_bind {
             let l = &config.listeners[i];
             match listener::Listener::bind(l).await {
                 Ok(listener) => bound.push((i, listener)),
@@ -231,7 +231,7 @@ impl Control {
             .collect();
         let mut bound = bound.into_iter();
         for (i, l) in config.listeners.iter().enumerate() {
-            let handle = if plan.bind.contains(&i) {
+            let handle = if to_bind.contains(&i) {
                 let (_, listener) = bound.next().expect("one bound listener per planned bind");
                 summary.added.push(l.name.clone());
                 self.serve(listener, l, &drain)
@@ -270,14 +270,10 @@ impl Control {
     }
 }
 
-/// Which new listeners need sockets: those with no running listener of the same name whose
-/// sockets fit (same configured address, same TCP/QUIC kinds).
-struct ListenerPlan {
-    bind: Vec<usize>,
-}
-
-fn plan_listeners(state: &State, config: &Config) -> ListenerPlan {
-    let bind = config
+/// Indices of the new listeners that need sockets: those with no running listener of the same
+/// name whose sockets fit (same configured address, same TCP/QUIC kinds).
+fn listeners_to_bind(state: &State, config: &Config) -> Vec<usize> {
+    config
         .listeners
         .iter()
         .enumerate()
@@ -288,8 +284,7 @@ fn plan_listeners(state: &State, config: &Config) -> ListenerPlan {
                 .any(|(old, handle)| old.name == l.name && handle.can_update(old, l))
         })
         .map(|(i, _)| i)
-        .collect();
-    ListenerPlan { bind }
+        .collect()
 }
 
 fn start_feeds(config: &Config, feeds: &Arc<CarbonFeeds>) -> watch::Sender<bool> {

@@ -164,7 +164,8 @@ fn sighup_reloads_and_a_bad_file_is_logged_and_ignored() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
-/// Like [`spawn`], also handing back every later stderr line.
+/// Starts the binary and waits for its first `listening` line; returns it, the address and
+/// every later stderr line.
 fn spawn_with_log(args: &[&str]) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args(args)
@@ -194,26 +195,8 @@ fn spawn_with_log(args: &[&str]) -> (Child, SocketAddr, std::sync::mpsc::Receive
 
 /// Starts the binary and waits for its first `listening` line; returns it and the address.
 fn spawn(args: &[&str]) -> (Child, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("proxy exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    // The dropped receiver is fine: the reader thread keeps draining stderr regardless.
+    let (child, addr, _) = spawn_with_log(args);
     (child, addr)
 }
 

@@ -38,7 +38,6 @@ pub struct Proxy {
     routes: RouteTable,
     route_names: Vec<Arc<str>>,
     clusters: Vec<Arc<Cluster>>,
-    cluster_names: Vec<Arc<str>>,
     metrics: Arc<Metrics>,
     access_log: bool,
     carbon: Arc<CarbonFeeds>,
@@ -74,7 +73,6 @@ impl Proxy {
                 .map(|r| Arc::from(r.name.as_str()))
                 .collect(),
             routes: RouteTable::new(config.routes.clone()),
-            cluster_names: clusters.iter().map(|c| c.name.clone()).collect(),
             clusters,
             carbon,
             metrics,
@@ -224,7 +222,7 @@ where
         .find(host, parts.uri.path())
         .ok_or(ProxyError::NoRoute)?;
     record.route = Some(proxy.route_names[route_index].clone());
-    record.cluster = Some(proxy.cluster_names[route.cluster].clone());
+    record.cluster = Some(proxy.clusters[route.cluster].name.clone());
     let cluster = &proxy.clusters[route.cluster];
     let Some(admitted) = cluster.try_admit() else {
         let labels = ClusterLabels {

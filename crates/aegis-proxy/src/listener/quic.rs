@@ -120,20 +120,7 @@ impl Listener {
                 }
                 continue;
             }
-            let slots = limits
-                .global
-                .try_acquire()
-                .and_then(|g| limits.listener.try_acquire().map(|l| (g, l)));
-            let Some(slots) = slots else {
-                let labels = ListenerLabels {
-                    listener: settings.name.to_string(),
-                };
-                let proxy = proxy.load();
-                proxy
-                    .metrics()
-                    .connections_refused
-                    .get_or_create(&labels)
-                    .inc();
+            let Some(slots) = limits.admit(proxy.load().metrics(), &settings.name) else {
                 // CONNECTION_REFUSED at once: the client learns now, not at its idle timeout.
                 incoming.refuse();
                 continue;

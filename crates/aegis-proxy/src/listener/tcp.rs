@@ -17,7 +17,7 @@ use crate::config::ListenerConfig;
 use crate::http::framing::FramingGuard;
 use crate::http::{server, ConnInfo, Proxy};
 use crate::limit::{ConnectionLimit, Slot};
-use crate::metrics::ListenerLabels;
+use crate::metrics::{ListenerLabels, Metrics};
 
 /// A bound listener socket and what its connections need.
 ///
@@ -72,6 +72,21 @@ pub struct Limits {
     pub global: Arc<ConnectionLimit>,
 }
 
+impl Limits {
+    /// Slots for one more connection under both limits; over either, counts the refusal.
+    pub fn admit(&self, metrics: &Metrics, listener: &str) -> Option<(Slot, Slot)> {
+        let global = self.global.try_acquire();
+        let slots = global.and_then(|g| self.listener.try_acquire().map(|l| (g, l)));
+        if slots.is_none() {
+            let labels = ListenerLabels {
+                listener: listener.to_owned(),
+            };
+            metrics.connections_refused.get_or_create(&labels).inc();
+        }
+        slots
+    }
+}
+
 impl Listener {
     /// Binds the listener's socket.
     pub async fn bind(config: &ListenerConfig) -> std::io::Result<Self> {
@@ -117,12 +132,8 @@ impl Listener {
                     continue;
                 }
             };
-            let slots = limits
-                .global
-                .try_acquire()
-                .and_then(|g| limits.listener.try_acquire().map(|l| (g, l)));
-            let Some(slots) = slots else {
-                refuse(stream, &settings, &proxy.load());
+            let Some(slots) = limits.admit(proxy.load().metrics(), &settings.name) else {
+                refuse(stream, &settings);
                 continue;
             };
             let _ = stream.set_nodelay(true);
@@ -140,15 +151,7 @@ impl Listener {
 
 /// Over a connection limit: plain HTTP clients get a `503` with `retry-after` and the connection
 /// closes; TLS clients are closed at once (a handshake would spend the CPU the limit protects).
-fn refuse(stream: TcpStream, settings: &Settings, proxy: &Proxy) {
-    let labels = ListenerLabels {
-        listener: settings.name.to_string(),
-    };
-    proxy
-        .metrics()
-        .connections_refused
-        .get_or_create(&labels)
-        .inc();
+fn refuse(stream: TcpStream, settings: &Settings) {
     if settings.tls.is_some() {
         return;
     }
