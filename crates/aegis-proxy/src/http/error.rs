@@ -96,12 +96,17 @@ impl ProxyError {
         self.status().is_server_error() && !matches!(self, Self::Overloaded)
     }
 
-    /// The response sent to the client: status plus a one-line text body.
-    pub fn to_response(&self) -> Response<Body> {
-        let text = match self {
+    /// The one-line text body of the response.
+    pub fn body_text(&self) -> String {
+        match self {
             Self::BadRequest(what) => format!("bad request: {what}\n"),
             other => format!("{}\n", other.status().canonical_reason().unwrap_or("error")),
-        };
+        }
+    }
+
+    /// The response sent to the client: status plus a one-line text body.
+    pub fn to_response(&self) -> Response<Body> {
+        let text = self.body_text();
         let mut response = Response::new(
             Full::new(Bytes::from(text))
                 .map_err(|e| match e {})

@@ -109,6 +109,26 @@ impl Proxy {
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
+
+    /// The route table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The name of route `index` (shared with metric labels).
+    pub fn route_name(&self, index: usize) -> Arc<str> {
+        self.route_names[index].clone()
+    }
+
+    /// Whether requests are written to the access log.
+    pub fn access_log(&self) -> bool {
+        self.access_log
+    }
+
+    /// The response header that names the region served from, if configured.
+    pub fn region_header(&self) -> Option<&HeaderName> {
+        self.region_header.as_ref()
+    }
 }
 
 /// What the forward path needs to know about the client connection.
@@ -136,41 +156,16 @@ where
     B::Error: Into<BoxError>,
 {
     let version = request.version();
-    let mut record = RequestRecord {
-        metrics: proxy.metrics.clone(),
-        access_log: proxy.access_log,
-        start: Instant::now(),
-        listener: conn.listener.clone(),
-        client: conn.peer,
-        tls_group: conn.tls_group,
-        protocol: protocol_name(version),
-        method: request.method().clone(),
-        host: String::new(),
-        // Host and path are copied only for the access log.
-        path: match proxy.access_log {
-            true => request.uri().path().to_owned(),
-            false => String::new(),
-        },
-        route: None,
-        cluster: None,
-        upstream_tls_group: None,
-        upstream_ms: None,
-        status: 0,
-        error: None,
-        in_flight: None,
-        admitted: None,
-        body_limit: conn.max_request_body_bytes,
-        carbon: None,
+    // Host and path are copied only for the access log.
+    let path = match proxy.access_log {
+        true => request.uri().path().to_owned(),
+        false => String::new(),
     };
+    let mut record = new_record(proxy, conn, version, request.method().clone(), path);
     let mut response = match send(proxy, conn, request, &mut record).await {
         Ok(response) => response,
         Err(error) => {
-            if error.is_upstream() {
-                tracing::warn!(cluster = record.cluster.as_deref(), %error, "upstream failure");
-            } else {
-                tracing::debug!(%error, "request rejected");
-            }
-            record.error = Some(error.reason());
+            note_failure(&mut record, &error);
             let mut response = error.to_response();
             let status = error.status();
             let unread_body = status == http::StatusCode::PAYLOAD_TOO_LARGE;
@@ -200,6 +195,67 @@ where
     response.map(|body| Recorded::new(body, record).boxed_unsync())
 }
 
+/// A fresh record for a request that just arrived.
+pub(super) fn new_record(
+    proxy: &Proxy,
+    conn: &ConnInfo,
+    version: Version,
+    method: Method,
+    path: String,
+) -> RequestRecord {
+    RequestRecord {
+        metrics: proxy.metrics.clone(),
+        access_log: proxy.access_log,
+        start: Instant::now(),
+        listener: conn.listener.clone(),
+        client: conn.peer,
+        tls_group: conn.tls_group,
+        protocol: protocol_name(version),
+        method,
+        host: String::new(),
+        path,
+        route: None,
+        cluster: None,
+        upstream_tls_group: None,
+        upstream_ms: None,
+        status: 0,
+        error: None,
+        in_flight: None,
+        admitted: None,
+        body_limit: conn.max_request_body_bytes,
+        carbon: None,
+    }
+}
+
+/// Logs a request the proxy answers itself and notes why in its record.
+pub(super) fn note_failure(record: &mut RequestRecord, error: &ProxyError) {
+    if error.is_upstream() {
+        tracing::warn!(cluster = record.cluster.as_deref(), %error, "upstream failure");
+    } else {
+        tracing::debug!(%error, "request rejected");
+    }
+    record.error = Some(error.reason());
+}
+
+/// Counts a request shed because its cluster is at `max_pending_requests`.
+pub(super) fn note_shed(proxy: &Proxy, cluster: &Cluster) {
+    let labels = ClusterLabels {
+        cluster: cluster.name.clone(),
+    };
+    proxy.metrics.shed.get_or_create(&labels).inc();
+}
+
+/// Counts a failure on the upstream side of a request.
+pub(super) fn note_upstream_error(proxy: &Proxy, cluster: &Cluster, error: &ProxyError) {
+    if error.is_upstream() {
+        let labels = UpstreamErrorLabels {
+            cluster: cluster.name.clone(),
+            reason: error.reason(),
+        };
+        proxy.metrics.upstream_errors.get_or_create(&labels).inc();
+    }
+}
+
 async fn send<B>(
     proxy: &Proxy,
     conn: &ConnInfo,
@@ -225,10 +281,7 @@ where
     record.cluster = Some(proxy.clusters[route.cluster].name.clone());
     let cluster = &proxy.clusters[route.cluster];
     let Some(admitted) = cluster.try_admit() else {
-        let labels = ClusterLabels {
-            cluster: cluster.name.clone(),
-        };
-        proxy.metrics.shed.get_or_create(&labels).inc();
+        note_shed(proxy, cluster);
         return Err(ProxyError::Overloaded);
     };
     record.admitted = Some(admitted);
@@ -242,15 +295,7 @@ where
     } else {
         send_with_retries(proxy, cluster, parts, body, record).await
     };
-    let response = response.inspect_err(|e| {
-        if e.is_upstream() {
-            let labels = UpstreamErrorLabels {
-                cluster: cluster.name.clone(),
-                reason: e.reason(),
-            };
-            proxy.metrics.upstream_errors.get_or_create(&labels).inc();
-        }
-    })?;
+    let response = response.inspect_err(|e| note_upstream_error(proxy, cluster, e))?;
     record.upstream_tls_group = response.extensions().get::<UpstreamTlsGroup>().map(|g| g.0);
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -296,47 +341,69 @@ async fn send_with_retries(
         let Err(error) = result else {
             return result;
         };
-        let reason = match &error {
-            ProxyError::UpstreamConnect(_) => "connect",
-            ProxyError::Upstream(_) if idempotent => "reset",
-            _ => return Err(error),
+        let Some(reason) = retry_reason(&error, idempotent) else {
+            return Err(error);
         };
-        if attempts > cluster.retry.attempts as usize || attempts >= MAX_ATTEMPTS {
+        if !may_retry(cluster, attempts) {
             return Err(error);
         }
         let Some(next_body) = reclaim.take() else {
             return Err(error);
         };
-        if attempts >= cluster.endpoints.len() {
-            return Err(error); // every endpoint has been tried
-        }
-        let Some(permit) = cluster.try_retry() else {
-            let labels = ClusterLabels {
-                cluster: cluster.name.clone(),
-            };
-            proxy
-                .metrics
-                .retries_over_budget
-                .get_or_create(&labels)
-                .inc();
-            return Err(error);
-        };
-        _retry_permit = Some(permit);
-        let labels = RetryLabels {
-            cluster: cluster.name.clone(),
-            reason,
-        };
-        proxy.metrics.retries.get_or_create(&labels).inc();
-        tracing::debug!(cluster = %cluster.name, %error, "retrying on another endpoint");
+        _retry_permit = Some(retry_permit(proxy, cluster).ok_or(error)?);
+        note_retry(proxy, cluster, reason);
         (body, _) = replay::replayable(next_body);
     }
 }
 
+/// Why a failed attempt may be retried (`connect`, `reset`), if it may: the connection failed,
+/// or an idempotent request was reset before any response byte.
+pub(super) fn retry_reason(error: &ProxyError, idempotent: bool) -> Option<&'static str> {
+    match error {
+        ProxyError::UpstreamConnect(_) => Some("connect"),
+        ProxyError::Upstream(_) if idempotent => Some("reset"),
+        _ => None,
+    }
+}
+
+/// Whether the retry policy allows another attempt after `attempts`, with an endpoint left.
+pub(super) fn may_retry(cluster: &Cluster, attempts: usize) -> bool {
+    attempts <= cluster.retry.attempts as usize
+        && attempts < MAX_ATTEMPTS
+        && attempts < cluster.endpoints.len()
+}
+
+/// A place in the cluster's retry budget; when it is spent, counts the refusal.
+pub(super) fn retry_permit(proxy: &Proxy, cluster: &Cluster) -> Option<crate::limit::Slot> {
+    let permit = cluster.try_retry();
+    if permit.is_none() {
+        let labels = ClusterLabels {
+            cluster: cluster.name.clone(),
+        };
+        proxy
+            .metrics
+            .retries_over_budget
+            .get_or_create(&labels)
+            .inc();
+    }
+    permit
+}
+
+/// Counts a retry.
+pub(super) fn note_retry(proxy: &Proxy, cluster: &Cluster, reason: &'static str) {
+    let labels = RetryLabels {
+        cluster: cluster.name.clone(),
+        reason,
+    };
+    proxy.metrics.retries.get_or_create(&labels).inc();
+    tracing::debug!(cluster = %cluster.name, reason, "retrying on another endpoint");
+}
+
 /// Tries, per request, the first endpoint and at most this many minus one more.
-const MAX_ATTEMPTS: usize = 6;
+pub(super) const MAX_ATTEMPTS: usize = 6;
 
 /// RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
-fn is_idempotent(method: &Method) -> bool {
+pub(super) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
@@ -373,16 +440,36 @@ async fn attempt(
     )
     .await;
     let elapsed = started.elapsed();
-    if let (Some(carbon), Some(local)) = (&cluster.carbon, region) {
-        carbon.observe_latency(local, elapsed.as_secs_f64() * 1000.0);
-    }
     record.in_flight = Some(in_flight);
     let failed = match &sent {
         Ok(Ok(response)) => response.status().is_server_error(),
         Ok(Err(e)) => !is_caused_by::<http_body_util::LengthLimitError>(e),
         Err(_) => true,
     };
+    note_outcome(proxy, cluster, index, region, elapsed, failed);
+    let response = match sent {
+        Err(_) => return Err(ProxyError::UpstreamTimeout(cluster.request_timeout)),
+        Ok(Err(e)) => return Err(ProxyError::from_client(e, record.body_limit)),
+        Ok(Ok(response)) => response,
+    };
+    note_latency(proxy, cluster, record, elapsed);
+    Ok(response)
+}
+
+/// Feeds one attempt's outcome to the region latency estimate and to outlier ejection.
+pub(super) fn note_outcome(
+    proxy: &Proxy,
+    cluster: &Cluster,
+    index: usize,
+    region: Option<usize>,
+    elapsed: std::time::Duration,
+    failed: bool,
+) {
+    if let (Some(carbon), Some(local)) = (&cluster.carbon, region) {
+        carbon.observe_latency(local, elapsed.as_secs_f64() * 1000.0);
+    }
     if let Some(time) = cluster.record_outcome(index, failed) {
+        let endpoint = &cluster.endpoints[index];
         let labels = EndpointLabels {
             cluster: cluster.name.clone(),
             endpoint: endpoint.label.clone(),
@@ -390,11 +477,15 @@ async fn attempt(
         proxy.metrics.ejections.get_or_create(&labels).inc();
         tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.label, ejected_for = ?time, "endpoint ejected after consecutive failures");
     }
-    let response = match sent {
-        Err(_) => return Err(ProxyError::UpstreamTimeout(cluster.request_timeout)),
-        Ok(Err(e)) => return Err(ProxyError::from_client(e, record.body_limit)),
-        Ok(Ok(response)) => response,
-    };
+}
+
+/// Records how long the upstream took to send the response head.
+pub(super) fn note_latency(
+    proxy: &Proxy,
+    cluster: &Cluster,
+    record: &mut RequestRecord,
+    elapsed: std::time::Duration,
+) {
     proxy
         .metrics
         .upstream_duration
@@ -403,13 +494,12 @@ async fn attempt(
         })
         .observe(elapsed.as_secs_f64());
     record.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
-    Ok(response)
 }
 
 /// Picks the endpoint, never one in `tried`: within the region the carbon policy chooses (or,
 /// for a retry with nothing left there, anywhere in the cluster), by the cluster's load
 /// balancing. Returns its index and, when the cluster has regions, its local region.
-fn choose_endpoint(
+pub(super) fn choose_endpoint(
     proxy: &Proxy,
     cluster: &Cluster,
     record: &mut RequestRecord,

@@ -3,6 +3,7 @@
 pub mod error;
 pub mod forward;
 pub mod framing;
+pub mod h1;
 pub mod h3;
 pub mod headers;
 pub mod record;

@@ -62,7 +62,9 @@ pub struct CarbonRecord {
 }
 
 impl RequestRecord {
-    fn finish(self, bytes_sent: u64, completed: bool) {
+    /// Counts the request and writes its access-log line: `bytes_sent` body bytes, and whether
+    /// the response was sent completely.
+    pub fn finish(self, bytes_sent: u64, completed: bool) {
         let no_label = || self.metrics.no_label.clone();
         let labels = RequestLabels {
             listener: self.listener.clone(),

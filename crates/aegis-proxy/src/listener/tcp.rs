@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use super::{alpn_name, handshake_done, handshake_failed, ActiveGuard};
 use crate::config::ListenerConfig;
 use crate::http::framing::FramingGuard;
-use crate::http::{server, ConnInfo, Proxy};
+use crate::http::{h1, server, ConnInfo, Proxy};
 use crate::limit::{ConnectionLimit, Slot};
 use crate::metrics::{ListenerLabels, Metrics};
 
@@ -199,15 +199,21 @@ impl Connection {
             max_request_body_bytes: self.listener.config.max_request_body_bytes,
             alt_svc: self.listener.alt_svc.clone(),
         };
+        let builder = &self.listener.builder;
+        let fast = self.listener.config.protocols.http1.then_some(h1::Limits {
+            header_read_timeout: self.listener.config.header_read_timeout,
+            max_header_bytes: self.listener.config.max_header_bytes,
+        });
         let Some(acceptor) = &self.listener.tls else {
-            server::serve_connection(
-                &self.listener.builder,
-                FramingGuard::new(stream),
-                self.proxy,
-                info,
-                self.stop,
-            )
-            .await;
+            match fast {
+                Some(limits) => {
+                    h1::serve(stream, builder, limits, self.proxy, info, self.stop).await
+                }
+                None => {
+                    let stream = FramingGuard::new(stream);
+                    server::serve_connection(builder, stream, self.proxy, info, self.stop).await
+                }
+            }
             return;
         };
         let timeout = self.listener.config.handshake_timeout;
@@ -231,12 +237,15 @@ impl Connection {
         handshake_done(&metrics, &self.listener.name, peer, group, protocol);
         info.secure = true;
         info.tls_group = group;
-        let builder = &self.listener.builder;
-        if protocol == "h2" {
-            server::serve_connection(builder, tls, self.proxy, info, self.stop).await;
-        } else {
-            let tls = FramingGuard::new(tls);
-            server::serve_connection(builder, tls, self.proxy, info, self.stop).await;
+        match fast {
+            _ if protocol == "h2" => {
+                server::serve_connection(builder, tls, self.proxy, info, self.stop).await
+            }
+            Some(limits) => h1::serve(tls, builder, limits, self.proxy, info, self.stop).await,
+            None => {
+                let tls = FramingGuard::new(tls);
+                server::serve_connection(builder, tls, self.proxy, info, self.stop).await
+            }
         }
     }
 }

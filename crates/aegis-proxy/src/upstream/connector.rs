@@ -90,16 +90,24 @@ impl Connector {
         }
     }
 
-    async fn connect(self) -> Result<TokioIo<UpstreamStream>, ConnectError> {
-        let endpoint = self.endpoint.to_string();
+    /// Opens a connection (TCP, then TLS when configured) within the connect timeout.
+    pub async fn open(&self) -> Result<UpstreamStream, ConnectError> {
         let timeout = self.connect_timeout;
-        match tokio::time::timeout(timeout, self.connect_inner(&endpoint)).await {
-            Ok(result) => result.map(TokioIo::new),
-            Err(_) => Err(ConnectError::Timeout { endpoint, timeout }),
+        match tokio::time::timeout(timeout, self.connect_inner()).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Timeout {
+                endpoint: self.endpoint.to_string(),
+                timeout,
+            }),
         }
     }
 
-    async fn connect_inner(&self, endpoint: &str) -> Result<UpstreamStream, ConnectError> {
+    async fn connect(self) -> Result<TokioIo<UpstreamStream>, ConnectError> {
+        self.open().await.map(TokioIo::new)
+    }
+
+    async fn connect_inner(&self) -> Result<UpstreamStream, ConnectError> {
+        let endpoint = &self.endpoint.to_string();
         let addrs = tokio::net::lookup_host((self.endpoint.host.as_str(), self.endpoint.port))
             .await
             .map_err(|source| ConnectError::Resolve {

@@ -7,6 +7,7 @@
 pub mod checker;
 pub mod connector;
 pub mod health;
+pub mod pool;
 mod regions;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,6 +44,10 @@ pub struct Endpoint {
     pub region: Option<Arc<str>>,
     /// Pooled client that always connects to this endpoint.
     pub client: Client<Connector, UpstreamBody>,
+    /// Opens connections to this endpoint (the HTTP/1.1 fast path dials with it directly).
+    pub connector: Connector,
+    /// Idle HTTP/1.1 connections of the fast path.
+    pub idle: pool::IdlePool,
     /// Active check state and passive outlier ejection.
     pub health: health::EndpointHealth,
     active: AtomicUsize,
@@ -263,7 +268,9 @@ fn endpoint(config: &ClusterConfig, addr: EndpointAddr, region: Option<Arc<str>>
         label: addr.to_string(),
         addr,
         region,
-        client: builder.build(connector),
+        client: builder.build(connector.clone()),
+        connector,
+        idle: pool::IdlePool::new(config.idle_timeout),
         health: health::EndpointHealth::new(),
         active: AtomicUsize::new(0),
     }

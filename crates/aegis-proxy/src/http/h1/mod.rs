@@ -1,0 +1,744 @@
+//! The HTTP/1.1 fast path: one task per client connection parses each request head, forwards it
+//! over a pooled upstream connection that the same task reads and writes, and streams the
+//! response back, without building `http::Request`/`Response` values or handing work to other
+//! tasks.
+//!
+//! ```text
+//! client ─▶ read head ─▶ plain request? ─no─▶ general path (hyper) for the rest of the connection
+//!                            │yes
+//!                            ▼
+//!           route ─▶ admit ─▶ pick endpoint ─▶ pooled or new connection ─▶ write head + body
+//!                                   ▲                                              │
+//!                                   └── retry (connect failed, or idempotent reset)┤
+//!                                                                                  ▼
+//!           pool ◀── reusable? ◀── stream body ◀── write head ◀──────── read response head
+//! ```
+//!
+//! It forwards exactly what the general path would (same routing, balancing, carbon decisions,
+//! retries, outlier ejection, header rewriting, metrics and access log), and hands anything
+//! unusual to the general path, so behaviour on odd or malformed input is unchanged. Between
+//! requests an idle plain-TCP connection holds no buffer.
+
+mod buffers;
+mod chunked;
+mod deadline;
+mod request;
+mod response;
+
+use std::future::poll_fn;
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::forward::{self, ConnInfo, Proxy, MAX_ATTEMPTS};
+use super::framing::FramingGuard;
+use super::record::RequestRecord;
+use super::{server, ProxyError};
+use crate::upstream::connector::UpstreamStream;
+use crate::upstream::{Cluster, Endpoint, InFlight};
+use chunked::Chunked;
+use deadline::Deadline;
+use response::Framing;
+
+/// Largest upstream response head.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Read size for heads and bodies.
+const READ_SIZE: usize = buffers::SIZE;
+
+/// A client connection the fast path can serve.
+pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Ready once the connection has something to read, so an idle connection can wait
+    /// without a buffer. Connections that cannot tell are always ready.
+    fn poll_idle(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ClientIo for TcpStream {
+    fn poll_idle(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
+    fn poll_idle(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // rustls may hold decrypted bytes the socket no longer shows.
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Listener settings the fast path reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time allowed for each request head, idle keep-alive time included (as hyper does).
+    pub header_read_timeout: Duration,
+    /// Largest request head; a larger one goes to the general path, which answers 431.
+    pub max_header_bytes: usize,
+}
+
+/// Serves one client connection until it closes, handing it to the general path (`builder`)
+/// at the first request the fast path does not take. Once `shutdown` turns true, the request in
+/// flight finishes and the connection closes.
+pub async fn serve<I: ClientIo>(
+    mut io: I,
+    builder: &auto::Builder<TokioExecutor>,
+    limits: Limits,
+    proxy: Arc<ArcSwap<Proxy>>,
+    conn: ConnInfo,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut buf = Vec::new();
+    let mut head_deadline = Deadline::new();
+    let mut upstream_deadline = Deadline::new();
+    let client_ip = conn.peer.ip().to_string();
+    loop {
+        let until = tokio::time::Instant::now() + limits.header_read_timeout;
+        let reading = read_head(
+            &mut io,
+            &mut buf,
+            limits.max_header_bytes,
+            &proxy,
+            &conn,
+            &client_ip,
+        );
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            read = head_deadline.run(until, reading) => read,
+        };
+        let (current, head, upstream_head) = match read {
+            Ok(Ok(Read::Fast(current, head, upstream_head))) => (current, head, upstream_head),
+            Ok(Ok(Read::General)) => {
+                let io = FramingGuard::new(Rewind::new(buf, io));
+                return server::serve_connection(builder, io, proxy, conn, shutdown).await;
+            }
+            Ok(Ok(Read::Closed) | Err(_)) | Err(_) => return,
+        };
+        let exchange = Exchange {
+            proxy: &current,
+            conn: &conn,
+            client: Client {
+                io: &mut io,
+                buf: &mut buf,
+            },
+            closing: *shutdown.borrow(),
+            deadline: &mut upstream_deadline,
+        };
+        // Boxed: the connection's future stays small while it waits for the next request.
+        let keep_alive = Box::pin(exchange.run(head, upstream_head)).await;
+        if !keep_alive || *shutdown.borrow() {
+            let _ = io.shutdown().await;
+            return;
+        }
+        if buf.is_empty() {
+            buffers::give(std::mem::take(&mut buf)); // hold no buffer while idle
+        }
+    }
+}
+
+/// What the next request on a connection is.
+enum Read {
+    /// The client closed the connection between requests.
+    Closed,
+    /// Not for the fast path.
+    General,
+    /// A request the fast path forwards, with the proxy it was routed on and its upstream head.
+    Fast(Arc<Proxy>, request::Head, Vec<u8>),
+}
+
+async fn read_head<I: ClientIo>(
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    max_header_bytes: usize,
+    proxy: &ArcSwap<Proxy>,
+    conn: &ConnInfo,
+    client_ip: &str,
+) -> io::Result<Read> {
+    loop {
+        if !buf.is_empty() {
+            let current = proxy.load_full();
+            let mut upstream_head = buffers::take();
+            let within = &buf[..buf.len().min(max_header_bytes)];
+            match request::parse(within, &current, conn, client_ip, &mut upstream_head) {
+                request::Parsed::Fast(head) => return Ok(Read::Fast(current, head, upstream_head)),
+                request::Parsed::General => {
+                    buffers::give(upstream_head);
+                    return Ok(Read::General);
+                }
+                request::Parsed::Partial if buf.len() >= max_header_bytes => {
+                    return Ok(Read::General)
+                }
+                request::Parsed::Partial => {}
+            }
+            buffers::give(upstream_head);
+        } else {
+            poll_fn(|cx| io.poll_idle(cx)).await?;
+        }
+        if buf.capacity() == 0 {
+            *buf = buffers::take();
+        }
+        buf.reserve(READ_SIZE / 4);
+        if io.read_buf(buf).await? == 0 {
+            return Ok(Read::Closed);
+        }
+    }
+}
+
+/// One request on the fast path, from its parsed head to the end of its response.
+struct Exchange<'a, I> {
+    proxy: &'a Proxy,
+    conn: &'a ConnInfo,
+    client: Client<'a, I>,
+    /// Shutdown has begun: tell the client the connection closes.
+    closing: bool,
+    /// The connection's timer for upstream response heads.
+    deadline: &'a mut Deadline,
+}
+
+/// An upstream connection with the response head read from it.
+struct Sent {
+    stream: UpstreamStream,
+    head: response::Head,
+    /// Bytes read from the upstream: the head, then the start of the body.
+    buf: Vec<u8>,
+    /// The client's response head, all but its end ([`response::end_head`]).
+    out: Vec<u8>,
+}
+
+/// How an upstream attempt failed.
+enum Failure {
+    /// Answer the client with this error.
+    Proxy(ProxyError),
+    /// The client went away while sending its body.
+    Client,
+    /// The connection failed before any response byte arrived.
+    Stale(io::Error),
+}
+
+impl Failure {
+    /// On a new connection, a failure before the response is an ordinary reset.
+    fn stale_is_reset(self) -> Self {
+        match self {
+            Self::Stale(error) => Self::Proxy(reset(error)),
+            other => other,
+        }
+    }
+}
+
+impl From<ProxyError> for Failure {
+    fn from(error: ProxyError) -> Self {
+        Self::Proxy(error)
+    }
+}
+
+impl<I: ClientIo> Exchange<'_, I> {
+    /// Forwards the request and answers it; returns whether the connection stays open.
+    async fn run(mut self, head: request::Head, mut upstream_head: Vec<u8>) -> bool {
+        let proxy = self.proxy;
+        self.client.buf.drain(..head.len);
+        let mut record = forward::new_record(
+            proxy,
+            self.conn,
+            http::Version::HTTP_11,
+            head.method.clone(),
+            head.path.clone(),
+        );
+        record.host = head.host.clone();
+        let cluster = &proxy.clusters()[head.cluster];
+        record.route = Some(proxy.route_name(head.route));
+        record.cluster = Some(cluster.name.clone());
+        let mut keep_alive = head.keep_alive && !self.closing;
+        let Some(admitted) = cluster.try_admit() else {
+            forward::note_shed(proxy, cluster);
+            keep_alive &= self.client.skip_body(head.body_len);
+            return self
+                .answer_error(record, ProxyError::Overloaded, keep_alive)
+                .await;
+        };
+        record.admitted = Some(admitted);
+        let mut streamed = false;
+        let sent = self
+            .send_with_retries(
+                &head,
+                &mut upstream_head,
+                cluster,
+                &mut record,
+                &mut streamed,
+            )
+            .await;
+        if !streamed {
+            keep_alive &= self.client.skip_body(head.body_len);
+        }
+        buffers::give(upstream_head);
+        match sent {
+            Ok(sent) => {
+                let relay = Relay {
+                    endpoint: record.in_flight.as_ref().map(|f| f.endpoint().clone()),
+                    stream: sent.stream,
+                    head: sent.head,
+                    buf: sent.buf,
+                };
+                let close = !keep_alive || relay.head.framing == Framing::UntilClose;
+                let (bytes, completed) = relay
+                    .run(self.client.io, &mut record, sent.out, close)
+                    .await;
+                record.finish(bytes, completed);
+                completed && !close
+            }
+            Err(Failure::Client) => false,
+            Err(Failure::Stale(error)) => {
+                let error = reset(error);
+                forward::note_upstream_error(proxy, cluster, &error);
+                self.answer_error(record, error, keep_alive).await
+            }
+            Err(Failure::Proxy(error)) => {
+                forward::note_upstream_error(proxy, cluster, &error);
+                self.answer_error(record, error, keep_alive).await
+            }
+        }
+    }
+
+    /// Attempts, within the cluster's retry policy, until a response head arrives.
+    async fn send_with_retries(
+        &mut self,
+        head: &request::Head,
+        upstream_head: &mut Vec<u8>,
+        cluster: &Cluster,
+        record: &mut RequestRecord,
+        streamed: &mut bool,
+    ) -> Result<Sent, Failure> {
+        let proxy = self.proxy;
+        let idempotent = forward::is_idempotent(&head.method);
+        let mut tried = [usize::MAX; MAX_ATTEMPTS];
+        let mut attempts = 0;
+        let mut _retry_permit = None;
+        loop {
+            let (index, region) =
+                forward::choose_endpoint(proxy, cluster, record, &tried[..attempts])
+                    .ok_or(ProxyError::NoEndpoint)?;
+            tried[attempts] = index;
+            attempts += 1;
+            let endpoint = &cluster.endpoints[index];
+            let in_flight = InFlight::new(endpoint.clone());
+            let region_name = record.carbon.as_ref().map(|c| c.region.clone());
+            let extra = response::Extra {
+                region: proxy.region_header().zip(region_name.as_deref()),
+                alt_svc: self.conn.alt_svc.as_ref(),
+            };
+            let started = tokio::time::Instant::now();
+            let until = started + cluster.request_timeout;
+            let attempt = self.client.attempt(
+                endpoint,
+                started.into_std(),
+                head,
+                upstream_head,
+                extra,
+                streamed,
+            );
+            let sent = match self.deadline.run(until, attempt).await {
+                Ok(sent) => sent,
+                Err(_) => Err(ProxyError::UpstreamTimeout(cluster.request_timeout).into()),
+            };
+            let elapsed = started.elapsed();
+            record.in_flight = Some(in_flight);
+            let error = match sent {
+                Ok(done) => {
+                    let failed = done.head.status.is_server_error();
+                    forward::note_outcome(proxy, cluster, index, region, elapsed, failed);
+                    forward::note_latency(proxy, cluster, record, elapsed);
+                    return Ok(done);
+                }
+                // The client's fault: says nothing about the endpoint.
+                Err(Failure::Client) => return Err(Failure::Client),
+                Err(Failure::Proxy(error)) => error,
+                Err(Failure::Stale(error)) => reset(error),
+            };
+            forward::note_outcome(proxy, cluster, index, region, elapsed, true);
+            let reason = forward::retry_reason(&error, idempotent);
+            let Some(reason) = reason.filter(|_| !*streamed) else {
+                return Err(error.into());
+            };
+            if !forward::may_retry(cluster, attempts) {
+                return Err(error.into());
+            }
+            _retry_permit = Some(forward::retry_permit(proxy, cluster).ok_or(error)?);
+            forward::note_retry(proxy, cluster, reason);
+        }
+    }
+
+    /// Answers with the proxy's own error response; returns whether the connection stays open.
+    async fn answer_error(
+        self,
+        mut record: RequestRecord,
+        error: ProxyError,
+        keep_alive: bool,
+    ) -> bool {
+        forward::note_failure(&mut record, &error);
+        record.status = error.status().as_u16();
+        let text = error.body_text();
+        let mut out = Vec::with_capacity(256 + text.len());
+        let region = record.carbon.as_ref().map(|c| c.region.clone());
+        let extra = response::Extra {
+            region: self.proxy.region_header().zip(region.as_deref()),
+            alt_svc: self.conn.alt_svc.as_ref(),
+        };
+        let retry_after = matches!(error, ProxyError::Overloaded);
+        let status = error.status();
+        response::write_local(&mut out, status, &text, retry_after, extra, !keep_alive);
+        let sent = write_flush(self.client.io, &out).await.is_ok();
+        record.finish(text.len() as u64, sent);
+        sent && keep_alive
+    }
+}
+
+/// The client side of an exchange: its connection and the bytes read from it.
+struct Client<'a, I> {
+    io: &'a mut I,
+    /// Bytes read and not yet used: the body (or part of it), then pipelined requests.
+    buf: &'a mut Vec<u8>,
+}
+
+impl<I: ClientIo> Client<'_, I> {
+    /// Drops a body the upstream never received from the client buffer; `false` when part of it
+    /// is still unread on the connection, which then cannot carry another request.
+    fn skip_body(&mut self, body_len: u64) -> bool {
+        let here = usize::try_from(body_len)
+            .unwrap_or(usize::MAX)
+            .min(self.buf.len());
+        self.buf.drain(..here);
+        here as u64 == body_len
+    }
+
+    /// One exchange with `endpoint`: connection, request, response head. A pooled connection
+    /// the endpoint closed just as it was reused is replaced by a new one when the request
+    /// allows (idempotent, body not streamed), as the endpoint cannot have processed it.
+    async fn attempt(
+        &mut self,
+        endpoint: &Endpoint,
+        now: Instant,
+        head: &request::Head,
+        upstream_head: &mut Vec<u8>,
+        extra: response::Extra<'_>,
+        streamed: &mut bool,
+    ) -> Result<Sent, Failure> {
+        if let Some(stream) = endpoint.idle.take(now) {
+            match self
+                .request(stream, head, upstream_head, extra, streamed)
+                .await
+            {
+                Err(Failure::Stale(_)) if !*streamed && forward::is_idempotent(&head.method) => {}
+                other => return other.map_err(Failure::stale_is_reset),
+            }
+        }
+        let stream = endpoint
+            .connector
+            .open()
+            .await
+            .map_err(|e| ProxyError::UpstreamConnect(Box::new(e)))?;
+        let sent = self
+            .request(stream, head, upstream_head, extra, streamed)
+            .await;
+        sent.map_err(Failure::stale_is_reset)
+    }
+
+    /// Sends the request on `stream` and reads the response head.
+    async fn request(
+        &mut self,
+        mut stream: UpstreamStream,
+        head: &request::Head,
+        upstream_head: &mut Vec<u8>,
+        extra: response::Extra<'_>,
+        streamed: &mut bool,
+    ) -> Result<Sent, Failure> {
+        // The head and whatever of the body has arrived, in one write.
+        let here = usize::try_from(head.body_len)
+            .unwrap_or(usize::MAX)
+            .min(self.buf.len());
+        let head_len = upstream_head.len();
+        upstream_head.extend_from_slice(&self.buf[..here]);
+        let written = stream.write_all(upstream_head).await;
+        upstream_head.truncate(head_len);
+        written.map_err(Failure::Stale)?;
+        if (here as u64) < head.body_len {
+            // From here on the body is consumed: this attempt is the only one.
+            self.buf.drain(..here);
+            *streamed = true;
+            self.stream_body(&mut stream, head.body_len - here as u64)
+                .await?;
+        }
+        stream.flush().await.map_err(reset)?;
+        let mut buf = buffers::take();
+        let mut out = buffers::take();
+        loop {
+            if buf.len() >= MAX_RESPONSE_HEAD {
+                return Err(reset(io::Error::other("response head too large")).into());
+            }
+            buf.reserve(READ_SIZE / 4);
+            match stream.read_buf(&mut buf).await {
+                Ok(0) if buf.is_empty() => {
+                    let closed = io::ErrorKind::UnexpectedEof;
+                    return Err(Failure::Stale(io::Error::new(
+                        closed,
+                        "closed before a response",
+                    )));
+                }
+                Err(error) if buf.is_empty() => return Err(Failure::Stale(error)),
+                Ok(0) => return Err(reset(io::ErrorKind::UnexpectedEof.into()).into()),
+                Err(error) => return Err(reset(error).into()),
+                Ok(_) => {}
+            }
+            let head_request = head.method == http::Method::HEAD;
+            while let Some(response) = response::parse(&buf, head_request, &mut out, extra)
+                .map_err(|e| ProxyError::Upstream(Box::new(e)))?
+            {
+                if !response.status.is_informational() {
+                    return Ok(Sent {
+                        stream,
+                        head: response,
+                        buf,
+                        out,
+                    });
+                }
+                buf.drain(..response.len); // interim response: wait for the final one
+            }
+        }
+    }
+
+    /// Copies `left` body bytes from the client to the upstream, a buffer at a time.
+    async fn stream_body(
+        &mut self,
+        stream: &mut UpstreamStream,
+        mut left: u64,
+    ) -> Result<(), Failure> {
+        self.buf.clear();
+        while left > 0 {
+            self.buf.reserve(READ_SIZE);
+            let n = self
+                .io
+                .read_buf(self.buf)
+                .await
+                .map_err(|_| Failure::Client)?;
+            if n == 0 {
+                return Err(Failure::Client);
+            }
+            let take = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+            stream.write_all(&self.buf[..take]).await.map_err(reset)?;
+            self.buf.drain(..take); // what is left belongs to the next request
+            left -= take as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The upstream's response on its way to the client.
+struct Relay {
+    endpoint: Option<Arc<Endpoint>>,
+    stream: UpstreamStream,
+    head: response::Head,
+    /// Upstream bytes read: the head, then the start of the body.
+    buf: Vec<u8>,
+}
+
+impl Relay {
+    /// Writes the response head and streams the body; returns the body bytes sent and whether
+    /// the response went out complete. A clean upstream connection goes back to its pool.
+    async fn run<I: ClientIo>(
+        mut self,
+        io: &mut I,
+        record: &mut RequestRecord,
+        mut out: Vec<u8>,
+        close: bool,
+    ) -> (u64, bool) {
+        record.status = self.head.status.as_u16();
+        record.upstream_tls_group = self.stream.tls_group();
+        response::end_head(&mut out, close);
+        let start = self.head.len;
+        let relayed = match self.head.framing {
+            Framing::Empty => self.fixed(io, &mut out, start, 0).await,
+            Framing::Length(n) => self.fixed(io, &mut out, start, n).await,
+            Framing::Chunked => self.chunked(io, &mut out, start).await,
+            Framing::UntilClose => self.until_close(io, &mut out, start).await,
+        };
+        buffers::give(out);
+        let completed = relayed.is_ok();
+        let (bytes, clean) = relayed.unwrap_or((0, false));
+        buffers::give(std::mem::take(&mut self.buf));
+        if clean && self.head.reusable {
+            if let Some(endpoint) = &self.endpoint {
+                endpoint.idle.put(self.stream, Instant::now());
+            }
+        }
+        (bytes, completed)
+    }
+
+    /// A body of exactly `len` bytes. Returns the bytes sent and whether the upstream connection
+    /// ended exactly at the end of the response.
+    async fn fixed<I: ClientIo>(
+        &mut self,
+        io: &mut I,
+        out: &mut Vec<u8>,
+        start: usize,
+        len: u64,
+    ) -> io::Result<(u64, bool)> {
+        let here = (self.buf.len() - start).min(usize::try_from(len).unwrap_or(usize::MAX));
+        out.extend_from_slice(&self.buf[start..start + here]);
+        let mut clean = start + here == self.buf.len();
+        io.write_all(out).await?;
+        let mut left = len - here as u64;
+        while left > 0 {
+            let n = self.read().await?;
+            let take = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+            clean = take == n;
+            io.write_all(&self.buf[..take]).await?;
+            left -= take as u64;
+        }
+        io.flush().await?;
+        Ok((len, clean))
+    }
+
+    /// A chunked body, passed through as it is.
+    async fn chunked<I: ClientIo>(
+        &mut self,
+        io: &mut I,
+        out: &mut Vec<u8>,
+        start: usize,
+    ) -> io::Result<(u64, bool)> {
+        let mut body = Chunked::default();
+        let used = body.advance(&self.buf[start..]).map_err(io::Error::other)?;
+        out.extend_from_slice(&self.buf[start..start + used]);
+        let mut clean = start + used == self.buf.len();
+        io.write_all(out).await?;
+        while !body.is_done() {
+            let n = self.read().await?;
+            let used = body.advance(&self.buf[..n]).map_err(io::Error::other)?;
+            clean = used == n;
+            io.write_all(&self.buf[..used]).await?;
+        }
+        io.flush().await?;
+        Ok((body.data_bytes(), clean))
+    }
+
+    /// A body that ends when the upstream closes; the client connection closes after it.
+    async fn until_close<I: ClientIo>(
+        &mut self,
+        io: &mut I,
+        out: &mut Vec<u8>,
+        start: usize,
+    ) -> io::Result<(u64, bool)> {
+        let mut bytes = (self.buf.len() - start) as u64;
+        out.extend_from_slice(&self.buf[start..]);
+        io.write_all(out).await?;
+        loop {
+            self.buf.clear();
+            self.buf.reserve(READ_SIZE);
+            let n = self.stream.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                break;
+            }
+            io.write_all(&self.buf[..n]).await?;
+            bytes += n as u64;
+        }
+        io.flush().await?;
+        Ok((bytes, false))
+    }
+
+    /// Replaces the buffer's contents with the next bytes from the upstream; EOF is an error
+    /// (the body is not complete yet).
+    async fn read(&mut self) -> io::Result<usize> {
+        self.buf.clear();
+        self.buf.reserve(READ_SIZE);
+        match self.stream.read_buf(&mut self.buf).await? {
+            0 => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "upstream closed mid-body",
+            )),
+            n => Ok(n),
+        }
+    }
+}
+
+async fn write_flush<I: ClientIo>(io: &mut I, bytes: &[u8]) -> io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// An upstream I/O failure before the response head: the exchange was reset.
+fn reset(error: io::Error) -> ProxyError {
+    ProxyError::Upstream(Box::new(error))
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+#[derive(Debug)]
+pub struct Rewind<I> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: I,
+}
+
+impl<I> Rewind<I> {
+    /// Reads `prefix`, then `inner`.
+    pub fn new(prefix: Vec<u8>, inner: I) -> Self {
+        Self {
+            prefix,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.prefix.len() {
+            let n = (this.prefix.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,292 @@
+//! The fast path's request side: parse one HTTP/1.1 request head, decide whether the fast path
+//! takes it, and write the head sent upstream.
+//!
+//! The fast path takes only plain requests: HTTP/1.1, origin-form target, exactly one valid
+//! `Host`, no body or one `Content-Length` within the listener's limit, and no header that asks
+//! for special handling (`Transfer-Encoding`, `Expect`, `Upgrade`, `TE`, connection-specific
+//! headers beyond `Connection: keep-alive|close`). Everything else, malformed input included,
+//! goes to the general hyper path, which answers exactly as it always has.
+
+use http::Method;
+
+use super::super::forward::{ConnInfo, Proxy};
+use crate::config::UpstreamProtocol;
+
+/// Headers the fast path parses; a request with more goes to the general path.
+const MAX_HEADERS: usize = 64;
+
+/// A request head the fast path takes.
+#[derive(Debug)]
+pub(super) struct Head {
+    /// Length of the head in the client buffer.
+    pub(super) len: usize,
+    /// Request method.
+    pub(super) method: Method,
+    /// Declared body length (0 without `Content-Length`).
+    pub(super) body_len: u64,
+    /// Whether the client allows another request on this connection.
+    pub(super) keep_alive: bool,
+    /// Index of the matched route.
+    pub(super) route: usize,
+    /// Index of its cluster.
+    pub(super) cluster: usize,
+    /// Host and path for the access log (empty unless it is on).
+    pub(super) host: String,
+    /// See `host`.
+    pub(super) path: String,
+}
+
+/// What the bytes read so far hold.
+#[derive(Debug)]
+pub(super) enum Parsed {
+    /// The head is not complete yet.
+    Partial,
+    /// Not for the fast path: hand the connection to the general path.
+    General,
+    /// A request the fast path forwards; its upstream head is in the output buffer.
+    Fast(Head),
+}
+
+/// Parses the head at the start of `bytes`; for a fast-path request, writes the upstream head
+/// into `upstream` (cleared first).
+pub(super) fn parse(
+    bytes: &[u8],
+    proxy: &Proxy,
+    conn: &ConnInfo,
+    client_ip: &str,
+    upstream: &mut Vec<u8>,
+) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let len = match request.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::General,
+    };
+    match prepare(&request, len, proxy, conn, client_ip, upstream) {
+        Some(head) => Parsed::Fast(head),
+        None => Parsed::General,
+    }
+}
+
+/// The checks and the rewrite; `None` sends the request to the general path.
+fn prepare(
+    request: &httparse::Request<'_, '_>,
+    len: usize,
+    proxy: &Proxy,
+    conn: &ConnInfo,
+    client_ip: &str,
+    upstream: &mut Vec<u8>,
+) -> Option<Head> {
+    let (Some(method), Some(target), Some(1)) = (request.method, request.path, request.version)
+    else {
+        return None;
+    };
+    if method == "CONNECT" || !is_origin_form(target) {
+        return None;
+    }
+    let facts = Facts::of(request.headers)?;
+    let host = facts.host?;
+    if facts
+        .body_len
+        .is_some_and(|n| conn.max_request_body_bytes.is_some_and(|limit| n > limit))
+    {
+        return None; // the general path answers 413
+    }
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let (route, config) = proxy.routes().find(host, path)?;
+    if proxy.clusters()[config.cluster].protocol != UpstreamProtocol::Http1 {
+        return None;
+    }
+    write_upstream_head(upstream, request, conn.secure, client_ip, &facts);
+    let log = proxy.access_log();
+    Some(Head {
+        len,
+        method: Method::from_bytes(method.as_bytes()).ok()?,
+        body_len: facts.body_len.unwrap_or(0),
+        keep_alive: !facts.close,
+        route,
+        cluster: config.cluster,
+        host: if log { host.to_owned() } else { String::new() },
+        path: if log { path.to_owned() } else { String::new() },
+    })
+}
+
+/// What the headers say, gathered in one pass.
+#[derive(Debug, Default)]
+struct Facts<'a> {
+    host: Option<&'a str>,
+    body_len: Option<u64>,
+    close: bool,
+    forwarded_for: Option<&'a [u8]>,
+    via: Option<&'a [u8]>,
+}
+
+impl<'a> Facts<'a> {
+    /// `None` when a header needs the general path.
+    fn of(headers: &'a [httparse::Header<'a>]) -> Option<Self> {
+        let mut facts = Self::default();
+        for header in headers {
+            let name = header.name;
+            let value = header.value;
+            if name.eq_ignore_ascii_case("host") {
+                if facts.host.is_some() || !is_host(value) {
+                    return None;
+                }
+                facts.host = std::str::from_utf8(value).ok();
+            } else if name.eq_ignore_ascii_case("content-length") {
+                if facts.body_len.is_some() {
+                    return None;
+                }
+                facts.body_len = Some(parse_length(value)?);
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        facts.close = true;
+                    } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                        return None; // names a header to strip: the general path does that
+                    }
+                }
+            } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+                facts.forwarded_for = facts.forwarded_for.or(Some(value));
+            } else if name.eq_ignore_ascii_case("via") {
+                facts.via = facts.via.or(Some(value));
+            } else if is_special(name) {
+                return None;
+            }
+        }
+        Some(facts)
+    }
+}
+
+/// Headers the fast path leaves to the general path.
+fn is_special(name: &str) -> bool {
+    [
+        "transfer-encoding",
+        "expect",
+        "upgrade",
+        "te",
+        "trailer",
+        "keep-alive",
+        "proxy-connection",
+        "http2-settings",
+    ]
+    .iter()
+    .any(|special| name.eq_ignore_ascii_case(special))
+}
+
+/// The upstream head: the client's request line and headers, minus `Connection`, with
+/// `x-forwarded-for`, `x-forwarded-proto` and `via` appended to (as the general path does).
+fn write_upstream_head(
+    out: &mut Vec<u8>,
+    request: &httparse::Request<'_, '_>,
+    secure: bool,
+    client_ip: &str,
+    facts: &Facts<'_>,
+) {
+    out.clear();
+    let (method, target) = (request.method.unwrap_or("GET"), request.path.unwrap_or("/"));
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for header in request.headers.iter() {
+        let name = header.name;
+        if ["connection", "x-forwarded-for", "x-forwarded-proto", "via"]
+            .iter()
+            .any(|skip| name.eq_ignore_ascii_case(skip))
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(header.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(prior) = facts.forwarded_for {
+        out.extend_from_slice(prior);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(client_ip.as_bytes());
+    out.extend_from_slice(match secure {
+        true => b"\r\nx-forwarded-proto: https\r\nvia: ",
+        false => b"\r\nx-forwarded-proto: http\r\nvia: ",
+    });
+    if let Some(prior) = facts.via {
+        out.extend_from_slice(prior);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(b"1.1 aegis\r\n\r\n");
+}
+
+/// `/path?query` with only characters the general path's URI parser accepts everywhere.
+fn is_origin_form(target: &str) -> bool {
+    target.starts_with('/')
+        && target
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/?-._~!$&'()*+,;=:@%[]".contains(&b))
+}
+
+/// A host name, IPv4 or bracketed IPv6 address, with an optional port.
+fn is_host(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value.len() <= 255
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(b))
+}
+
+/// A decimal `Content-Length` (RFC 9110 §8.6); a list or anything else goes to the general path.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_requests_are_left_to_the_general_path() {
+        let headers = |raw: &'static [u8]| {
+            let mut storage = Box::new([httparse::EMPTY_HEADER; MAX_HEADERS]);
+            let mut request = httparse::Request::new(&mut storage[..]);
+            request.parse(raw).unwrap();
+            Facts::of(request.headers).is_some()
+        };
+        assert!(headers(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"
+        ));
+        assert!(!headers(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"));
+        assert!(!headers(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-secret\r\n\r\n"
+        ));
+        assert!(!headers(
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\n"
+        ));
+        assert!(!headers(
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\n"
+        ));
+        assert!(!headers(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(!headers(
+            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n"
+        ));
+        assert!(!headers(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"));
+    }
+
+    #[test]
+    fn targets_and_lengths() {
+        assert!(is_origin_form("/a/b?c=d&e=%20"));
+        assert!(!is_origin_form("http://a/"));
+        assert!(!is_origin_form("*"));
+        assert!(!is_origin_form("/a\"b"));
+        assert_eq!(parse_length(b"42"), Some(42));
+        assert_eq!(parse_length(b"+42"), None);
+        assert_eq!(parse_length(b""), None);
+    }
+}

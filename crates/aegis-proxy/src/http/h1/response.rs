@@ -1,0 +1,309 @@
+//! The fast path's response side: parse the upstream response head, find how its body is
+//! framed (RFC 9112 §6.3), and write the head sent to the client.
+
+use http::header::{HeaderName, HeaderValue};
+use http::StatusCode;
+
+/// Headers the fast path parses in a response; more is an upstream error.
+const MAX_HEADERS: usize = 100;
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// No body (HEAD, 204, 304).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked; passed through as it is.
+    Chunked,
+    /// Until the upstream closes the connection.
+    UntilClose,
+}
+
+/// A parsed upstream response head.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Head {
+    /// Length of the head in the upstream buffer.
+    pub(super) len: usize,
+    /// Status code.
+    pub(super) status: StatusCode,
+    /// Body framing.
+    pub(super) framing: Framing,
+    /// Whether the upstream connection can carry another request afterwards.
+    pub(super) reusable: bool,
+}
+
+/// The upstream sent something that is not a usable HTTP/1.1 response.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid response from upstream: {0}")]
+pub(super) struct Invalid(&'static str);
+
+/// What the proxy adds to every response head it writes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Extra<'a> {
+    /// `(name, value)` of the carbon region header.
+    pub(super) region: Option<(&'a HeaderName, &'a str)>,
+    /// `alt-svc` advertisement.
+    pub(super) alt_svc: Option<&'a HeaderValue>,
+}
+
+/// Parses the head at the start of `bytes` (`None`: incomplete) and writes the client's head
+/// into `out` (cleared first), all but its end: see [`end_head`]. An interim 1xx response comes
+/// back as a head with status 1xx and [`Framing::Empty`], for the caller to skip.
+pub(super) fn parse(
+    bytes: &[u8],
+    head_request: bool,
+    out: &mut Vec<u8>,
+    extra: Extra<'_>,
+) -> Result<Option<Head>, Invalid> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(Invalid("malformed head")),
+    };
+    let code = response.code.ok_or(Invalid("no status"))?;
+    let status = StatusCode::from_u16(code).map_err(|_| Invalid("bad status"))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(Invalid("unrequested upgrade"));
+    }
+    let mut length = None;
+    let mut chunked = None;
+    let mut reusable = response.version == Some(1);
+    for header in response.headers.iter() {
+        let (name, value) = (header.name, header.value);
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(Invalid("bad content-length"))?;
+            if length.is_some_and(|m| m != n) {
+                return Err(Invalid("conflicting content-length"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            reusable &= !value
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
+    let framing = if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else {
+        match (chunked, length) {
+            (Some(_), Some(_)) => return Err(Invalid("both content-length and transfer-encoding")),
+            (Some(true), None) => Framing::Chunked,
+            (Some(false), None) | (None, None) => Framing::UntilClose,
+            (None, Some(n)) => Framing::Length(n),
+        }
+    };
+    reusable &= framing != Framing::UntilClose;
+    let head = Head {
+        len,
+        status,
+        framing,
+        reusable,
+    };
+    out.clear();
+    write_head(out, response.headers, &head, extra);
+    Ok(Some(head))
+}
+
+/// Writes the client's response head: hop-by-hop headers and those `Connection` names are
+/// dropped, `via` is appended to.
+fn write_head(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], head: &Head, extra: Extra<'_>) {
+    status_line(out, head.status);
+    let named: Vec<&[u8]> = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    let mut via = None;
+    for header in headers {
+        let name = header.name;
+        if is_hop_by_hop(name)
+            || named
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+            || extra
+                .region
+                .is_some_and(|(region, _)| name.eq_ignore_ascii_case(region.as_str()))
+            || (extra.alt_svc.is_some() && name.eq_ignore_ascii_case("alt-svc"))
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("via") {
+            via = via.or(Some(header.value));
+            continue;
+        }
+        push_header(out, name.as_bytes(), header.value);
+    }
+    if head.framing == Framing::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    add_headers(out, via, extra);
+}
+
+/// Writes a complete response the proxy makes itself (an error): status, a text body.
+pub(super) fn write_local(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    text: &str,
+    retry_after: bool,
+    extra: Extra<'_>,
+    close: bool,
+) {
+    status_line(out, status);
+    out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
+    if retry_after {
+        out.extend_from_slice(b"retry-after: 1\r\n");
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(text.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    add_headers(out, None, extra);
+    end_head(out, close);
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `via`, the region header and `alt-svc`.
+fn add_headers(out: &mut Vec<u8>, via: Option<&[u8]>, extra: Extra<'_>) {
+    out.extend_from_slice(b"via: ");
+    if let Some(prior) = via {
+        out.extend_from_slice(prior);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(b"1.1 aegis\r\n");
+    if let Some((name, value)) = extra.region {
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if let Some(alt_svc) = extra.alt_svc {
+        push_header(out, b"alt-svc", alt_svc.as_bytes());
+    }
+}
+
+/// Ends a head [`parse`] wrote, saying whether the connection closes after this response.
+pub(super) fn end_head(out: &mut Vec<u8>, close: bool) {
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), as the general path strips them.
+fn is_hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ]
+    .iter()
+    .any(|hop| name.eq_ignore_ascii_case(hop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NO_EXTRA: Extra<'static> = Extra {
+        region: None,
+        alt_svc: None,
+    };
+
+    fn head(raw: &[u8], head_request: bool) -> Head {
+        parse(raw, head_request, &mut Vec::new(), NO_EXTRA)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let h = head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", false);
+        assert_eq!((h.framing, h.reusable), (Framing::Length(5), true));
+        let h = head(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!(h.framing, Framing::Chunked);
+        let h = head(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!((h.framing, h.reusable), (Framing::UntilClose, false));
+        let h = head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true);
+        assert_eq!(h.framing, Framing::Empty);
+        let h = head(
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n",
+            false,
+        );
+        assert_eq!(h.framing, Framing::Empty);
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 0\r\n\r\n",
+            false,
+        );
+        assert!(!h.reusable);
+        let h = head(b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false);
+        assert!(!h.reusable);
+    }
+
+    #[test]
+    fn ambiguous_responses_are_invalid() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+        ] {
+            assert!(
+                parse(raw, false, &mut Vec::new(), NO_EXTRA).is_err(),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_head_drops_hop_by_hop_and_appends_via() {
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nx-secret: 1\r\nkeep-alive: 5\r\n\
+            via: 1.1 origin\r\ntransfer-encoding: chunked\r\nx-kept: yes\r\n\r\n";
+        let region = HeaderName::from_static("x-region");
+        let mut out = Vec::new();
+        let extra = Extra {
+            region: Some((&region, "eu")),
+            alt_svc: None,
+        };
+        parse(raw, false, &mut out, extra).unwrap().unwrap();
+        end_head(&mut out, true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nx-kept: yes\r\ntransfer-encoding: chunked\r\n\
+             via: 1.1 origin, 1.1 aegis\r\nx-region: eu\r\nconnection: close\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! The HTTP/1.1 fast path: response framings, pooled upstream connections, pipelining, and the
+//! hand-over to the general path for requests it does not take.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use aegis_proxy::demo::spawn_origin;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An origin that answers GETs by path with scripted raw bytes, and counts its connections.
+struct Scripted {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(answer_requests(stream));
+            }
+        });
+        Self { addr, connections }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn answer_requests(mut stream: TcpStream) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+        let (reply, close): (String, bool) = match path.as_str() {
+            "/chunked" => (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                 5\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n"
+                    .into(),
+                false,
+            ),
+            "/close" => ("HTTP/1.1 200 OK\r\n\r\nuntil close".into(), true),
+            // Answers normally, then closes without saying so.
+            "/drop" => (
+                "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndrop".into(),
+                true,
+            ),
+            "/interim" => (
+                "HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
+                 HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    .into(),
+                false,
+            ),
+            "/ambiguous" => (
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\nok"
+                    .into(),
+                false,
+            ),
+            other => (
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{other}",
+                    other.len()
+                ),
+                false,
+            ),
+        };
+        if stream.write_all(reply.as_bytes()).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+async fn proxy_to(origin: SocketAddr, name: &str) -> (TestDir, aegis_proxy::Running) {
+    let dir = TestDir::new(name);
+    let proxy = start(&config(None, &[origin], "", ""), &dir).await;
+    (dir, proxy)
+}
+
+#[tokio::test]
+async fn chunked_close_delimited_and_interim_responses_pass_through() {
+    let origin = Scripted::start().await;
+    let (_dir, proxy) = proxy_to(origin.addr, "framing").await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let chunked = http(addr, get("/chunked"), false).await.unwrap();
+    assert_eq!(
+        (chunked.status, chunked.body.as_str()),
+        (200, "hello world")
+    );
+    assert_eq!(chunked.headers["transfer-encoding"], "chunked");
+    assert_eq!(chunked.headers["via"], "1.1 aegis");
+    let close = http(addr, get("/close"), false).await.unwrap();
+    assert_eq!((close.status, close.body.as_str()), (200, "until close"));
+    assert_eq!(close.headers["connection"], "close");
+    let interim = http(addr, get("/interim"), false).await.unwrap();
+    assert_eq!((interim.status, interim.body.as_str()), (200, "ok"));
+}
+
+#[tokio::test]
+async fn an_ambiguous_upstream_response_is_502() {
+    let origin = Scripted::start().await;
+    let (_dir, proxy) = proxy_to(origin.addr, "ambiguous").await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let answer = http(addr, get("/ambiguous"), false).await.unwrap();
+    assert_eq!(answer.status, 502);
+    assert!(!answer.body.contains("ok"), "{}", answer.body);
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_replaced_once_the_origin_closed_them() {
+    let origin = Scripted::start().await;
+    let (_dir, proxy) = proxy_to(origin.addr, "pool").await;
+    let addr = proxy.listener_addr("public").unwrap();
+    for path in ["/a", "/b", "/c"] {
+        let answer = http(addr, get(path), false).await.unwrap();
+        assert_eq!((answer.status, answer.body.as_str()), (200, path));
+    }
+    assert_eq!(origin.connections(), 1, "one pooled upstream connection");
+    let dropped = http(addr, get("/drop"), false).await.unwrap();
+    assert_eq!((dropped.status, dropped.body.as_str()), (200, "drop"));
+    // The pooled connection is dead now; the next request must not fail because of it.
+    let next = http(addr, get("/d"), false).await.unwrap();
+    assert_eq!((next.status, next.body.as_str()), (200, "/d"));
+    assert_eq!(origin.connections(), 2);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let origin = spawn_origin("o1").await.unwrap();
+    let (_dir, proxy) = proxy_to(origin, "pipeline").await;
+    let answer = raw(
+        proxy.listener_addr("public").unwrap(),
+        b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n\
+          GET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 3, "{answer}");
+    let one = answer.find("\"/one\"").unwrap();
+    let two = answer.find("\"/two\"").unwrap();
+    let three = answer.find("\"/three\"").unwrap();
+    assert!(one < two && two < three, "{answer}");
+}
+
+#[tokio::test]
+async fn a_request_the_fast_path_does_not_take_moves_the_connection_to_the_general_path() {
+    let origin = spawn_origin("o1").await.unwrap();
+    let (_dir, proxy) = proxy_to(origin, "handover").await;
+    let answer = raw(
+        proxy.listener_addr("public").unwrap(),
+        b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n\
+          POST /two HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          GET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 3, "{answer}");
+    assert!(
+        answer.contains("abc"),
+        "the chunked body was echoed: {answer}"
+    );
+    assert!(answer.contains("\"/three\""), "{answer}");
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_appended_on_the_fast_path() {
+    let origin = spawn_origin("o1").await.unwrap();
+    let (_dir, proxy) = proxy_to(origin, "fast-headers").await;
+    let request = Request::get("/h?x=1")
+        .header("host", "shop.example")
+        .header("connection", "keep-alive")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("via", "1.0 edge")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let answer = http(proxy.listener_addr("public").unwrap(), request, false)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    let seen: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(seen["host"], "shop.example");
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(
+        seen["x-forwarded-proto"], "http",
+        "the client's claim is replaced"
+    );
+    assert_eq!(seen["via"], "1.0 edge, 1.1 aegis");
+    let headers = seen["headers"].as_array().unwrap();
+    assert!(!headers.iter().any(|h| h == "connection"), "{headers:?}");
+}
