@@ -209,3 +209,42 @@ async fn forwarding_headers_are_appended_on_the_fast_path() {
     let headers = seen["headers"].as_array().unwrap();
     assert!(!headers.iter().any(|h| h == "connection"), "{headers:?}");
 }
+
+#[tokio::test]
+async fn keep_alive_and_pipelining_over_tls() {
+    let dir = TestDir::new("fast-tls");
+    let origin = spawn_origin("o1").await.unwrap();
+    let proxy = start(&config(Some(TLS), &[origin], "", ""), &dir).await;
+    let client = client_tls(dir.roots(), Groups::PqOnly, &[b"http/1.1"]);
+    let tcp = TcpStream::connect(proxy.listener_addr("public").unwrap())
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(client)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    // One request, its answer read to the end of the body, then the connection waits idle.
+    tls.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = Vec::new();
+    while !first.ends_with(b"}\n") {
+        let mut chunk = [0u8; 4096];
+        let n = tls.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&first));
+        first.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&first).contains("\"/one\""));
+    // Then two pipelined in one TLS record.
+    tls.write_all(
+        b"GET /two HTTP/1.1\r\nHost: a\r\n\r\nGET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest).await;
+    let rest = String::from_utf8_lossy(&rest);
+    assert_eq!(rest.matches("HTTP/1.1 200 OK").count(), 2, "{rest}");
+    assert!(rest.find("\"/two\"").unwrap() < rest.find("\"/three\"").unwrap());
+}

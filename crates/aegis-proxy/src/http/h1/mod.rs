@@ -67,9 +67,14 @@ impl ClientIo for TcpStream {
 }
 
 impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
-    fn poll_idle(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // rustls may hold decrypted bytes the socket no longer shows.
-        Poll::Ready(Ok(()))
+    fn poll_idle(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (tcp, session) = self.get_ref();
+        // rustls processes every complete record it has read; with no plaintext left waiting
+        // (`wants_read`), only new bytes on the socket can make progress.
+        match session.wants_read() {
+            true => tcp.poll_read_ready(cx),
+            false => Poll::Ready(Ok(())),
+        }
     }
 }
 
