@@ -16,11 +16,6 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{filter, EnvFilter, Layer};
 
-/// mimalloc instead of glibc malloc: per-thread free lists, and no heap trimming with `brk`
-/// under request churn (see BENCHMARKS.md, "Optimisations").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Policies `simulate` can compare.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum SimPolicyArg {

@@ -174,6 +174,18 @@ const OVERLOADED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: text/plain; charset=utf-8\r\nretry-after: 1\r\nconnection: close\r\n\
 content-length: 26\r\n\r\ntoo many open connections\n";
 
+/// What the forward path learns about a new connection on `listener`.
+fn conn_info(listener: &Settings, peer: SocketAddr) -> ConnInfo {
+    ConnInfo {
+        listener: listener.name.clone(),
+        peer,
+        secure: false,
+        tls_group: None,
+        max_request_body_bytes: listener.config.max_request_body_bytes,
+        alt_svc: listener.alt_svc.clone(),
+    }
+}
+
 /// One accepted client connection.
 struct Connection {
     listener: Arc<Settings>,
@@ -184,21 +196,21 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
+    /// Counts the connection as opened, and as active until the guard drops.
+    fn count(&self) -> ActiveGuard {
         let metrics = self.proxy.load().metrics().clone();
         let labels = ListenerLabels {
             listener: self.listener.name.to_string(),
         };
         metrics.connections_total.get_or_create(&labels).inc();
-        let _active = ActiveGuard::new(metrics.connections_active.get_or_create(&labels).clone());
-        let mut info = ConnInfo {
-            listener: self.listener.name.clone(),
-            peer,
-            secure: false,
-            tls_group: None,
-            max_request_body_bytes: self.listener.config.max_request_body_bytes,
-            alt_svc: self.listener.alt_svc.clone(),
-        };
+        let active = metrics.connections_active.get_or_create(&labels).clone();
+        ActiveGuard::new(active)
+    }
+
+    // Every value held across an await here is part of each connection's task for its whole
+    // life: the large states (TLS, hyper) are boxed, and `ConnInfo` is built where it is used.
+    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
+        let _active = self.count();
         let builder = &self.listener.builder;
         let fast = self.listener.config.protocols.http1.then_some(h1::Limits {
             header_read_timeout: self.listener.config.header_read_timeout,
@@ -207,15 +219,37 @@ impl Connection {
         let Some(acceptor) = &self.listener.tls else {
             match fast {
                 Some(limits) => {
+                    let info = conn_info(&self.listener, peer);
                     h1::serve(stream, builder, limits, self.proxy, info, self.stop).await
                 }
+                // Boxed, like the TLS path below: the task of a plain HTTP/1 connection stays
+                // the size of the fast path's state, not of hyper's or rustls'.
                 None => {
                     let stream = FramingGuard::new(stream);
-                    server::serve_connection(builder, stream, self.proxy, info, self.stop).await
+                    let info = conn_info(&self.listener, peer);
+                    Box::pin(server::serve_connection(
+                        builder, stream, self.proxy, info, self.stop,
+                    ))
+                    .await
                 }
             }
             return;
         };
+        let acceptor = acceptor.clone();
+        let info = conn_info(&self.listener, peer);
+        Box::pin(self.serve_tls(acceptor, stream, info, fast)).await;
+    }
+
+    async fn serve_tls(
+        self,
+        acceptor: TlsAcceptor,
+        stream: TcpStream,
+        mut info: ConnInfo,
+        fast: Option<h1::Limits>,
+    ) {
+        let peer = info.peer;
+        let metrics = self.proxy.load().metrics().clone();
+        let builder = &self.listener.builder;
         let timeout = self.listener.config.handshake_timeout;
         let accepted = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
         let tls = match accepted {

@@ -32,11 +32,11 @@ enum State {
 /// The body broke the chunked syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("malformed chunked body")]
-pub(super) struct Malformed;
+pub struct Malformed;
 
 /// Position inside one chunked body.
 #[derive(Debug, Clone)]
-pub(super) struct Chunked {
+pub struct Chunked {
     state: State,
     data: u64,
 }
@@ -52,18 +52,18 @@ impl Default for Chunked {
 
 impl Chunked {
     /// Whether the last chunk and the trailer section have passed.
-    pub(super) fn is_done(&self) -> bool {
+    pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
     /// Payload bytes seen so far (chunk data, without framing).
-    pub(super) fn data_bytes(&self) -> u64 {
+    pub fn data_bytes(&self) -> u64 {
         self.data
     }
 
     /// Follows `bytes`; returns how many belong to this body: all of them, unless it ends
     /// inside them.
-    pub(super) fn advance(&mut self, bytes: &[u8]) -> Result<usize, Malformed> {
+    pub fn advance(&mut self, bytes: &[u8]) -> Result<usize, Malformed> {
         let mut at = 0;
         while at < bytes.len() && self.state != State::Done {
             if let State::Data(left) = self.state {

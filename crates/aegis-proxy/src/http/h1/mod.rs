@@ -20,10 +20,10 @@
 //! requests an idle plain-TCP connection holds no buffer.
 
 mod buffers;
-mod chunked;
+pub mod chunked;
 mod deadline;
 mod request;
-mod response;
+pub mod response;
 
 use std::future::poll_fn;
 use std::io;
@@ -121,7 +121,9 @@ pub async fn serve<I: ClientIo>(
             Ok(Ok(Read::Fast(current, head, upstream_head))) => (current, head, upstream_head),
             Ok(Ok(Read::General)) => {
                 let io = FramingGuard::new(Rewind::new(buf, io));
-                return server::serve_connection(builder, io, proxy, conn, shutdown).await;
+                // Boxed: hyper's connection state is large and most connections never need it.
+                let general = server::serve_connection(builder, io, proxy, conn, shutdown);
+                return Box::pin(general).await;
             }
             Ok(Ok(Read::Closed) | Err(_)) | Err(_) => return,
         };
@@ -296,7 +298,13 @@ impl<I: ClientIo> Exchange<'_, I> {
                 record.finish(bytes, completed);
                 completed && !close
             }
-            Err(Failure::Client) => false,
+            Err(Failure::Client) => {
+                // nginx's code for a client that went away before its request was complete.
+                record.status = 499;
+                record.error = Some("client_closed");
+                record.finish(0, false);
+                false
+            }
             Err(Failure::Stale(error)) => {
                 let error = reset(error);
                 forward::note_upstream_error(proxy, cluster, &error);

@@ -9,7 +9,8 @@ const MAX_HEADERS: usize = 100;
 
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
+#[non_exhaustive]
+pub enum Framing {
     /// No body (HEAD, 204, 304).
     Empty,
     /// Exactly this many bytes.
@@ -22,35 +23,35 @@ pub(super) enum Framing {
 
 /// A parsed upstream response head.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Head {
+pub struct Head {
     /// Length of the head in the upstream buffer.
-    pub(super) len: usize,
+    pub len: usize,
     /// Status code.
-    pub(super) status: StatusCode,
+    pub status: StatusCode,
     /// Body framing.
-    pub(super) framing: Framing,
+    pub framing: Framing,
     /// Whether the upstream connection can carry another request afterwards.
-    pub(super) reusable: bool,
+    pub reusable: bool,
 }
 
 /// The upstream sent something that is not a usable HTTP/1.1 response.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid response from upstream: {0}")]
-pub(super) struct Invalid(&'static str);
+pub struct Invalid(&'static str);
 
 /// What the proxy adds to every response head it writes.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Extra<'a> {
+pub struct Extra<'a> {
     /// `(name, value)` of the carbon region header.
-    pub(super) region: Option<(&'a HeaderName, &'a str)>,
+    pub region: Option<(&'a HeaderName, &'a str)>,
     /// `alt-svc` advertisement.
-    pub(super) alt_svc: Option<&'a HeaderValue>,
+    pub alt_svc: Option<&'a HeaderValue>,
 }
 
 /// Parses the head at the start of `bytes` (`None`: incomplete) and writes the client's head
 /// into `out` (cleared first), all but its end: see [`end_head`]. An interim 1xx response comes
 /// back as a head with status 1xx and [`Framing::Empty`], for the caller to skip.
-pub(super) fn parse(
+pub fn parse(
     bytes: &[u8],
     head_request: bool,
     out: &mut Vec<u8>,
@@ -155,7 +156,7 @@ fn write_head(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], head: &Head, 
 }
 
 /// Writes a complete response the proxy makes itself (an error): status, a text body.
-pub(super) fn write_local(
+pub fn write_local(
     out: &mut Vec<u8>,
     status: StatusCode,
     text: &str,
@@ -201,7 +202,7 @@ fn add_headers(out: &mut Vec<u8>, via: Option<&[u8]>, extra: Extra<'_>) {
 }
 
 /// Ends a head [`parse`] wrote, saying whether the connection closes after this response.
-pub(super) fn end_head(out: &mut Vec<u8>, close: bool) {
+pub fn end_head(out: &mut Vec<u8>, close: bool) {
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
