@@ -23,6 +23,12 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(head.len <= input.len());
     response::end_head(&mut out, flags & 2 == 2);
+    // The parser keeps room for the headers the proxy adds; a head that used the room is
+    // beyond what it accepts from an upstream, though any client takes it.
+    let headers = out.iter().filter(|&&b| b == b'\n').count() - 2;
+    if headers > 95 {
+        return;
+    }
     let again = response::parse(&out, head_request, &mut Vec::new(), NO_EXTRA)
         .expect("the proxy's own head parses")
         .expect("the proxy's own head is complete");

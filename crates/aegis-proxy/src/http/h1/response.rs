@@ -4,8 +4,11 @@
 use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
 
-/// Headers the fast path parses in a response; more is an upstream error.
+/// Headers the fast path parses in a response.
 const MAX_HEADERS: usize = 100;
+/// Headers the proxy may add (`via`, region, `alt-svc`, `transfer-encoding`, `connection`):
+/// an upstream head may use only the rest, so the client's head stays within `MAX_HEADERS`.
+const ADDED_HEADERS: usize = 5;
 
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,9 @@ pub fn parse(
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(Invalid("malformed head")),
     };
+    if response.headers.len() > MAX_HEADERS - ADDED_HEADERS {
+        return Err(Invalid("too many headers"));
+    }
     let code = response.code.ok_or(Invalid("no status"))?;
     let status = StatusCode::from_u16(code).map_err(|_| Invalid("bad status"))?;
     if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -281,6 +287,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"HTTP/1.1 2000 OK\r\n\r\n",
+            // No room left for the headers the proxy adds (found by the `h1_response` fuzzer).
+            ("HTTP/1.1 200 OK\r\n".to_owned() + &"x: y\r\n".repeat(96) + "\r\n").as_bytes(),
         ] {
             assert!(
                 parse(raw, false, &mut Vec::new(), NO_EXTRA).is_err(),
