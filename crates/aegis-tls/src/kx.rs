@@ -1,12 +1,13 @@
-//! The crypto provider and its key-exchange groups.
+//! The crypto provider: its key-exchange groups and cipher suites.
 //!
-//! The order is explicit rather than taken from rustls' defaults, so a rustls upgrade that
-//! reorders groups fails a test here instead of quietly changing what clients negotiate.
+//! Both orders are explicit rather than taken from rustls' defaults, so a rustls upgrade that
+//! reorders them fails a test here instead of quietly changing what peers negotiate.
 
 use std::sync::Arc;
 
-use rustls::crypto::aws_lc_rs::{self, kx_group};
+use rustls::crypto::aws_lc_rs::{self, cipher_suite, kx_group};
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
+use rustls::SupportedCipherSuite;
 
 /// Which key-exchange groups a TLS endpoint offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,14 +40,34 @@ impl KxPolicy {
     }
 }
 
-/// The aws-lc-rs provider restricted to the groups of `policy`.
+/// TLS 1.3 cipher suites, most preferred first; servers apply this order, not the client's.
+///
+/// AES-128-GCM comes first, as in BoringSSL (Envoy) and Go (Caddy): its key schedule runs on
+/// SHA-256, which x86 CPUs with SHA extensions compute in hardware, while AES-256-GCM's SHA-384
+/// runs in plain code on many of them (aws-lc has no SHA-512 assembly for AMD). That is about
+/// 10 % of a full post-quantum handshake's CPU (BENCHMARKS.md). AES-128 is NIST's reference
+/// for post-quantum security category 1; clients that require AES-256 still get it by
+/// offering only that suite.
+pub static CIPHER_SUITES: &[SupportedCipherSuite] = &[
+    cipher_suite::TLS13_AES_128_GCM_SHA256,
+    cipher_suite::TLS13_AES_256_GCM_SHA384,
+    cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+];
+
+/// The aws-lc-rs provider restricted to the groups of `policy` and to [`CIPHER_SUITES`].
 ///
 /// `pq_only` is a provider that simply lacks classical groups, not a check after the fact.
 pub fn provider(policy: KxPolicy) -> Arc<CryptoProvider> {
-    Arc::new(CryptoProvider {
-        kx_groups: policy.groups().to_vec(),
+    Arc::new(with_suites(policy.groups().to_vec()))
+}
+
+/// The aws-lc-rs provider with `kx_groups` and [`CIPHER_SUITES`].
+pub(crate) fn with_suites(kx_groups: Vec<&'static dyn SupportedKxGroup>) -> CryptoProvider {
+    CryptoProvider {
+        kx_groups,
+        cipher_suites: CIPHER_SUITES.to_vec(),
         ..aws_lc_rs::default_provider()
-    })
+    }
 }
 
 /// The IANA name of a key-exchange group (`X25519MLKEM768`, `X25519`, `secp256r1`, ...).
@@ -75,6 +96,24 @@ mod tests {
     fn post_quantum_only_offers_nothing_classical() {
         let p = provider(KxPolicy::PostQuantumOnly);
         assert_eq!(names(&p.kx_groups), ["X25519MLKEM768"]);
+    }
+
+    #[test]
+    fn aes_128_gcm_comes_first_and_only_tls13_suites_are_offered() {
+        let p = provider(KxPolicy::PreferPostQuantum);
+        let names: Vec<_> = p
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite().as_str().unwrap_or("unknown"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "TLS13_AES_128_GCM_SHA256",
+                "TLS13_AES_256_GCM_SHA384",
+                "TLS13_CHACHA20_POLY1305_SHA256"
+            ]
+        );
     }
 
     #[test]

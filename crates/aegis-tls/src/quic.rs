@@ -15,7 +15,7 @@ use quinn::crypto::{self, ExportKeyingMaterialError, KeyPair, Keys, PacketKey};
 use quinn::ConnectionId;
 use quinn_proto::transport_parameters::TransportParameters;
 use quinn_proto::TransportError;
-use rustls::crypto::aws_lc_rs::{self, kx_group};
+use rustls::crypto::aws_lc_rs::kx_group;
 use rustls::crypto::{
     ActiveKeyExchange, CompletedKeyExchange, CryptoProvider, SharedSecret, SupportedKxGroup,
 };
@@ -238,10 +238,7 @@ impl crypto::ClientConfig for RecordingClient {
 }
 
 fn recording_provider(policy: KxPolicy) -> Arc<CryptoProvider> {
-    Arc::new(CryptoProvider {
-        kx_groups: recording_groups(policy),
-        ..aws_lc_rs::default_provider()
-    })
+    Arc::new(crate::kx::with_suites(recording_groups(policy)))
 }
 
 /// QUIC server crypto: TLS 1.3, ALPN `h3`, the groups of `options.kx` (reported per connection

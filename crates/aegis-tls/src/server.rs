@@ -47,5 +47,7 @@ pub(crate) fn build(
     };
     let mut config = builder.with_single_cert(options.cert_chain, options.key)?;
     config.alpn_protocols = options.alpn;
+    // The provider's suite order (`kx::CIPHER_SUITES`), not the client's, picks the suite.
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }

@@ -13,6 +13,19 @@ struct Pair {
 }
 
 fn pair(server_policy: KxPolicy, client_groups: &[&'static dyn SupportedKxGroup]) -> Pair {
+    pair_with_suites(
+        server_policy,
+        client_groups,
+        aws_lc_rs::DEFAULT_CIPHER_SUITES,
+    )
+}
+
+/// A pair whose client offers `client_suites`, in that order.
+fn pair_with_suites(
+    server_policy: KxPolicy,
+    client_groups: &[&'static dyn SupportedKxGroup],
+    client_suites: &[rustls::SupportedCipherSuite],
+) -> Pair {
     let ca = LocalCa::generate("test CA").unwrap();
     let leaf = ca.issue(&["localhost"]).unwrap();
     let server = aegis_tls::server_config(ServerOptions {
@@ -25,6 +38,7 @@ fn pair(server_policy: KxPolicy, client_groups: &[&'static dyn SupportedKxGroup]
     .unwrap();
     let provider = CryptoProvider {
         kx_groups: client_groups.to_vec(),
+        cipher_suites: client_suites.to_vec(),
         ..aws_lc_rs::default_provider()
     };
     let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
@@ -153,4 +167,29 @@ fn tls12_is_not_offered() {
         server: ServerConnection::new(server).unwrap(),
     };
     assert!(p.handshake().is_err());
+}
+
+fn suite_name(p: &Pair) -> &'static str {
+    let suite = p.server.negotiated_cipher_suite().unwrap();
+    suite.suite().as_str().unwrap()
+}
+
+#[test]
+fn server_picks_aes_128_gcm_even_when_the_client_prefers_aes_256() {
+    // rustls' client default offers TLS13_AES_256_GCM_SHA384 first.
+    let mut p = pair(KxPolicy::PreferPostQuantum, &[kx_group::X25519MLKEM768]);
+    p.handshake().unwrap();
+    assert_eq!(suite_name(&p), "TLS13_AES_128_GCM_SHA256");
+}
+
+#[test]
+fn a_client_that_offers_only_aes_256_gets_it() {
+    let mut p = pair_with_suites(
+        KxPolicy::PreferPostQuantum,
+        &[kx_group::X25519MLKEM768],
+        &[aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384],
+    );
+    p.handshake().unwrap();
+    assert_eq!(suite_name(&p), "TLS13_AES_256_GCM_SHA384");
+    assert_eq!(p.groups(), ("X25519MLKEM768", "X25519MLKEM768"));
 }
