@@ -246,17 +246,18 @@ impl From<ProxyError> for Failure {
 
 impl<I: ClientIo> Exchange<'_, I> {
     /// Forwards the request and answers it; returns whether the connection stays open.
-    async fn run(mut self, head: request::Head, mut upstream_head: Vec<u8>) -> bool {
+    async fn run(mut self, mut head: request::Head, mut upstream_head: Vec<u8>) -> bool {
         let proxy = self.proxy;
         self.client.buf.drain(..head.len);
+        // The upstream head is already written: host and path are needed only for the log.
         let mut record = forward::new_record(
             proxy,
             self.conn,
             http::Version::HTTP_11,
             head.method.clone(),
-            head.path.clone(),
+            std::mem::take(&mut head.path),
         );
-        record.host = head.host.clone();
+        record.host = std::mem::take(&mut head.host);
         let cluster = &proxy.clusters()[head.cluster];
         record.route = Some(proxy.route_name(head.route));
         record.cluster = Some(cluster.name.clone());
