@@ -1,5 +1,6 @@
 //! TCP listeners: accept, optional TLS handshake (counted by group), then HTTP/1.1 or HTTP/2.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -209,35 +210,39 @@ impl Connection {
 
     // Every value held across an await here is part of each connection's task for its whole
     // life: the large states (TLS, hyper) are boxed, and `ConnInfo` is built where it is used.
-    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
-        let _active = self.count();
-        let builder = &self.listener.builder;
-        let fast = self.listener.config.protocols.http1.then_some(h1::Limits {
-            header_read_timeout: self.listener.config.header_read_timeout,
-            max_header_bytes: self.listener.config.max_header_bytes,
-        });
-        let Some(acceptor) = &self.listener.tls else {
-            match fast {
-                Some(limits) => {
-                    let info = conn_info(&self.listener, peer);
-                    h1::serve(stream, builder, limits, self.proxy, info, self.stop).await
+    #[allow(clippy::manual_async_fn)] // on purpose: see the comment on the async block
+    fn serve(self, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> {
+        // An async block, not an `async fn`, which would hold a second copy of its arguments.
+        async move {
+            let _active = self.count();
+            let builder = &self.listener.builder;
+            let fast = self.listener.config.protocols.http1.then_some(h1::Limits {
+                header_read_timeout: self.listener.config.header_read_timeout,
+                max_header_bytes: self.listener.config.max_header_bytes,
+            });
+            let Some(acceptor) = &self.listener.tls else {
+                match fast {
+                    Some(limits) => {
+                        let info = conn_info(&self.listener, peer);
+                        h1::serve(stream, builder, limits, self.proxy, info, self.stop).await
+                    }
+                    // Boxed, like the TLS path below: the task of a plain HTTP/1 connection stays
+                    // the size of the fast path's state, not of hyper's or rustls'.
+                    None => {
+                        let stream = FramingGuard::new(stream);
+                        let info = conn_info(&self.listener, peer);
+                        Box::pin(server::serve_connection(
+                            builder, stream, self.proxy, info, self.stop,
+                        ))
+                        .await
+                    }
                 }
-                // Boxed, like the TLS path below: the task of a plain HTTP/1 connection stays
-                // the size of the fast path's state, not of hyper's or rustls'.
-                None => {
-                    let stream = FramingGuard::new(stream);
-                    let info = conn_info(&self.listener, peer);
-                    Box::pin(server::serve_connection(
-                        builder, stream, self.proxy, info, self.stop,
-                    ))
-                    .await
-                }
-            }
-            return;
-        };
-        let acceptor = acceptor.clone();
-        let info = conn_info(&self.listener, peer);
-        Box::pin(self.serve_tls(acceptor, stream, info, fast)).await;
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let info = conn_info(&self.listener, peer);
+            Box::pin(self.serve_tls(acceptor, stream, info, fast)).await;
+        }
     }
 
     async fn serve_tls(

@@ -1,6 +1,7 @@
 //! Timeouts without a timer operation per request: one timer per connection, re-armed only
-//! when it fires before the deadline asked for now. Deadlines of successive requests only move
-//! forward, so under load the timer fires about once per timeout period, not once per request.
+//! when it fires before the deadline asked for now, and moved only to an earlier one. A
+//! connection's deadlines (head reads, upstream attempts) mostly move forward, so under load the
+//! timer fires or moves about once per timeout period, not once per request.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,20 +26,20 @@ impl Deadline {
         }
     }
 
-    /// Runs `future` until `until`.
-    pub(super) async fn run<F: Future>(
+    /// Runs `future` until `until`. The future is pinned by the caller, so this one holds
+    /// only a pointer to it (an `async fn` keeps its arguments twice).
+    pub(super) async fn run<F: Future + ?Sized>(
         &mut self,
         until: Instant,
-        future: F,
+        mut future: Pin<&mut F>,
     ) -> Result<F::Output, Elapsed> {
         if self.sleep.deadline() > until {
             self.sleep.as_mut().reset(until);
         }
-        tokio::pin!(future);
         loop {
             tokio::select! {
                 biased;
-                output = &mut future => return Ok(output),
+                output = future.as_mut() => return Ok(output),
                 () = self.sleep.as_mut() => {
                     if Instant::now() >= until {
                         return Err(Elapsed);
@@ -65,13 +66,15 @@ mod tests {
         let mut deadline = Deadline::new();
         let start = Instant::now();
         let quick = deadline
-            .run(start + Duration::from_secs(5), async { 7 })
+            .run(start + Duration::from_secs(5), std::pin::pin!(async { 7 }))
             .await;
         assert_eq!(quick, Ok(7));
         // A later deadline: the timer armed for 5 s must not cut this one short.
         tokio::time::advance(Duration::from_secs(3)).await;
         let until = Instant::now() + Duration::from_secs(5);
-        let slow = deadline.run(until, std::future::pending::<()>()).await;
+        let slow = deadline
+            .run(until, std::pin::pin!(std::future::pending::<()>()))
+            .await;
         assert_eq!(slow, Err(Elapsed));
         assert_eq!(Instant::now(), until);
         // An earlier deadline than the armed one is honoured too.
@@ -80,7 +83,9 @@ mod tests {
             .sleep
             .as_mut()
             .reset(Instant::now() + Duration::from_secs(60));
-        let slow = deadline.run(until, std::future::pending::<()>()).await;
+        let slow = deadline
+            .run(until, std::pin::pin!(std::future::pending::<()>()))
+            .await;
         assert_eq!((slow, Instant::now()), (Err(Elapsed), until));
     }
 }

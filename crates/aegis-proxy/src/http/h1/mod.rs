@@ -25,8 +25,9 @@ mod deadline;
 mod request;
 pub mod response;
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -90,62 +91,72 @@ pub struct Limits {
 /// Serves one client connection until it closes, handing it to the general path (`builder`)
 /// at the first request the fast path does not take. Once `shutdown` turns true, the request in
 /// flight finishes and the connection closes.
-pub async fn serve<I: ClientIo>(
+#[allow(clippy::manual_async_fn)] // on purpose: see the comment on the async block
+pub fn serve<'a, I: ClientIo>(
     mut io: I,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &'a auto::Builder<TokioExecutor>,
     limits: Limits,
     proxy: Arc<ArcSwap<Proxy>>,
     conn: ConnInfo,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let mut buf = Vec::new();
-    let mut head_deadline = Deadline::new();
-    let mut upstream_deadline = Deadline::new();
-    let client_ip = conn.peer.ip().to_string();
-    loop {
-        let until = tokio::time::Instant::now() + limits.header_read_timeout;
-        let reading = read_head(
-            &mut io,
-            &mut buf,
-            limits.max_header_bytes,
-            &proxy,
-            &conn,
-            &client_ip,
-        );
-        let read = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => return,
-            read = head_deadline.run(until, reading) => read,
-        };
-        let (current, head, upstream_head) = match read {
-            Ok(Ok(Read::Fast(current, head, upstream_head))) => (current, head, upstream_head),
-            Ok(Ok(Read::General)) => {
-                let io = FramingGuard::new(Rewind::new(buf, io));
-                // Boxed: hyper's connection state is large and most connections never need it.
-                let general = server::serve_connection(builder, io, proxy, conn, shutdown);
-                return Box::pin(general).await;
+) -> impl Future<Output = ()> + 'a {
+    // An async block, not an `async fn`: an async fn's future holds a second copy of its
+    // arguments (rust-lang/rust#62958), and this future is part of every connection's task.
+    async move {
+        let mut buf = Vec::new();
+        // One timer for the connection: head reads and upstream attempts never overlap.
+        let mut deadline = Deadline::new();
+        let client_ip = conn.peer.ip().to_string();
+        loop {
+            let until = tokio::time::Instant::now() + limits.header_read_timeout;
+            // In a block: the pinned read and its result take no room while a request is
+            // forwarded or the connection moves to the general path.
+            let (current, head, upstream_head) = {
+                let reading = pin!(read_head(
+                    &mut io,
+                    &mut buf,
+                    limits.max_header_bytes,
+                    &proxy,
+                    &conn,
+                    &client_ip,
+                ));
+                let read = tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    read = deadline.run(until, reading) => read,
+                };
+                match read {
+                    Ok(Ok(Read::Fast(current, head, upstream_head))) => {
+                        (current, head, upstream_head)
+                    }
+                    Ok(Ok(Read::General)) => break,
+                    Ok(Ok(Read::Closed) | Err(_)) | Err(_) => return,
+                }
+            };
+            let exchange = Exchange {
+                proxy: &current,
+                conn: &conn,
+                client: Client {
+                    io: &mut io,
+                    buf: &mut buf,
+                },
+                closing: *shutdown.borrow(),
+                deadline: &mut deadline,
+            };
+            // Boxed: the connection's future stays small while it waits for the next request.
+            let keep_alive = Box::pin(exchange.run(head, upstream_head)).await;
+            if !keep_alive || *shutdown.borrow() {
+                let _ = io.shutdown().await;
+                return;
             }
-            Ok(Ok(Read::Closed) | Err(_)) | Err(_) => return,
-        };
-        let exchange = Exchange {
-            proxy: &current,
-            conn: &conn,
-            client: Client {
-                io: &mut io,
-                buf: &mut buf,
-            },
-            closing: *shutdown.borrow(),
-            deadline: &mut upstream_deadline,
-        };
-        // Boxed: the connection's future stays small while it waits for the next request.
-        let keep_alive = Box::pin(exchange.run(head, upstream_head)).await;
-        if !keep_alive || *shutdown.borrow() {
-            let _ = io.shutdown().await;
-            return;
+            if buf.is_empty() {
+                buffers::give(std::mem::take(&mut buf)); // hold no buffer while idle
+            }
         }
-        if buf.is_empty() {
-            buffers::give(std::mem::take(&mut buf)); // hold no buffer while idle
-        }
+        let io = FramingGuard::new(Rewind::new(buf, io));
+        // Boxed: hyper's connection state is large and most connections never need it. Built
+        // in the box: a named local future would keep its room in this one.
+        Box::pin(server::serve_connection(builder, io, proxy, conn, shutdown)).await
     }
 }
 
@@ -204,7 +215,7 @@ struct Exchange<'a, I> {
     client: Client<'a, I>,
     /// Shutdown has begun: tell the client the connection closes.
     closing: bool,
-    /// The connection's timer for upstream response heads.
+    /// The connection's timer, for upstream response heads.
     deadline: &'a mut Deadline,
 }
 
@@ -249,6 +260,10 @@ impl<I: ClientIo> Exchange<'_, I> {
     async fn run(mut self, mut head: request::Head, mut upstream_head: Vec<u8>) -> bool {
         let proxy = self.proxy;
         self.client.buf.drain(..head.len);
+        if head.body_len == 0 && self.client.buf.is_empty() {
+            // Nothing to read until the next request: no client buffer while the upstream works.
+            buffers::give(std::mem::take(self.client.buf));
+        }
         // The upstream head is already written: host and path are needed only for the log.
         let mut record = forward::new_record(
             proxy,
@@ -355,10 +370,10 @@ impl<I: ClientIo> Exchange<'_, I> {
                 extra,
                 streamed,
             );
-            let sent = match self.deadline.run(until, attempt).await {
-                Ok(sent) => sent,
-                Err(_) => Err(ProxyError::UpstreamTimeout(cluster.request_timeout).into()),
-            };
+            let sent = self.deadline.run(until, pin!(attempt)).await;
+            let sent = sent.unwrap_or_else(|_| {
+                Err(ProxyError::UpstreamTimeout(cluster.request_timeout).into())
+            });
             let elapsed = started.elapsed();
             record.in_flight = Some(in_flight);
             let error = match sent {
