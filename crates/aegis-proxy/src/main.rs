@@ -16,6 +16,12 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{filter, EnvFilter, Layer};
 
+/// mimalloc, built without transparent huge pages (`no_thp`): against glibc malloc, less CPU per
+/// HTTP/2 request (hyper allocates per stream) and 1.65 instead of 2.0 KB per idle connection;
+/// with huge pages, idle RSS grew from 9 to 14.6 MB. See BENCHMARKS.md, "Allocator".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Policies `simulate` can compare.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum SimPolicyArg {
