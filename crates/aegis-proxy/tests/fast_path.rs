@@ -4,8 +4,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use aegis_proxy::demo::spawn_origin;
 use bytes::Bytes;
@@ -13,85 +11,7 @@ use http::Request;
 use http_body_util::Full;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// An origin that answers GETs by path with scripted raw bytes, and counts its connections.
-struct Scripted {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-}
-
-impl Scripted {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counter = connections.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(answer_requests(stream));
-            }
-        });
-        Self { addr, connections }
-    }
-
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
-
-async fn answer_requests(mut stream: TcpStream) {
-    let mut buf = Vec::new();
-    loop {
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end + 4);
-        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
-        let (reply, close): (String, bool) = match path.as_str() {
-            "/chunked" => (
-                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
-                 5\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n"
-                    .into(),
-                false,
-            ),
-            "/close" => ("HTTP/1.1 200 OK\r\n\r\nuntil close".into(), true),
-            // Answers normally, then closes without saying so.
-            "/drop" => (
-                "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndrop".into(),
-                true,
-            ),
-            "/interim" => (
-                "HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
-                 HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-                    .into(),
-                false,
-            ),
-            "/ambiguous" => (
-                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\nok"
-                    .into(),
-                false,
-            ),
-            other => (
-                format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{other}",
-                    other.len()
-                ),
-                false,
-            ),
-        };
-        if stream.write_all(reply.as_bytes()).await.is_err() || close {
-            return;
-        }
-    }
-}
+use tokio::net::TcpStream;
 
 async fn proxy_to(origin: SocketAddr, name: &str) -> (TestDir, aegis_proxy::Running) {
     let dir = TestDir::new(name);

@@ -17,11 +17,10 @@ use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
-use super::error::{is_caused_by, ProxyError};
+use super::error::ProxyError;
 use super::record::{CarbonRecord, Recorded, RequestRecord};
-use super::{headers, replay};
+use super::{headers, replay, upstream_h1};
 use crate::carbon_feed::CarbonFeeds;
 use crate::config::{Config, UpstreamProtocol};
 use crate::metrics::{ClusterLabels, EndpointLabels, Metrics, RetryLabels, UpstreamErrorLabels};
@@ -300,10 +299,7 @@ where
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::default();
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(BoxError::from).boxed_unsync(),
-    ))
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Sends with up to `retry.attempts` retries, each on an endpoint not tried yet, within the
@@ -316,7 +312,7 @@ async fn send_with_retries(
     parts: http::request::Parts,
     body: UpstreamBody,
     record: &mut RequestRecord,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<Body>, ProxyError> {
     let idempotent = is_idempotent(&parts.method);
     let (mut body, reclaim) = replay::replayable(body);
     let mut tried = [usize::MAX; MAX_ATTEMPTS];
@@ -421,7 +417,9 @@ fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
 }
 
 /// One exchange with endpoint `index`: send, wait for the response head, record the outcome
-/// for outlier ejection and latency.
+/// for outlier ejection and latency. A request without a body to an HTTP/1.1 cluster is sent from
+/// this task over the endpoint's idle pool (`upstream_h1`); any other goes through the
+/// endpoint's hyper-util client.
 async fn attempt(
     proxy: &Proxy,
     cluster: &Cluster,
@@ -430,27 +428,33 @@ async fn attempt(
     parts: http::request::Parts,
     body: UpstreamBody,
     record: &mut RequestRecord,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<Body>, ProxyError> {
     let endpoint = &cluster.endpoints[index];
     let in_flight = InFlight::new(endpoint.clone());
     let started = Instant::now();
-    let sent = tokio::time::timeout(
-        cluster.request_timeout,
-        endpoint.client.request(Request::from_parts(parts, body)),
-    )
-    .await;
+    let body_limit = record.body_limit;
+    let exchange = async {
+        if upstream_h1::takes(cluster, &parts, &body) {
+            return upstream_h1::send(endpoint, &parts).await;
+        }
+        let request = Request::from_parts(parts, body);
+        match endpoint.client.request(request).await {
+            Ok(response) => Ok(response.map(|b| b.map_err(BoxError::from).boxed_unsync())),
+            Err(error) => Err(ProxyError::from_client(error, body_limit)),
+        }
+    };
+    let sent = tokio::time::timeout(cluster.request_timeout, exchange).await;
     let elapsed = started.elapsed();
     record.in_flight = Some(in_flight);
     let failed = match &sent {
         Ok(Ok(response)) => response.status().is_server_error(),
-        Ok(Err(e)) => !is_caused_by::<http_body_util::LengthLimitError>(e),
+        Ok(Err(e)) => !matches!(e, ProxyError::BodyTooLarge { .. }),
         Err(_) => true,
     };
     note_outcome(proxy, cluster, index, region, elapsed, failed);
     let response = match sent {
         Err(_) => return Err(ProxyError::UpstreamTimeout(cluster.request_timeout)),
-        Ok(Err(e)) => return Err(ProxyError::from_client(e, record.body_limit)),
-        Ok(Ok(response)) => response,
+        Ok(result) => result?,
     };
     note_latency(proxy, cluster, record, elapsed);
     Ok(response)

@@ -9,6 +9,7 @@ pub mod headers;
 pub mod record;
 pub mod replay;
 pub mod server;
+mod upstream_h1;
 
 pub use error::ProxyError;
 pub use forward::{forward, ConnInfo, Proxy};

@@ -1,7 +1,8 @@
 //! Upstream clusters: endpoints, their pooled HTTP clients, and load balancing.
 //!
-//! Each endpoint owns a hyper-util client (a keep-alive pool) whose connector always dials that
-//! endpoint. Choosing an endpoint is a pure function of the cluster's counters and an RNG, so a
+//! Each endpoint owns a pool of idle HTTP/1.1 connections, used from the request's own task, and
+//! a hyper-util client (its own keep-alive pool) for HTTP/2 upstreams and requests with a body;
+//! both dial only that endpoint. Choosing an endpoint is a pure function of the cluster's counters and an RNG, so a
 //! routing policy (carbon, health) can narrow the candidates before the balancer picks.
 
 pub mod checker;
@@ -46,7 +47,8 @@ pub struct Endpoint {
     pub client: Client<Connector, UpstreamBody>,
     /// Opens connections to this endpoint (the HTTP/1.1 fast path dials with it directly).
     pub connector: Connector,
-    /// Idle HTTP/1.1 connections of the fast path.
+    /// Idle HTTP/1.1 connections, used from the request's own task (`http::h1`,
+    /// `http::upstream_h1`).
     pub idle: pool::IdlePool,
     /// Active check state and passive outlier ejection.
     pub health: health::EndpointHealth,

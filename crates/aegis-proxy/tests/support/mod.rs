@@ -16,8 +16,9 @@ use prometheus_client::registry::Registry;
 use rustls::crypto::aws_lc_rs::{self, kx_group};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 /// A folder with a fresh CA, a server certificate for 127.0.0.1/localhost and a client pair.
 pub struct TestDir {
@@ -261,18 +262,17 @@ pub enum Behaviour {
 /// An HTTP/1.1 origin that counts the requests it receives.
 pub struct Origin {
     pub addr: SocketAddr,
-    pub hits: Arc<std::sync::atomic::AtomicUsize>,
+    pub hits: Arc<AtomicUsize>,
 }
 
 impl Origin {
     pub fn hits(&self) -> usize {
-        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+        self.hits.load(Ordering::SeqCst)
     }
 }
 
 pub async fn origin(behaviour: Behaviour) -> Origin {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
@@ -306,6 +306,95 @@ pub async fn origin(behaviour: Behaviour) -> Origin {
         }
     });
     Origin { addr, hits }
+}
+
+/// An origin that answers GETs by path with scripted raw bytes, and counts its connections.
+pub struct Scripted {
+    pub addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(answer_requests(stream));
+            }
+        });
+        Self { addr, connections }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn answer_requests(mut stream: TcpStream) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+        let (reply, close): (String, bool) = match path.as_str() {
+            "/chunked" => (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                 5\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n"
+                    .into(),
+                false,
+            ),
+            "/close" => ("HTTP/1.1 200 OK\r\n\r\nuntil close".into(), true),
+            // Answers normally, then closes without saying so.
+            "/drop" => (
+                "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndrop".into(),
+                true,
+            ),
+            "/interim" => (
+                "HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
+                 HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    .into(),
+                false,
+            ),
+            "/bad-chunk" => (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloX\r\n0\r\n\r\n"
+                    .into(),
+                false,
+            ),
+            "/ambiguous" => (
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\nok"
+                    .into(),
+                false,
+            ),
+            // A HEAD response: the length of the body a GET would get, no body.
+            other if head.starts_with("HEAD ") => (
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", other.len()),
+                false,
+            ),
+            other => (
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{other}",
+                    other.len()
+                ),
+                false,
+            ),
+        };
+        if stream.write_all(reply.as_bytes()).await.is_err() || close {
+            return;
+        }
+    }
 }
 
 /// QUIC client settings for tests.

@@ -1,6 +1,7 @@
 //! Follows a chunked body (RFC 9112 §7.1) while its bytes pass through unchanged, to know where
-//! it ends. Strict: every line ends in CRLF, sizes are hex, so the proxy and the client at the
-//! other end can never disagree about the end of the message.
+//! it ends, or decodes it into its payload and trailer section. Strict: every line ends in CRLF,
+//! sizes are hex, so the proxy and the client at the other end can never disagree about the end
+//! of the message.
 
 /// Largest chunk-size line, trailer line or trailer section accepted.
 const MAX_LINE: u32 = 8 * 1024;
@@ -67,20 +68,50 @@ impl Chunked {
         let mut at = 0;
         while at < bytes.len() && self.state != State::Done {
             if let State::Data(left) = self.state {
-                let used = left.min((bytes.len() - at) as u64);
-                self.data += used;
-                self.state = if used == left {
-                    State::DataCr
-                } else {
-                    State::Data(left - used)
-                };
-                at += used as usize;
+                at += self.take_data(left, bytes.len() - at);
                 continue;
             }
             self.state = next(self.state, bytes[at])?;
             at += 1;
         }
         Ok(at)
+    }
+
+    /// Decodes instead of following: skips the framing at the start of `bytes` up to the next
+    /// payload bytes and returns `(framing bytes skipped, payload bytes that follow them)`.
+    /// Bytes of the trailer section (after the last chunk, final CRLF included) are appended to
+    /// `trailers` as they are skipped.
+    pub fn decode(
+        &mut self,
+        bytes: &[u8],
+        trailers: &mut Vec<u8>,
+    ) -> Result<(usize, usize), Malformed> {
+        let mut at = 0;
+        while at < bytes.len() {
+            match self.state {
+                State::Done => break,
+                State::Data(left) => return Ok((at, self.take_data(left, bytes.len() - at))),
+                State::TrailerStart(_) | State::TrailerLine(_) | State::TrailerLf { .. } => {
+                    trailers.push(bytes[at]);
+                }
+                _ => {}
+            }
+            self.state = next(self.state, bytes[at])?;
+            at += 1;
+        }
+        Ok((at, 0))
+    }
+
+    /// Takes up to `available` bytes of the `left` bytes of chunk data; returns how many.
+    fn take_data(&mut self, left: u64, available: usize) -> usize {
+        let used = left.min(available as u64);
+        self.data += used;
+        self.state = if used == left {
+            State::DataCr
+        } else {
+            State::Data(left - used)
+        };
+        used as usize
     }
 }
 
@@ -153,6 +184,26 @@ mod tests {
         }
         assert!(chunked.is_done());
         assert_eq!(chunked.data_bytes(), 10);
+    }
+
+    #[test]
+    fn decoding_yields_the_payload_and_the_trailer_section() {
+        let body = b"5\r\nhello\r\n1;ext=1\r\n!\r\n0\r\nx-checksum: 1\r\n\r\nnext";
+        // Fed in pieces that split the framing, the data and the trailers anywhere.
+        for piece in [1, 3, 7, body.len()] {
+            let (mut chunked, mut trailers, mut payload) =
+                (Chunked::default(), Vec::new(), Vec::new());
+            let mut at = 0;
+            while !chunked.is_done() {
+                let end = (at + piece).min(body.len());
+                let (framing, len) = chunked.decode(&body[at..end], &mut trailers).unwrap();
+                payload.extend_from_slice(&body[at + framing..at + framing + len]);
+                at += framing + len;
+            }
+            assert_eq!(payload, b"hello!", "pieces of {piece}");
+            assert_eq!(trailers, b"x-checksum: 1\r\n\r\n", "pieces of {piece}");
+            assert_eq!(&body[at..], b"next", "pieces of {piece}");
+        }
     }
 
     #[test]

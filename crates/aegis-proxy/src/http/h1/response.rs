@@ -62,14 +62,36 @@ pub fn parse(
 ) -> Result<Option<Head>, Invalid> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
-    let len = match response.parse(bytes) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(Invalid("malformed head")),
+    let Some(len) = parse_into(&mut response, bytes)? else {
+        return Ok(None);
     };
     if response.headers.len() > MAX_HEADERS - ADDED_HEADERS {
         return Err(Invalid("too many headers"));
     }
+    let head = framing_of(&response, len, head_request)?;
+    out.clear();
+    write_head(out, response.headers, &head, extra);
+    Ok(Some(head))
+}
+
+/// Parses a head into `response`; returns its length, `None` while incomplete.
+fn parse_into<'h, 'b>(
+    response: &mut httparse::Response<'h, 'b>,
+    bytes: &'b [u8],
+) -> Result<Option<usize>, Invalid> {
+    match response.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(Invalid("malformed head")),
+    }
+}
+
+/// The status, framing and reuse of a parsed response head `len` bytes long.
+fn framing_of(
+    response: &httparse::Response<'_, '_>,
+    len: usize,
+    head_request: bool,
+) -> Result<Head, Invalid> {
     let code = response.code.ok_or(Invalid("no status"))?;
     let status = StatusCode::from_u16(code).map_err(|_| Invalid("bad status"))?;
     if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -114,15 +136,38 @@ pub fn parse(
         }
     };
     reusable &= framing != Framing::UntilClose;
-    let head = Head {
+    Ok(Head {
         len,
         status,
         framing,
         reusable,
+    })
+}
+
+/// Parses the head at the start of `bytes` (`None`: incomplete) into the response parts for
+/// the general path, with hop-by-hop headers still in place. Interim 1xx responses come back as
+/// for [`parse`].
+pub fn parse_parts(
+    bytes: &[u8],
+    head_request: bool,
+) -> Result<Option<(Head, http::response::Parts)>, Invalid> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let Some(len) = parse_into(&mut response, bytes)? else {
+        return Ok(None);
     };
-    out.clear();
-    write_head(out, response.headers, &head, extra);
-    Ok(Some(head))
+    let head = framing_of(&response, len, head_request)?;
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = head.status;
+    parts.headers.reserve(response.headers.len());
+    for header in response.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|_| Invalid("bad header name"))?;
+        let value =
+            HeaderValue::from_bytes(header.value).map_err(|_| Invalid("bad header value"))?;
+        parts.headers.append(name, value);
+    }
+    Ok(Some((head, parts)))
 }
 
 /// Writes the client's response head: hop-by-hop headers and those `Connection` names are
