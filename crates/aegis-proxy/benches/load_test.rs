@@ -31,6 +31,8 @@ use support::{TLS, TLS_H3};
 use tokio::sync::Mutex;
 
 const CONCURRENCY: [usize; 4] = [10, 50, 100, 500];
+/// Idle keep-alive time allowed to the benchmark's client connections.
+const KEEP_IDLE: &str = "header_read_timeout_ms = 600000";
 const H2_STREAMS_PER_CONNECTION: usize = 200;
 
 /// Keep-alive connections of one protocol, enough for `n` requests in flight.
@@ -171,9 +173,11 @@ fn load(c: &mut Criterion) {
                 "[server]\naccess_log = false",
             )
         };
+        // The client connections are opened once and some wait idle through the earlier
+        // benchmarks: keep them longer than the default 10 s keep-alive.
         let listeners = format!(
-            "{TLS_H3}\nquic = {{ max_concurrent_streams = 1000 }}\n\
-             [[listeners]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\""
+            "{TLS_H3}\nquic = {{ max_concurrent_streams = 1000 }}\n{KEEP_IDLE}\n\
+             [[listeners]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\n{KEEP_IDLE}"
         );
         let proxy = start(&quiet(config(Some(TLS), &[up.addr], &listeners, "")), &dir).await;
         let plain = proxy.listener_addr("plain").unwrap();
