@@ -36,7 +36,7 @@ use crate::{Body, BoxError};
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Read size for heads and bodies.
 const READ_SIZE: usize = 16 * 1024;
-/// Largest trailer section kept (the chunked decoder rejects longer ones anyway).
+/// Most fields parsed from a trailer section (the chunked decoder already caps it at 8 KiB).
 const MAX_TRAILER_FIELDS: usize = 64;
 
 /// Whether this exchange is for [`send`]: an HTTP/1.1 cluster and a request without a body.
@@ -132,6 +132,7 @@ impl Got {
             Framing::Length(n) => State::Length(n),
             Framing::Chunked => State::Chunked(Chunked::default()),
             Framing::UntilClose => State::UntilClose,
+            // `Framing::Empty`: HEAD, 204, 304.
             _ => State::Length(0),
         };
         let mut body = ResponseBody {
