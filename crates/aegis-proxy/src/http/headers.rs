@@ -17,6 +17,14 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// Whether `name` is one of the hop-by-hop headers (any case), for code that sees raw header
+/// names rather than a [`HeaderMap`].
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| name.eq_ignore_ascii_case(hop.as_str()))
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 ///
 /// `te: trailers` survives: it is the one `te` value HTTP/2 allows and gRPC needs it.

@@ -4,6 +4,8 @@
 use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
 
+use super::super::headers;
+
 /// Headers the fast path parses in a response.
 const MAX_HEADERS: usize = 100;
 /// Headers the proxy may add (`via`, region, `alt-svc`, `transfer-encoding`, `connection`):
@@ -183,7 +185,7 @@ fn write_head(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], head: &Head, 
     let mut via = None;
     for header in headers {
         let name = header.name;
-        if is_hop_by_hop(name)
+        if headers::is_hop_by_hop(name)
             || named
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
@@ -265,21 +267,6 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1), as the general path strips them.
-fn is_hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ]
-    .iter()
-    .any(|hop| name.eq_ignore_ascii_case(hop))
 }
 
 #[cfg(test)]
