@@ -26,16 +26,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::h1::chunked::Chunked;
 use super::h1::response::{self, Framing};
+use super::h1::{reset, MAX_RESPONSE_HEAD, READ_SIZE};
 use super::{forward, headers, ProxyError};
 use crate::config::UpstreamProtocol;
 use crate::upstream::connector::UpstreamStream;
 use crate::upstream::{Cluster, Endpoint, UpstreamBody, UpstreamTlsGroup};
 use crate::{Body, BoxError};
 
-/// Largest upstream response head, as on the fast path.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Read size for heads and bodies.
-const READ_SIZE: usize = 16 * 1024;
 /// Most fields parsed from a trailer section (the chunked decoder already caps it at 8 KiB).
 const MAX_TRAILER_FIELDS: usize = 64;
 
@@ -57,24 +54,25 @@ pub(super) async fn send(
     let mut head = Vec::with_capacity(512);
     write_request_head(&mut head, parts);
     let head_request = parts.method == Method::HEAD;
-    if let Some(stream) = endpoint.idle.take(Instant::now()) {
-        match exchange(stream, &head, head_request).await {
-            Err(Failure::Stale(_)) if forward::is_idempotent(&parts.method) => {}
-            other => {
-                return other
-                    .map(|got| got.into_response(endpoint))
-                    .map_err(Failure::into_error)
-            }
+    let pooled = match endpoint.idle.take(Instant::now()) {
+        Some(stream) => match exchange(stream, &head, head_request).await {
+            Err(Failure::Stale(_)) if forward::is_idempotent(&parts.method) => None,
+            other => Some(other),
+        },
+        None => None,
+    };
+    let got = match pooled {
+        Some(got) => got,
+        None => {
+            let stream = endpoint
+                .connector
+                .open()
+                .await
+                .map_err(|e| ProxyError::UpstreamConnect(Box::new(e)))?;
+            exchange(stream, &head, head_request).await
         }
-    }
-    let stream = endpoint
-        .connector
-        .open()
-        .await
-        .map_err(|e| ProxyError::UpstreamConnect(Box::new(e)))?;
-    exchange(stream, &head, head_request)
-        .await
-        .map(|got| got.into_response(endpoint))
+    };
+    got.map(|got| got.into_response(endpoint))
         .map_err(Failure::into_error)
 }
 
@@ -107,9 +105,15 @@ impl Failure {
     /// response is an ordinary reset.
     fn into_error(self) -> ProxyError {
         match self {
-            Self::Stale(error) => ProxyError::Upstream(Box::new(error)),
+            Self::Stale(error) => reset(error),
             Self::Proxy(error) => error,
         }
+    }
+}
+
+impl From<ProxyError> for Failure {
+    fn from(error: ProxyError) -> Self {
+        Self::Proxy(error)
     }
 }
 
@@ -162,7 +166,7 @@ async fn exchange(
     let mut received = false;
     loop {
         if buf.len() >= MAX_RESPONSE_HEAD {
-            return Err(reset(io::Error::other("response head too large")));
+            return Err(reset(io::Error::other("response head too large")).into());
         }
         buf.reserve(READ_SIZE / 4);
         match stream.read_buf(&mut buf).await {
@@ -174,8 +178,8 @@ async fn exchange(
                 )));
             }
             Err(error) if !received => return Err(Failure::Stale(error)),
-            Ok(0) => return Err(reset(io::ErrorKind::UnexpectedEof.into())),
-            Err(error) => return Err(reset(error)),
+            Ok(0) => return Err(reset(io::ErrorKind::UnexpectedEof.into()).into()),
+            Err(error) => return Err(reset(error).into()),
             Ok(_) => received = true,
         }
         while let Some((head, parts)) = response::parse_parts(&buf, head_request)
@@ -192,10 +196,6 @@ async fn exchange(
             }
         }
     }
-}
-
-fn reset(error: io::Error) -> Failure {
-    Failure::Proxy(ProxyError::Upstream(Box::new(error)))
 }
 
 /// Where the response body is.

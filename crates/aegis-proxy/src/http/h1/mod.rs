@@ -50,9 +50,9 @@ use deadline::Deadline;
 use response::Framing;
 
 /// Largest upstream response head.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Read size for heads and bodies.
-const READ_SIZE: usize = buffers::SIZE;
+pub(super) const READ_SIZE: usize = buffers::SIZE;
 
 /// A client connection the fast path can serve.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
@@ -698,7 +698,7 @@ async fn write_flush<I: ClientIo>(io: &mut I, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// An upstream I/O failure before the response head: the exchange was reset.
-fn reset(error: io::Error) -> ProxyError {
+pub(super) fn reset(error: io::Error) -> ProxyError {
     ProxyError::Upstream(Box::new(error))
 }
 
