@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch, Mutex};
+use tokio::time::Instant;
 
 use crate::carbon_feed::CarbonFeeds;
 use crate::config::{Config, ConfigError, ConfigErrors, ListenerConfig};
@@ -88,7 +89,7 @@ impl Control {
             bound.push(listener);
         }
         let proxy = Arc::new(Proxy::new(&config, metrics.clone()));
-        let feeds_stop = start_feeds(&config, proxy.carbon_feeds());
+        let feeds_stop = start_feeds(&config, proxy.carbon_feeds(), Instant::now());
         proxy.start_health_checks();
         let control = Arc::new(Self {
             proxy: Arc::new(ArcSwap::new(proxy)),
@@ -211,7 +212,8 @@ impl Control {
         let proxy = Arc::new(proxy);
         if !same_feeds {
             proxy.carbon_feeds().refresh().await;
-            let stop = start_feeds(&config, proxy.carbon_feeds());
+            let next_poll = Instant::now() + config.carbon.poll_interval;
+            let stop = start_feeds(&config, proxy.carbon_feeds(), next_poll);
             let _ = std::mem::replace(&mut state.feeds_stop, stop).send(true);
         }
         proxy.start_health_checks();
@@ -287,10 +289,15 @@ fn listeners_to_bind(state: &State, config: &Config) -> Vec<usize> {
         .collect()
 }
 
-fn start_feeds(config: &Config, feeds: &Arc<CarbonFeeds>) -> watch::Sender<bool> {
+/// Polls the feeds from `first_poll` on, until the returned sender says stop.
+fn start_feeds(
+    config: &Config,
+    feeds: &Arc<CarbonFeeds>,
+    first_poll: Instant,
+) -> watch::Sender<bool> {
     let (stop, stop_rx) = watch::channel(false);
     if !config.regions.is_empty() {
-        tokio::spawn(feeds.clone().run(stop_rx));
+        tokio::spawn(feeds.clone().run(first_poll, stop_rx));
     }
     stop
 }

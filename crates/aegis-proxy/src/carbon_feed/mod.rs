@@ -9,7 +9,8 @@
 //! counted and logged; it never fails a request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use aegis_carbon::trace::parse_rfc3339;
@@ -50,14 +51,25 @@ pub struct IntensityTable {
 #[derive(Debug)]
 pub struct CarbonFeeds {
     table: ArcSwap<IntensityTable>,
-    /// The last value each feed delivered for each key (only the updater touches it).
-    known: Mutex<HashMap<FeedKind, Reading>>,
+    /// What refreshes have published; held while one publishes.
+    known: Mutex<Known>,
+    /// How many refreshes have started: each takes the next number as its ticket.
+    refreshes: AtomicU64,
     electricitymaps: Option<electricitymaps::ElectricityMaps>,
     uk: Option<uk::UkCarbonIntensity>,
     watttime: Option<watttime::WattTime>,
     config: CarbonConfig,
     regions: Vec<RegionConfig>,
     metrics: Arc<Metrics>,
+}
+
+/// What refreshes have published so far.
+#[derive(Debug, Default)]
+struct Known {
+    /// The last value each feed delivered for each key.
+    readings: HashMap<FeedKind, Reading>,
+    /// The ticket of the refresh that published last.
+    published: u64,
 }
 
 /// Values one feed read, by zone, with the time they were measured.
@@ -103,7 +115,8 @@ impl CarbonFeeds {
     pub fn new(config: CarbonConfig, regions: Vec<RegionConfig>, metrics: Arc<Metrics>) -> Self {
         let feeds = Self {
             table: ArcSwap::from_pointee(IntensityTable::default()),
-            known: Mutex::new(HashMap::new()),
+            known: Mutex::new(Known::default()),
+            refreshes: AtomicU64::new(0),
             electricitymaps: config
                 .electricitymaps
                 .as_ref()
@@ -133,8 +146,11 @@ impl CarbonFeeds {
         &self.regions
     }
 
-    /// Reads every feed now and publishes the merged table.
+    /// Reads every feed now and publishes the merged table, unless a refresh that started
+    /// later has already published (the timer's poll and a reload or test may overlap, and
+    /// a slow feed must not put older readings back over newer ones).
     pub async fn refresh(&self) {
+        let ticket = self.refreshes.fetch_add(1, Ordering::Relaxed) + 1;
         let mut readings = HashMap::new();
         if self.config.feeds.contains(&FeedKind::File) {
             if let Some(path) = &self.config.file {
@@ -174,24 +190,31 @@ impl CarbonFeeds {
             }
             readings.insert(FeedKind::Watttime, reading);
         }
-        let known = match self.known.lock() {
-            Ok(mut known) => {
-                for (feed, reading) in readings {
-                    known.entry(feed).or_default().extend(reading);
-                }
-                known.clone()
-            }
-            Err(_) => readings,
-        };
-        let previous = self.current();
-        let table = self.merge(&known, &previous, SystemTime::now());
+        self.publish(ticket, readings);
+    }
+
+    fn publish(&self, ticket: u64, readings: HashMap<FeedKind, Reading>) {
+        // Each reading is inserted whole, so even a lock poisoned by a panic holds valid data.
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if ticket < known.published {
+            return;
+        }
+        known.published = ticket;
+        for (feed, reading) in readings {
+            known.readings.entry(feed).or_default().extend(reading);
+        }
+        let table = self.merge(&known.readings, &self.current(), SystemTime::now());
         self.export(&table);
         self.table.store(Arc::new(table));
     }
 
-    /// Refreshes every `poll_interval` until `shutdown` turns true.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.config.poll_interval);
+    /// Refreshes at `first_poll` and every `poll_interval` after it until `shutdown` turns true.
+    pub async fn run(
+        self: Arc<Self>,
+        first_poll: tokio::time::Instant,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval_at(first_poll, self.config.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
