@@ -35,6 +35,30 @@ async fn pq_client_gets_200_over_h1_and_h2_and_metrics_show_the_group() {
     }
 }
 
+/// Session tickets are stateless: a client resumes after many others connected in between
+/// (rustls's default server cache holds 256 tickets, two per connection), and the resumed
+/// handshake still runs the hybrid key exchange.
+#[tokio::test]
+async fn a_returning_client_resumes_after_many_others_with_the_pq_group() {
+    let dir = TestDir::new("resume");
+    let origin = spawn_origin("o1").await.unwrap();
+    let proxy = start(&config(Some(TLS), &[origin], "", ""), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let returning = client_tls(dir.roots(), Groups::PqOnly, &[b"http/1.1"]);
+    let first = https(addr, returning.clone(), get("/")).await.unwrap();
+    assert_eq!((first.status, first.resumed), (200, false));
+
+    for _ in 0..130 {
+        let other = client_tls(dir.roots(), Groups::PqOnly, &[b"http/1.1"]);
+        assert_eq!(https(addr, other, get("/")).await.unwrap().status, 200);
+    }
+    let again = https(addr, returning, get("/")).await.unwrap();
+    assert_eq!(
+        (again.status, again.resumed, again.group),
+        (200, true, Some("X25519MLKEM768"))
+    );
+}
+
 #[tokio::test]
 async fn classical_client_falls_back_to_x25519() {
     let dir = TestDir::new("classical");

@@ -49,5 +49,11 @@ pub(crate) fn build(
     config.alpn_protocols = options.alpn;
     // The provider's suite order (`kx::CIPHER_SUITES`), not the client's, picks the suite.
     config.ignore_client_order = true;
+    // Stateless session tickets (AES-256-GCM, keys rotated every 6 hours) instead of rustls's
+    // default 256-entry server-side cache: any number of returning clients can resume, and no
+    // lock is shared between handshakes. Resumption still runs the (hybrid) key exchange
+    // (psk_dhe_ke), so resumed sessions keep their post-quantum forward secrecy. Keys are new
+    // for every configuration, so a reload (new certificates, say) ends the old sessions.
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     Ok(Arc::new(config))
 }

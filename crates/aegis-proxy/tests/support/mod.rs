@@ -121,6 +121,8 @@ pub struct Answer {
     pub headers: http::HeaderMap,
     pub body: String,
     pub group: Option<&'static str>,
+    /// Whether the TLS session was resumed from a ticket.
+    pub resumed: bool,
 }
 
 /// One request over a new TLS connection; HTTP/2 when ALPN picks `h2`.
@@ -139,8 +141,10 @@ pub async fn https(
         .negotiated_key_exchange_group()
         .map(aegis_tls::group_name);
     let h2 = session.alpn_protocol() == Some(b"h2");
+    let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let mut answer = send(tls, request, h2).await?;
     answer.group = group;
+    answer.resumed = resumed;
     Ok(answer)
 }
 
@@ -177,6 +181,7 @@ where
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
         group: None,
+        resumed: false,
     })
 }
 
@@ -514,6 +519,7 @@ impl H3Client {
             headers: response.headers().clone(),
             body: String::from_utf8_lossy(&received).into_owned(),
             group: None,
+            resumed: false,
         })
     }
 }
