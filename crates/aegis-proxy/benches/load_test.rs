@@ -32,7 +32,7 @@ use tokio::sync::Mutex;
 
 const CONCURRENCY: [usize; 4] = [10, 50, 100, 500];
 /// Idle keep-alive time allowed to the benchmark's client connections.
-const KEEP_IDLE: &str = "header_read_timeout_ms = 600000";
+const KEEP_IDLE: &str = "header_read_timeout_ms = 600000\nidle_timeout_ms = 600000";
 const H2_STREAMS_PER_CONNECTION: usize = 200;
 
 /// Keep-alive connections of one protocol, enough for `n` requests in flight.

@@ -92,3 +92,68 @@ async fn drain_gives_up_after_the_timeout() {
     );
     stuck.abort();
 }
+
+/// An h2c connection to the proxy, with its connection task.
+async fn h2c(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_after_the_idle_timeout() {
+    let dir = TestDir::new("h2idle");
+    let origin = aegis_proxy::demo::spawn_origin("o1").await.unwrap();
+    let proxy = start(&config(None, &[origin], "idle_timeout_ms = 100", ""), &dir).await;
+    let (mut sender, conn) = h2c(proxy.listener_addr("public").unwrap()).await;
+    let response = sender.send_request(get("/")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
+    // The proxy sends GOAWAY and closes; the bound only turns a hang into a failure.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), conn).await;
+    closed
+        .expect("idle h2 connection still open after 10 s")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_in_flight_keeps_its_h2_connection_open() {
+    let arrived = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let origin = origin(Behaviour::Gate {
+        arrived: arrived.clone(),
+        release: release.clone(),
+    })
+    .await;
+    let dir = TestDir::new("h2busy");
+    let config = config(None, &[origin.addr], "idle_timeout_ms = 100", "");
+    let proxy = start(&config, &dir).await;
+    let (mut sender, _conn) = h2c(proxy.listener_addr("public").unwrap()).await;
+    let slow = tokio::spawn(sender.send_request(get("/slow")));
+    arrived.notified().await;
+    // The time under test: four idle timeouts pass while the request is in flight.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // No GOAWAY was sent: a second request on the same connection reaches the origin.
+    let mut next = tokio::spawn(sender.send_request(get("/next")));
+    tokio::select! {
+        _ = arrived.notified() => {}
+        refused = &mut next => panic!("second request refused: {refused:?}"),
+    }
+    release.notify_one();
+    release.notify_one();
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    assert_eq!(next.await.unwrap().unwrap().status(), 200);
+}

@@ -168,6 +168,8 @@ pub struct ListenerConfig {
     pub quic: Option<QuicListener>,
     /// Deadline for a client to send its request head.
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
     /// Deadline for the TLS handshake.
     pub handshake_timeout: Duration,
     /// Largest request head accepted.
@@ -467,6 +469,7 @@ impl Config {
                         "retry_above_handshakes": q.retry_above_handshakes,
                     })),
                     "header_read_timeout_ms": ms(l.header_read_timeout),
+                    "idle_timeout_ms": ms(l.idle_timeout),
                     "handshake_timeout_ms": ms(l.handshake_timeout),
                     "max_header_bytes": l.max_header_bytes,
                     "max_request_body_bytes": l.max_request_body_bytes,

@@ -155,6 +155,8 @@ pub struct RawListener {
     pub quic: Option<RawQuic>,
     /// A client must send its request headers within this time.
     pub header_read_timeout_ms: Option<Spanned<u64>>,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout_ms: Option<Spanned<u64>>,
     /// TLS handshake must finish within this time.
     pub handshake_timeout_ms: Option<Spanned<u64>>,
     /// Largest request head accepted (431 above).

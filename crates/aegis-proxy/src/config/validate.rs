@@ -17,6 +17,7 @@ use super::{
 
 const DEFAULT_DRAIN_MS: u64 = 30_000;
 const DEFAULT_HEADER_READ_MS: u64 = 10_000;
+const DEFAULT_CLIENT_IDLE_MS: u64 = 60_000;
 const DEFAULT_HANDSHAKE_MS: u64 = 10_000;
 const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
 /// hyper's HTTP/1 read buffer cannot be smaller than this.
@@ -201,6 +202,11 @@ impl Checker<'_> {
             &l.header_read_timeout_ms,
             DEFAULT_HEADER_READ_MS,
         );
+        let idle = self.duration(
+            &format!("{key}.idle_timeout_ms"),
+            &l.idle_timeout_ms,
+            DEFAULT_CLIENT_IDLE_MS,
+        );
         let handshake = self.duration(
             &format!("{key}.handshake_timeout_ms"),
             &l.handshake_timeout_ms,
@@ -252,6 +258,7 @@ impl Checker<'_> {
             protocols: protocols?,
             quic,
             header_read_timeout: header_read?,
+            idle_timeout: idle?,
             handshake_timeout: handshake?,
             max_header_bytes: max_header? as usize,
             max_request_body_bytes: max_body?,

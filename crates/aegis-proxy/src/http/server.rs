@@ -2,26 +2,42 @@
 //! connection, handing every request to [`forward`](super::forward).
 
 use std::convert::Infallible;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{forward, ConnInfo, Proxy};
 use crate::config::ListenerConfig;
+use crate::{Body, BoxError};
+
+/// How hyper serves a listener's connections.
+#[derive(Debug, Clone)]
+pub struct Hyper {
+    builder: auto::Builder<TokioExecutor>,
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY first).
+    idle_timeout: Duration,
+}
 
 /// The hyper connection builder for a listener, with its limits applied.
-pub fn builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
+pub fn builder(config: &ListenerConfig) -> Hyper {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
+        .header_read_timeout(config.header_read_timeout.min(config.idle_timeout))
         .max_buf_size(config.max_header_bytes)
         .keep_alive(true);
     builder
@@ -30,17 +46,22 @@ pub fn builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         .max_pending_accept_reset_streams(64);
-    match (config.protocols.http1, config.protocols.http2) {
+    let builder = match (config.protocols.http1, config.protocols.http2) {
         (true, false) => builder.http1_only(),
         (false, true) => builder.http2_only(),
         _ => builder,
+    };
+    Hyper {
+        builder,
+        idle_timeout: config.idle_timeout,
     }
 }
 
-/// Serves one connection until it closes, or drains it once `shutdown` turns true: HTTP/1
-/// finishes the request in flight, HTTP/2 sends GOAWAY and finishes open streams.
+/// Serves one connection until it closes, or drains it once `shutdown` turns true or no
+/// request has been in flight for the idle timeout: HTTP/1 finishes the request in flight,
+/// HTTP/2 sends GOAWAY and finishes open streams.
 pub async fn serve_connection<I>(
-    builder: &auto::Builder<TokioExecutor>,
+    hyper: &Hyper,
     io: I,
     proxy: Arc<ArcSwap<Proxy>>,
     conn: ConnInfo,
@@ -48,29 +69,126 @@ pub async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let peer = conn.peer;
     let conn = Arc::new(conn);
+    let activity = Arc::new(Activity::new());
+    let requests = activity.clone();
     let service = service_fn(move |request: hyper::Request<Incoming>| {
+        let in_flight = InFlight::start(&requests);
         // Each request uses the routes and clusters current when it arrives; a reload never
         // changes them under a request in flight.
         let proxy = proxy.load_full();
         let conn = conn.clone();
         // Boxed: hyper keeps a slot the size of this future for the whole life of an HTTP/1
         // connection; boxed, an idle keep-alive connection holds a pointer, not the future.
-        Box::pin(async move { Ok::<_, Infallible>(forward(&proxy, &conn, request).await) })
+        Box::pin(async move {
+            let response = forward(&proxy, &conn, request).await;
+            // In flight until the whole response body has been sent (or dropped).
+            Ok::<_, Infallible>(response.map(|body| Tracked {
+                body,
+                _in_flight: in_flight,
+            }))
+        })
     });
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let connection = hyper.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(%error, "connection ended with an error");
+    let mut idle_check = pin!(tokio::time::sleep(hyper.idle_timeout));
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
             }
-            return;
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = idle_check.as_mut() => match activity.idle_until(hyper.idle_timeout) {
+                Some(next_check) => idle_check.as_mut().reset(next_check),
+                None => {
+                    tracing::debug!(client = %peer, "idle connection closed");
+                    break;
+                }
+            },
         }
-        _ = shutdown.wait_for(|stop| *stop) => {}
     }
     connection.as_mut().graceful_shutdown();
     if let Err(error) = connection.await {
         tracing::debug!(%error, "connection ended with an error while draining");
+    }
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+#[derive(Debug)]
+struct Activity {
+    since: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `since` when the last request ended.
+    last_end_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// When to look again, or `None` when the connection has been idle for `timeout`.
+    fn idle_until(&self, timeout: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Some(now + timeout);
+        }
+        let last_end = self.since + Duration::from_millis(self.last_end_ms.load(Ordering::Acquire));
+        let idle_at = last_end + timeout;
+        (idle_at > now).then_some(idle_at)
+    }
+}
+
+/// One request in flight: counted from its arrival until its response body is done.
+#[derive(Debug)]
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let ended = self.0.since.elapsed().as_millis();
+        let ended = u64::try_from(ended).unwrap_or(u64::MAX);
+        self.0.last_end_ms.fetch_max(ended, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done or dropped.
+struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -35,7 +33,7 @@ pub struct Listener {
 pub struct Settings {
     name: Arc<str>,
     config: ListenerConfig,
-    builder: auto::Builder<TokioExecutor>,
+    builder: server::Hyper,
     tls: Option<TlsAcceptor>,
     alt_svc: Option<http::HeaderValue>,
 }
@@ -217,7 +215,9 @@ impl Connection {
             let _active = self.count();
             let builder = &self.listener.builder;
             let fast = self.listener.config.protocols.http1.then_some(h1::Limits {
-                header_read_timeout: self.listener.config.header_read_timeout,
+                // Between requests a connection is idle: the shorter limit applies.
+                header_read_timeout: (self.listener.config.header_read_timeout)
+                    .min(self.listener.config.idle_timeout),
                 max_header_bytes: self.listener.config.max_header_bytes,
             });
             let Some(acceptor) = &self.listener.tls else {

@@ -37,6 +37,7 @@ fn the_sample_config_is_valid_and_takes_defaults() {
         config.listeners[0].header_read_timeout,
         Duration::from_secs(10)
     );
+    assert_eq!(config.listeners[0].idle_timeout, Duration::from_secs(60));
     assert_eq!(config.listeners[0].max_header_bytes, 65536);
     assert_eq!(config.clusters[0].connect_timeout, Duration::from_secs(5));
     assert_eq!(config.routes[0].name, "routes[0]");
@@ -153,6 +154,18 @@ fn zero_timeout_is_rejected() {
     assert_eq!(
         errors(&text),
         ["clusters.api.connect_timeout_ms, line 16: must be greater than 0"]
+    );
+}
+
+#[test]
+fn zero_listener_idle_timeout_is_rejected() {
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nidle_timeout_ms = 0",
+    );
+    assert_eq!(
+        errors(&text),
+        ["listeners[0].idle_timeout_ms, line 8: must be greater than 0"]
     );
 }
 

@@ -33,8 +33,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -94,7 +92,7 @@ pub struct Limits {
 #[allow(clippy::manual_async_fn)] // on purpose: see the comment on the async block
 pub fn serve<'a, I: ClientIo>(
     mut io: I,
-    builder: &'a auto::Builder<TokioExecutor>,
+    builder: &'a server::Hyper,
     limits: Limits,
     proxy: Arc<ArcSwap<Proxy>>,
     conn: ConnInfo,
