@@ -121,6 +121,7 @@ fn clusters(control: &Control) -> String {
                         "ejected_for_ms": e.health.ejected_for().map(|d| d.as_millis() as u64),
                         "ejections": e.health.ejections_total(),
                         "active_requests": e.active(),
+                        "idle_connections": e.idle.len(),
                     })
                 })
                 .collect();

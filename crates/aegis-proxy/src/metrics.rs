@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 
+use crate::config::UpstreamProtocol;
 use crate::http::Proxy;
 
 /// Labels of `aegis_http_requests_total`.
@@ -352,8 +353,9 @@ pub struct EndpointRegionLabels {
     pub region: String,
 }
 
-/// Registers `aegis_upstream_healthy`, computed at each scrape from the clusters in force, so
-/// ejections that expire and clusters a reload removes are always shown as they are.
+/// Registers `aegis_upstream_healthy` and `aegis_upstream_idle_connections`, computed at each
+/// scrape from the clusters in force, so ejections that expire and clusters a reload removes
+/// are always shown as they are.
 pub fn register_upstream_health(registry: &mut Registry, proxy: Arc<ArcSwap<Proxy>>) {
     registry
         .sub_registry_with_prefix("aegis")
@@ -368,6 +370,7 @@ struct UpstreamHealth {
 impl Collector for UpstreamHealth {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let healthy: Family<EndpointRegionLabels, Gauge> = Family::default();
+        let idle: Family<EndpointRegionLabels, Gauge> = Family::default();
         for cluster in self.proxy.load().clusters() {
             for endpoint in &cluster.endpoints {
                 let labels = EndpointRegionLabels {
@@ -377,6 +380,11 @@ impl Collector for UpstreamHealth {
                 };
                 let value = i64::from(endpoint.health.is_available());
                 healthy.get_or_create(&labels).set(value);
+                // HTTP/2 endpoints multiplex over hyper's client and keep no idle pool.
+                if cluster.protocol == UpstreamProtocol::Http1 {
+                    let held = i64::try_from(endpoint.idle.len()).unwrap_or(i64::MAX);
+                    idle.get_or_create(&labels).set(held);
+                }
             }
         }
         let metric = encoder.encode_descriptor(
@@ -385,7 +393,14 @@ impl Collector for UpstreamHealth {
             None,
             healthy.metric_type(),
         )?;
-        healthy.encode(metric)
+        healthy.encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "upstream_idle_connections",
+            "Idle keep-alive connections held to an HTTP/1.1 endpoint, ready for the next request",
+            None,
+            idle.metric_type(),
+        )?;
+        idle.encode(metric)
     }
 }
 

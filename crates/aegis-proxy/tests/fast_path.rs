@@ -58,6 +58,16 @@ async fn upstream_connections_are_reused_and_replaced_once_the_origin_closed_the
         assert_eq!((answer.status, answer.body.as_str()), (200, path));
     }
     assert_eq!(origin.connections(), 1, "one pooled upstream connection");
+    let text = metrics(&proxy).await;
+    let series = format!(
+        "aegis_upstream_idle_connections{{cluster=\"api\",endpoint=\"{}\",region=\"\"}}",
+        origin.addr
+    );
+    assert_eq!(metric(&text, &series), Some(1.0), "{text}");
+    let admin = proxy.admin_addr().unwrap();
+    let clusters = http(admin, get("/clusters"), false).await.unwrap();
+    let view: serde_json::Value = serde_json::from_str(&clusters.body).unwrap();
+    assert_eq!(view["api"]["endpoints"][0]["idle_connections"], 1);
     let dropped = http(addr, get("/drop"), false).await.unwrap();
     assert_eq!((dropped.status, dropped.body.as_str()), (200, "drop"));
     // The pooled connection is dead now; the next request must not fail because of it.
