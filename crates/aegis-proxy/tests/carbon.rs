@@ -173,6 +173,13 @@ struct FakeElectricityMaps {
     answers: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Answer>>>,
     forecasts: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    hold: std::sync::Arc<std::sync::Mutex<Option<Hold>>>,
+}
+
+/// Holds the next answer (computed when its request arrives) until `release` fires.
+struct Hold {
+    arrived: tokio::sync::oneshot::Sender<()>,
+    release: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl FakeElectricityMaps {
@@ -184,10 +191,17 @@ impl FakeElectricityMaps {
         let forecasts =
             std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (a, f, h) = (answers.clone(), forecasts.clone(), hits.clone());
+        let hold = std::sync::Arc::new(std::sync::Mutex::new(None::<Hold>));
+        let (a, f, h, held) = (
+            answers.clone(),
+            forecasts.clone(),
+            hits.clone(),
+            hold.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (answers, forecasts, hits) = (a.clone(), f.clone(), h.clone());
+                let held = held.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: http::Request<hyper::body::Incoming>| {
@@ -246,7 +260,14 @@ impl FakeElectricityMaps {
                                     .headers_mut()
                                     .insert("retry-after", http::HeaderValue::from_static("3600"));
                             }
-                            async move { Ok::<_, std::convert::Infallible>(response) }
+                            let hold = held.lock().unwrap().take();
+                            async move {
+                                if let Some(hold) = hold {
+                                    hold.arrived.send(()).unwrap();
+                                    hold.release.await.unwrap();
+                                }
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
                         },
                     );
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -260,7 +281,22 @@ impl FakeElectricityMaps {
             answers,
             forecasts,
             hits,
+            hold,
         }
+    }
+
+    /// Holds the next answer: the first receiver fires when its request arrives, and the
+    /// answer goes out when the sender fires.
+    fn hold_next(
+        &self,
+    ) -> (
+        tokio::sync::oneshot::Receiver<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (arrived, arrived_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release) = tokio::sync::oneshot::channel();
+        *self.hold.lock().unwrap() = Some(Hold { arrived, release });
+        (arrived_rx, release_tx)
     }
 
     fn set_forecast(&self, zone: &str, value: f64) {
@@ -676,88 +712,21 @@ async fn admin_config_page_shows_regions_and_feeds_without_secrets() {
     assert!(!answer.body.contains("do-not-show-me"));
 }
 
-/// A loopback Electricity Maps whose zone values can change, and which holds its very first
-/// answer (with the value current when the request came) until told to send it.
-struct SlowFirstAnswer {
-    addr: std::net::SocketAddr,
-    values: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>,
-    first_arrived: tokio::sync::oneshot::Receiver<()>,
-    release_first: tokio::sync::oneshot::Sender<()>,
-}
-
-impl SlowFirstAnswer {
-    async fn start(values: &[(&str, f64)]) -> Self {
-        type Gate = (
-            Option<tokio::sync::oneshot::Sender<()>>,
-            Option<tokio::sync::oneshot::Receiver<()>>,
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let values = std::sync::Arc::new(std::sync::Mutex::new(
-            values
-                .iter()
-                .map(|&(z, v)| (z.to_owned(), v))
-                .collect::<std::collections::HashMap<_, _>>(),
-        ));
-        let (arrived_tx, first_arrived) = tokio::sync::oneshot::channel();
-        let (release_first, release_rx) = tokio::sync::oneshot::channel();
-        let gate: std::sync::Arc<std::sync::Mutex<Gate>> =
-            std::sync::Arc::new(std::sync::Mutex::new((Some(arrived_tx), Some(release_rx))));
-        let shared = values.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (values, gate) = (shared.clone(), gate.clone());
-                let service = hyper::service::service_fn(
-                    move |req: http::Request<hyper::body::Incoming>| {
-                        let zone = req.uri().query().and_then(|q| q.strip_prefix("zone="));
-                        let zone = zone.unwrap_or("").to_owned();
-                        let value = values.lock().unwrap().get(&zone).copied().unwrap();
-                        let (arrived, release) = {
-                            let mut gate = gate.lock().unwrap();
-                            (gate.0.take(), gate.1.take())
-                        };
-                        async move {
-                            if let (Some(arrived), Some(release)) = (arrived, release) {
-                                arrived.send(()).unwrap();
-                                release.await.unwrap();
-                            }
-                            let now = aegis_proxy::carbon_feed::rfc3339(
-                                aegis_proxy::carbon_feed::unix_now(),
-                            );
-                            let body = format!(
-                                r#"{{"zone":"{zone}","carbonIntensity":{value},"datetime":"{now}","updatedAt":"{now}"}}"#
-                            );
-                            Ok::<_, std::convert::Infallible>(http::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from(body)),
-                            ))
-                        }
-                    },
-                );
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-                );
-            }
-        });
-        Self {
-            addr,
-            values,
-            first_arrived,
-            release_first,
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_slow_refresh_never_overwrites_a_newer_one() {
-    let api = SlowFirstAnswer::start(&[("DE", 400.0), ("NO", 40.0)]).await;
+    // A unique variable, set before the feeds read it; no other test reads it.
+    #[allow(clippy::disallowed_methods)]
+    std::env::set_var("AEGIS_TEST_EM_TOKEN_OVERLAP", "secret-o");
+    let api = FakeElectricityMaps::start("secret-o").await;
+    api.set("DE", Answer::Value(400.0));
+    api.set("NO", Answer::Value(40.0));
     let dir = TestDir::new("carbonoverlap");
     let text = api_config(
         &dir,
         "127.0.0.1:1".parse().unwrap(),
         "127.0.0.1:2".parse().unwrap(),
         api.addr,
-        "AEGIS_TEST_EM_TOKEN_UNSET",
+        "AEGIS_TEST_EM_TOKEN_OVERLAP",
     );
     let config = aegis_proxy::Config::parse(&text, &dir.path).unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
@@ -773,18 +742,20 @@ async fn a_slow_refresh_never_overwrites_a_newer_one() {
     };
 
     // The first refresh asks for DE while it is 400 and gets no answer yet.
+    let (arrived, release) = api.hold_next();
     let slow = tokio::spawn({
         let feeds = feeds.clone();
         async move { feeds.refresh().await }
     });
-    api.first_arrived.await.unwrap();
+    arrived.await.unwrap();
     // The grid changes, and a second refresh reads and publishes it.
-    *api.values.lock().unwrap() = [("DE".to_owned(), 30.0), ("NO".to_owned(), 400.0)].into();
+    api.set("DE", Answer::Value(30.0));
+    api.set("NO", Answer::Value(400.0));
     feeds.refresh().await;
     assert_eq!(intensities(), [30.0, 400.0]);
 
     // The first refresh now finishes with its old DE reading: it must not be published.
-    api.release_first.send(()).unwrap();
+    release.send(()).unwrap();
     slow.await.unwrap();
     assert_eq!(intensities(), [30.0, 400.0]);
 }

@@ -170,14 +170,7 @@ async fn malformed_headers_frame_does_not_disturb_other_connections() {
 
 #[tokio::test]
 async fn shutdown_drains_h3_requests_in_flight() {
-    use std::sync::Arc;
-    let arrived = Arc::new(tokio::sync::Notify::new());
-    let release = Arc::new(tokio::sync::Notify::new());
-    let gate = origin(Behaviour::Gate {
-        arrived: arrived.clone(),
-        release: release.clone(),
-    })
-    .await;
+    let (gate, arrived, release) = gated_origin().await;
     let dir = TestDir::new("h3drain");
     let proxy = start(&config(Some(TLS), &[gate.addr], TLS_H3, ""), &dir).await;
     let addr = proxy.listener_addr("public").unwrap();

@@ -2,10 +2,7 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use support::*;
-use tokio::sync::Notify;
 
 async fn wait_until_refused(addr: std::net::SocketAddr) {
     for _ in 0..500 {
@@ -19,13 +16,7 @@ async fn wait_until_refused(addr: std::net::SocketAddr) {
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
-    let arrived = Arc::new(Notify::new());
-    let release = Arc::new(Notify::new());
-    let origin = origin(Behaviour::Gate {
-        arrived: arrived.clone(),
-        release: release.clone(),
-    })
-    .await;
+    let (origin, arrived, release) = gated_origin().await;
     let dir = TestDir::new("drain");
     let proxy = start(&config(None, &[origin.addr], "", ""), &dir).await;
     let addr = proxy.listener_addr("public").unwrap();
@@ -131,13 +122,7 @@ async fn an_idle_h2_connection_is_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_request_in_flight_keeps_its_h2_connection_open() {
-    let arrived = Arc::new(Notify::new());
-    let release = Arc::new(Notify::new());
-    let origin = origin(Behaviour::Gate {
-        arrived: arrived.clone(),
-        release: release.clone(),
-    })
-    .await;
+    let (origin, arrived, release) = gated_origin().await;
     let dir = TestDir::new("h2busy");
     let config = config(None, &[origin.addr], "idle_timeout_ms = 100", "");
     let proxy = start(&config, &dir).await;

@@ -283,13 +283,7 @@ async fn a_post_that_never_connected_is_retried_with_its_body() {
 #[tokio::test]
 async fn a_full_cluster_sheds_with_503_and_retry_after() {
     let dir = TestDir::new("shed");
-    let arrived = Arc::new(tokio::sync::Notify::new());
-    let release = Arc::new(tokio::sync::Notify::new());
-    let gate = origin(Behaviour::Gate {
-        arrived: arrived.clone(),
-        release: release.clone(),
-    })
-    .await;
+    let (gate, arrived, release) = gated_origin().await;
     let extra = "max_pending_requests = 1";
     let proxy = start(&config(None, &[gate.addr], "", extra), &dir).await;
     let addr = proxy.listener_addr("public").unwrap();

@@ -181,6 +181,12 @@ pub struct ListenerConfig {
 }
 
 impl ListenerConfig {
+    /// How long HTTP/1.1 waits for a request head, between requests included: the shorter of
+    /// the head deadline and the idle timeout.
+    pub fn head_wait(&self) -> Duration {
+        self.header_read_timeout.min(self.idle_timeout)
+    }
+
     /// The served protocols by name, as in the file.
     pub fn protocols_list(&self) -> Vec<&'static str> {
         let p = self.protocols;

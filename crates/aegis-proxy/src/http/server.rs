@@ -37,7 +37,7 @@ pub fn builder(config: &ListenerConfig) -> Hyper {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout.min(config.idle_timeout))
+        .header_read_timeout(config.head_wait())
         .max_buf_size(config.max_header_bytes)
         .keep_alive(true);
     builder

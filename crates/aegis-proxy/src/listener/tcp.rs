@@ -215,9 +215,7 @@ impl Connection {
             let _active = self.count();
             let builder = &self.listener.builder;
             let fast = self.listener.config.protocols.http1.then_some(h1::Limits {
-                // Between requests a connection is idle: the shorter limit applies.
-                header_read_timeout: (self.listener.config.header_read_timeout)
-                    .min(self.listener.config.idle_timeout),
+                header_read_timeout: self.listener.config.head_wait(),
                 max_header_bytes: self.listener.config.max_header_bytes,
             });
             let Some(acceptor) = &self.listener.tls else {

@@ -313,6 +313,18 @@ pub async fn origin(behaviour: Behaviour) -> Origin {
     Origin { addr, hits }
 }
 
+/// An origin that holds each request: `arrived` is notified when one comes in, and it is
+/// answered once `release` is notified.
+pub async fn gated_origin() -> (Origin, Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>) {
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = Behaviour::Gate {
+        arrived: arrived.clone(),
+        release: release.clone(),
+    };
+    (origin(gate).await, arrived, release)
+}
+
 /// An origin that answers GETs by path with scripted raw bytes, and counts its connections.
 pub struct Scripted {
     pub addr: SocketAddr,
