@@ -25,11 +25,12 @@ fuzz_target!(|input: (Vec<(String, String)>, String, String)| {
     let table = RouteTable::new(config.routes.clone());
     if let Some((index, route)) = table.find(&host, &path) {
         assert!(path.starts_with(route.path_prefix.as_str()));
-        // The port is ignored, as in the table (`[::1]:80` -> `[::1]`).
+        // The port and one trailing dot are ignored, as in the table (`[::1]:80` -> `[::1]`).
         let bare = match host.rfind(':') {
             Some(i) if !host[i..].contains(']') => &host[..i],
             _ => host.as_str(),
         };
+        let bare = bare.strip_suffix('.').unwrap_or(bare);
         match &route.host {
             HostMatch::Any => {}
             HostMatch::Exact(h) => assert!(bare.eq_ignore_ascii_case(h), "route {index}"),

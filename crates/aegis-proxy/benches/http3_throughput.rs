@@ -51,6 +51,8 @@ fn request_pieces(c: &mut Criterion) {
             secure: true,
             tls_group: Some("X25519MLKEM768"),
             max_request_body_bytes: None,
+            paths: Default::default(),
+            trusted_proxy_hops: 0,
             alt_svc: None,
         };
         (proxy, conn)

@@ -14,10 +14,13 @@ impl RouteTable {
         Self { routes }
     }
 
-    /// The first route matching `host` (port ignored, case-insensitive) and `path`, with its
-    /// position in the table.
+    /// The first route matching `host` (port and one trailing dot ignored, case-insensitive)
+    /// and `path`, with its position in the table. `path` must already be normalised
+    /// ([`crate::http::path`]), so that prefixes cannot be bypassed.
     pub fn find(&self, host: &str, path: &str) -> Option<(usize, &RouteConfig)> {
+        // `api.example.com.` is the fully qualified form of `api.example.com` (RFC 1034 §3.1).
         let host = strip_port(host);
+        let host = host.strip_suffix('.').unwrap_or(host);
         self.routes
             .iter()
             .enumerate()
@@ -91,6 +94,16 @@ mod tests {
             found("[::1]:8443", "/static/a").as_deref(),
             Some("any-static")
         );
+    }
+
+    #[test]
+    fn a_trailing_dot_matches_the_name_without_it() {
+        assert_eq!(found("api.example.com.", "/v1/x").as_deref(), Some("exact"));
+        assert_eq!(
+            found("API.example.com.:443", "/v1/x").as_deref(),
+            Some("exact")
+        );
+        assert_eq!(found("a.example.com.", "/").as_deref(), Some("suffix"));
     }
 
     #[test]

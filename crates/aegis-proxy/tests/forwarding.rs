@@ -12,7 +12,8 @@ use support::*;
 async fn forwarding_headers_are_added_and_hop_by_hop_ones_removed() {
     let dir = TestDir::new("headers");
     let origin = spawn_origin("o1").await.unwrap();
-    let proxy = start(&config(None, &[origin], "", ""), &dir).await;
+    let trusted = "trusted_proxy_hops = 1";
+    let proxy = start(&config(None, &[origin], trusted, ""), &dir).await;
     let request = Request::get("/h?x=1")
         .header("host", "shop.example")
         .header("connection", "x-secret")

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::http::path::PathRules;
+
 pub use resilience::{HealthCheckConfig, OutlierConfig, RetryConfig};
 
 /// A validated configuration, ready to run.
@@ -178,6 +180,22 @@ pub struct ListenerConfig {
     pub max_request_body_bytes: Option<u64>,
     /// Open connections above which new ones are refused.
     pub max_connections: Option<usize>,
+    /// How request paths are normalised before routing.
+    pub paths: PathRules,
+    /// Proxies in front whose forwarding headers are trusted.
+    pub trusted_proxy_hops: u8,
+}
+
+/// `path_normalization` on a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PathNormalization {
+    /// Forward the normalised path.
+    #[default]
+    Rewrite,
+    /// Answer 400 to a path that is not already normal.
+    Reject,
 }
 
 impl ListenerConfig {
@@ -479,6 +497,10 @@ impl Config {
                     "handshake_timeout_ms": ms(l.handshake_timeout),
                     "max_header_bytes": l.max_header_bytes,
                     "max_request_body_bytes": l.max_request_body_bytes,
+                    "path_normalization": if l.paths.reject_unnormalized { "reject" } else { "rewrite" },
+                    "merge_slashes": l.paths.merge_slashes,
+                    "encoded_slashes": format!("{:?}", l.paths.encoded_slashes).to_lowercase(),
+                    "trusted_proxy_hops": l.trusted_proxy_hops,
                 })
             })
             .collect();

@@ -165,6 +165,14 @@ pub struct RawListener {
     pub max_request_body_bytes: Option<Spanned<u64>>,
     /// Open client connections above which new ones are refused.
     pub max_connections: Option<Spanned<u64>>,
+    /// `rewrite` (default) forwards the normalised path; `reject` answers 400 to any other.
+    pub path_normalization: Option<super::PathNormalization>,
+    /// Merge runs of `/` in paths (default true).
+    pub merge_slashes: Option<bool>,
+    /// `keep` (default), `reject` or `decode` `%2F` and `%5C` in paths.
+    pub encoded_slashes: Option<crate::http::path::EncodedSlashes>,
+    /// Proxies in front whose `x-forwarded-for` / `forwarded` entries are kept (default 0).
+    pub trusted_proxy_hops: Option<Spanned<u64>>,
 }
 
 /// `tls = { ... }` on a listener.

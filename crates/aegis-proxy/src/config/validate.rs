@@ -9,10 +9,13 @@ use std::time::Duration;
 use aegis_tls::{pem, ClientAuth, ClientOptions, KxPolicy, ServerOptions};
 use toml::Spanned;
 
+use crate::http::path::PathRules;
+
 use super::raw::{RawCluster, RawConfig, RawListener, RawListenerTls, RawRoute, RawUpstreamTls};
 use super::{
     ClusterConfig, Config, ConfigError, ConfigErrors, EndpointAddr, HostMatch, ListenerConfig,
-    ListenerTls, Protocol, Protocols, QuicListener, RouteConfig, UpstreamProtocol, UpstreamTls,
+    ListenerTls, PathNormalization, Protocol, Protocols, QuicListener, RouteConfig,
+    UpstreamProtocol, UpstreamTls,
 };
 
 const DEFAULT_DRAIN_MS: u64 = 30_000;
@@ -33,6 +36,8 @@ const DEFAULT_UNKNOWN_INTENSITY: f64 = 500.0;
 const DEFAULT_FEED_TIMEOUT_MS: u64 = 5_000;
 const DEFAULT_QUIC_IDLE_MS: u64 = 30_000;
 const DEFAULT_QUIC_RETRY_ABOVE: u64 = 64;
+/// More trusted proxies than this in front of one listener is a misconfiguration.
+const MAX_TRUSTED_HOPS: u64 = 16;
 
 /// Parses TOML text and validates it.
 pub(super) fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
@@ -231,6 +236,12 @@ impl Checker<'_> {
         };
         let max_connections =
             self.optional_count(&format!("{key}.max_connections"), &l.max_connections);
+        let trusted_hops = self.bounded(
+            &format!("{key}.trusted_proxy_hops"),
+            &l.trusted_proxy_hops,
+            0,
+            0..=MAX_TRUSTED_HOPS,
+        );
         let protocols = self.protocols(key, l);
         let wants_h3 = protocols.is_some_and(|p| p.http3);
         let (tls, quic_crypto) = match &l.tls {
@@ -263,6 +274,12 @@ impl Checker<'_> {
             max_header_bytes: max_header? as usize,
             max_request_body_bytes: max_body?,
             max_connections: max_connections?,
+            paths: PathRules {
+                reject_unnormalized: l.path_normalization == Some(PathNormalization::Reject),
+                merge_slashes: l.merge_slashes.unwrap_or(true),
+                encoded_slashes: l.encoded_slashes.unwrap_or_default(),
+            },
+            trusted_proxy_hops: trusted_hops? as u8,
         })
     }
 

@@ -8,6 +8,7 @@
 //!                                                                     within budget)  └─ 502 / 504
 //! ```
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,8 +20,9 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 
 use super::error::ProxyError;
+use super::path::PathRules;
 use super::record::{CarbonRecord, Recorded, RequestRecord};
-use super::{headers, replay, upstream_h1};
+use super::{headers, host, path, replay, upstream_h1};
 use crate::carbon_feed::CarbonFeeds;
 use crate::config::{Config, UpstreamProtocol};
 use crate::metrics::{ClusterLabels, EndpointLabels, Metrics, RetryLabels, UpstreamErrorLabels};
@@ -145,6 +147,10 @@ pub struct ConnInfo {
     pub max_request_body_bytes: Option<u64>,
     /// `alt-svc` advertisement added to responses (HTTP/3 on the same port).
     pub alt_svc: Option<HeaderValue>,
+    /// How the listener normalises request paths.
+    pub paths: PathRules,
+    /// Proxies in front whose forwarding headers are kept.
+    pub trusted_proxy_hops: u8,
 }
 
 /// Forwards one request and returns the response to send, never an error: failures become
@@ -268,6 +274,7 @@ where
     let (mut parts, body) = request.into_parts();
     check_framing(&parts)?;
     let authority = request_authority(&parts)?;
+    normalize_target(&mut parts.uri, conn.paths)?;
     let host = authority.as_ref().map_or("", Authority::as_str);
     if record.access_log {
         record.host = host.to_owned();
@@ -565,20 +572,57 @@ fn check_framing(parts: &http::request::Parts) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// The authority the client addressed: URI authority (HTTP/2, absolute-form) or the Host header.
+/// The authority the client addressed, validated: the URI's (HTTP/2 and HTTP/3 `:authority`,
+/// HTTP/1.1 absolute-form) or else the Host header.
 fn request_authority(parts: &http::request::Parts) -> Result<Option<Authority>, ProxyError> {
+    let host_header = parts.headers.get(header::HOST);
     if let Some(authority) = parts.uri.authority() {
+        host::validate(authority.as_str().as_bytes())
+            .map_err(|e| ProxyError::BadRequest(e.message()))?;
+        // RFC 9113 §8.3.1, RFC 9114 §4.3.1: a Host naming another entity is malformed. (An
+        // HTTP/1.1 absolute-form target replaces Host instead, RFC 9112 §3.2.2.)
+        let differs = host_header
+            .is_some_and(|h| !host::same_authority(h.as_bytes(), authority.as_str().as_bytes()));
+        if differs && parts.version >= Version::HTTP_2 {
+            return Err(ProxyError::BadRequest(
+                "host header differs from :authority",
+            ));
+        }
         return Ok(Some(authority.clone()));
     }
-    match parts.headers.get(header::HOST) {
-        Some(host) => Authority::try_from(host.as_bytes())
-            .map(Some)
-            .map_err(|_| ProxyError::BadRequest("invalid host header")),
+    match host_header {
+        Some(host) => {
+            host::validate(host.as_bytes()).map_err(|e| ProxyError::BadRequest(e.message()))?;
+            Authority::try_from(host.as_bytes())
+                .map(Some)
+                .map_err(|_| ProxyError::BadRequest("invalid host header"))
+        }
         None if parts.version == Version::HTTP_11 => {
             Err(ProxyError::BadRequest("missing host header"))
         }
         None => Ok(None),
     }
+}
+
+/// Replaces the URI's path with its normal form (RFC 3986 §6), or refuses it, as the
+/// listener's [`PathRules`] say. The query is left as it is.
+fn normalize_target(uri: &mut Uri, rules: PathRules) -> Result<(), ProxyError> {
+    let normal = match path::normalize(uri.path(), rules) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(normal)) => normal,
+        Err(error) => return Err(ProxyError::BadRequest(error.message())),
+    };
+    let target = match uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(
+        PathAndQuery::try_from(target)
+            .map_err(|_| ProxyError::BadRequest("invalid request target"))?,
+    );
+    *uri = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    Ok(())
 }
 
 /// Enforces the listener's body limit: early from `content-length`, otherwise while streaming.
@@ -615,7 +659,12 @@ fn rewrite_request(
     headers::strip_hop_by_hop(&mut parts.headers);
     // hyper answered `100-continue` to the client when the body was first polled.
     parts.headers.remove(header::EXPECT);
-    headers::add_forwarded(&mut parts.headers, conn.peer.ip(), conn.secure);
+    headers::add_forwarded(
+        &mut parts.headers,
+        conn.peer.ip(),
+        conn.secure,
+        conn.trusted_proxy_hops,
+    );
     headers::add_via(&mut parts.headers, parts.version);
     let authority = match authority {
         Some(a) => a.clone(),
@@ -638,10 +687,9 @@ fn rewrite_request(
     match cluster.protocol {
         UpstreamProtocol::Http1 => {
             parts.version = Version::HTTP_11;
-            if !parts.headers.contains_key(header::HOST) {
-                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                    parts.headers.insert(header::HOST, host);
-                }
+            // The authority that was routed on is the one the origin sees (RFC 9112 §3.2.2).
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(header::HOST, host);
             }
         }
         UpstreamProtocol::Http2 => {

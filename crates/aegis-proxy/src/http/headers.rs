@@ -50,23 +50,84 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client address to `x-forwarded-for` and sets `x-forwarded-proto`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, secure: bool) {
+/// The prefix of request headers the proxy itself sets (`x-aegis-*`): a client never gets to.
+const INTERNAL_PREFIX: &str = "x-aegis-";
+
+/// Whether `name` is one of the proxy's own `x-aegis-*` headers, which clients may not send.
+pub fn is_internal(name: &str) -> bool {
+    name.len() >= INTERNAL_PREFIX.len()
+        && name.as_bytes()[..INTERNAL_PREFIX.len()].eq_ignore_ascii_case(INTERNAL_PREFIX.as_bytes())
+}
+
+/// The last `hops` elements of a comma-separated list (`x-forwarded-for`, `forwarded`): the
+/// ones the trusted proxies in front wrote. Everything before them came from the client and is
+/// dropped; commas inside quoted strings (RFC 7239 §4) do not split.
+pub fn trusted_suffix(list: &[u8], hops: u8) -> &[u8] {
+    if hops == 0 {
+        return &[];
+    }
+    let mut seen = 0;
+    let mut quoted = false;
+    for (i, &b) in list.iter().enumerate().rev() {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                seen += 1;
+                if seen == hops {
+                    return list[i + 1..].trim_ascii();
+                }
+            }
+            _ => {}
+        }
+    }
+    list.trim_ascii()
+}
+
+/// Rewrites the forwarding headers for a listener behind `trusted_hops` proxies: every
+/// `x-forwarded-for` line is combined, only the trusted entries kept and the client address
+/// appended; `forwarded` keeps only the trusted entries; `x-forwarded-proto` is the listener's
+/// own unless a trusted proxy set it. Client-sent `x-aegis-*` headers are removed.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, secure: bool, trusted_hops: u8) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let client = client.to_string();
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client}"),
-        None => client,
-    };
-    headers.remove(&xff);
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    let mut value = trusted_suffix(&combined(headers, &xff), trusted_hops).to_vec();
+    if !value.is_empty() {
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(client.to_string().as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&value) {
         headers.insert(xff, value);
     }
-    let proto = if secure { "https" } else { "http" };
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(proto),
-    );
+    let forwarded = combined(headers, &header::FORWARDED);
+    headers.remove(header::FORWARDED);
+    let kept = trusted_suffix(&forwarded, trusted_hops);
+    if let (false, Ok(value)) = (kept.is_empty(), HeaderValue::from_bytes(kept)) {
+        headers.insert(header::FORWARDED, value);
+    }
+    let proto = HeaderName::from_static("x-forwarded-proto");
+    if trusted_hops == 0 || !headers.contains_key(&proto) {
+        let ours = if secure { "https" } else { "http" };
+        headers.insert(proto, HeaderValue::from_static(ours));
+    }
+    let internal: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_internal(name.as_str()))
+        .cloned()
+        .collect();
+    for name in internal {
+        headers.remove(name);
+    }
+}
+
+/// Every line of `name`, joined with `, ` as RFC 9110 §5.3 allows.
+fn combined(headers: &HeaderMap, name: &HeaderName) -> Vec<u8> {
+    let mut out = Vec::new();
+    for value in headers.get_all(name) {
+        if !out.is_empty() {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(value.as_bytes());
+    }
+    out
 }
 
 /// Appends this hop to `via` (`1.1 aegis`, `2 aegis`, `3 aegis`).
@@ -126,10 +187,61 @@ mod tests {
     #[test]
     fn appends_to_forwarded_for_and_via() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("via", "1.1 edge")]);
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), true);
+        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), true, 1);
         add_via(&mut h, http::Version::HTTP_2);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("via").unwrap(), "1.1 edge, 2 aegis");
+    }
+
+    #[test]
+    fn untrusted_forwarding_headers_are_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "7.7.7.7"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-aegis-region", "spoofed"),
+            ("X-Aegis-Anything", "spoofed"),
+        ]);
+        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), false, 0);
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        assert!(h.get("forwarded").is_none());
+        assert!(
+            h.keys().all(|k| !k.as_str().starts_with("x-aegis-")),
+            "{h:?}"
+        );
+    }
+
+    #[test]
+    fn every_forwarded_for_line_counts_towards_the_trusted_hops() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6, 10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            (
+                "forwarded",
+                "for=6.6.6.6, for=\"[2001:db8::1]\";proto=https,for=10.0.0.2",
+            ),
+        ]);
+        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), false, 2);
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap(),
+            "10.0.0.1, 10.0.0.2, 127.0.0.1"
+        );
+        assert_eq!(
+            h.get("forwarded").unwrap(),
+            "for=\"[2001:db8::1]\";proto=https,for=10.0.0.2"
+        );
+    }
+
+    #[test]
+    fn trusted_suffix_respects_quotes() {
+        assert_eq!(trusted_suffix(b"a, b, c", 1), b"c");
+        assert_eq!(trusted_suffix(b"a, b, c", 2), b"b, c");
+        assert_eq!(trusted_suffix(b"a, b, c", 9), b"a, b, c");
+        assert_eq!(trusted_suffix(b"x=\"a,b\", y", 2), b"x=\"a,b\", y");
+        assert_eq!(trusted_suffix(b"a", 0), b"");
     }
 }

@@ -6,6 +6,8 @@ pub mod framing;
 pub mod h1;
 pub mod h3;
 pub mod headers;
+pub mod host;
+pub mod path;
 pub mod record;
 pub mod replay;
 pub mod server;

@@ -203,6 +203,8 @@ impl Connection {
             secure: true,
             tls_group: group,
             max_request_body_bytes: self.settings.config.max_request_body_bytes,
+            paths: self.settings.config.paths,
+            trusted_proxy_hops: self.settings.config.trusted_proxy_hops,
             alt_svc: None,
         };
         let max_header = self.settings.config.max_header_bytes as u64;

@@ -181,6 +181,8 @@ fn conn_info(listener: &Settings, peer: SocketAddr) -> ConnInfo {
         secure: false,
         tls_group: None,
         max_request_body_bytes: listener.config.max_request_body_bytes,
+        paths: listener.config.paths,
+        trusted_proxy_hops: listener.config.trusted_proxy_hops,
         alt_svc: listener.alt_svc.clone(),
     }
 }

@@ -2,6 +2,11 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+mod matrix;
+
+#[allow(unused_imports)] // not every test file sends over the matrix
+pub use matrix::*;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -506,11 +511,16 @@ impl H3Client {
         path: &str,
         body: Bytes,
     ) -> anyhow::Result<Answer> {
-        use bytes::Buf;
         let request = Request::builder()
             .method(method)
             .uri(format!("https://localhost{path}"))
             .body(())?;
+        self.send(request, body).await
+    }
+
+    /// Sends `request` with `body`; the whole response.
+    pub async fn send(&mut self, request: Request<()>, body: Bytes) -> anyhow::Result<Answer> {
+        use bytes::Buf;
         let mut stream = self.sender.send_request(request).await?;
         if !body.is_empty() {
             stream.send_data(body).await?;

@@ -42,6 +42,51 @@ fn the_sample_config_is_valid_and_takes_defaults() {
     assert_eq!(config.clusters[0].connect_timeout, Duration::from_secs(5));
     assert_eq!(config.routes[0].name, "routes[0]");
     assert!(config.access_log);
+    assert_eq!(config.listeners[0].paths, PathRules::default());
+    assert_eq!(config.listeners[0].trusted_proxy_hops, 0);
+}
+
+#[test]
+fn path_rules_and_trusted_hops_are_read() {
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\npath_normalization = \"reject\"\nmerge_slashes = false\n\
+         encoded_slashes = \"decode\"\ntrusted_proxy_hops = 2",
+    );
+    let listener = &parse(&text, Path::new(".")).unwrap().listeners[0];
+    let expected = PathRules {
+        reject_unnormalized: true,
+        merge_slashes: false,
+        encoded_slashes: crate::http::path::EncodedSlashes::Decode,
+    };
+    assert_eq!(listener.paths, expected);
+    assert_eq!(listener.trusted_proxy_hops, 2);
+}
+
+#[test]
+fn too_many_trusted_hops() {
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\ntrusted_proxy_hops = 17",
+    );
+    assert_eq!(
+        errors(&text),
+        ["listeners[0].trusted_proxy_hops, line 8: 17 is outside 0..=16"]
+    );
+}
+
+#[test]
+fn unknown_encoded_slashes_rule() {
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nencoded_slashes = \"drop\"",
+    );
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("listeners[0].encoded_slashes, line 8: unknown variant `drop`"),
+        "{errors:?}"
+    );
 }
 
 #[test]

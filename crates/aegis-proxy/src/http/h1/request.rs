@@ -7,9 +7,12 @@
 //! headers beyond `Connection: keep-alive|close`). Everything else, malformed input included,
 //! goes to the general hyper path, which answers exactly as it always has.
 
+use std::borrow::Cow;
+
 use http::Method;
 
 use super::super::forward::{ConnInfo, Proxy};
+use super::super::{headers, host, path};
 use crate::config::UpstreamProtocol;
 
 /// Headers the fast path parses; a request with more goes to the general path.
@@ -94,11 +97,15 @@ fn prepare(
         return None; // the general path answers 413
     }
     let path = target.split_once('?').map_or(target, |(path, _)| path);
+    // A path that is not already normal is the general path's to rewrite or refuse.
+    if !matches!(path::normalize(path, conn.paths), Ok(Cow::Borrowed(_))) {
+        return None;
+    }
     let (route, config) = proxy.routes().find(host, path)?;
     if proxy.clusters()[config.cluster].protocol != UpstreamProtocol::Http1 {
         return None;
     }
-    write_upstream_head(upstream, request, conn.secure, client_ip, &facts);
+    write_upstream_head(upstream, request, conn, client_ip, &facts);
     let log = proxy.access_log();
     Some(Head {
         len,
@@ -119,6 +126,8 @@ struct Facts<'a> {
     body_len: Option<u64>,
     close: bool,
     forwarded_for: Option<&'a [u8]>,
+    forwarded: Option<&'a [u8]>,
+    forwarded_proto: Option<&'a [u8]>,
     via: Option<&'a [u8]>,
 }
 
@@ -130,7 +139,8 @@ impl<'a> Facts<'a> {
             let name = header.name;
             let value = header.value;
             if name.eq_ignore_ascii_case("host") {
-                if facts.host.is_some() || !is_host(value) {
+                // An invalid Host is the general path's to refuse (400).
+                if facts.host.is_some() || host::validate(value).is_err() {
                     return None;
                 }
                 facts.host = std::str::from_utf8(value).ok();
@@ -148,14 +158,27 @@ impl<'a> Facts<'a> {
                     }
                 }
             } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-                facts.forwarded_for = facts.forwarded_for.or(Some(value));
+                // Several lines are combined by the general path (`headers::add_forwarded`).
+                facts.forwarded_for = once(facts.forwarded_for, value)?;
+            } else if name.eq_ignore_ascii_case("forwarded") {
+                facts.forwarded = once(facts.forwarded, value)?;
+            } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+                facts.forwarded_proto = once(facts.forwarded_proto, value)?;
             } else if name.eq_ignore_ascii_case("via") {
-                facts.via = facts.via.or(Some(value));
+                facts.via = once(facts.via, value)?;
             } else if is_special(name) {
                 return None;
             }
         }
         Some(facts)
+    }
+}
+
+/// `Some(value)` for the first line of a header, `None` (the general path) for a second.
+fn once<'a>(seen: Option<&'a [u8]>, value: &'a [u8]) -> Option<Option<&'a [u8]>> {
+    match seen {
+        None => Some(Some(value)),
+        Some(_) => None,
     }
 }
 
@@ -175,12 +198,13 @@ fn is_special(name: &str) -> bool {
     .any(|special| name.eq_ignore_ascii_case(special))
 }
 
-/// The upstream head: the client's request line and headers, minus `Connection`, with
-/// `x-forwarded-for`, `x-forwarded-proto` and `via` appended to (as the general path does).
+/// The upstream head: the client's request line and headers, minus `Connection` and
+/// client-sent `x-aegis-*`, with the forwarding headers rewritten as
+/// [`headers::add_forwarded`] and [`headers::add_via`] do on the general path.
 fn write_upstream_head(
     out: &mut Vec<u8>,
     request: &httparse::Request<'_, '_>,
-    secure: bool,
+    conn: &ConnInfo,
     client_ip: &str,
     facts: &Facts<'_>,
 ) {
@@ -192,32 +216,52 @@ fn write_upstream_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for header in request.headers.iter() {
         let name = header.name;
-        if ["connection", "x-forwarded-for", "x-forwarded-proto", "via"]
-            .iter()
-            .any(|skip| name.eq_ignore_ascii_case(skip))
+        let rewritten = [
+            "connection",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "forwarded",
+            "via",
+        ];
+        if rewritten.iter().any(|skip| name.eq_ignore_ascii_case(skip))
+            || headers::is_internal(name)
         {
             continue;
         }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(header.value);
-        out.extend_from_slice(b"\r\n");
+        push_header(out, name.as_bytes(), header.value);
     }
+    let hops = conn.trusted_proxy_hops;
     out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(prior) = facts.forwarded_for {
-        out.extend_from_slice(prior);
+    let trusted = headers::trusted_suffix(facts.forwarded_for.unwrap_or_default(), hops);
+    if !trusted.is_empty() {
+        out.extend_from_slice(trusted);
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(client_ip.as_bytes());
-    out.extend_from_slice(match secure {
-        true => b"\r\nx-forwarded-proto: https\r\nvia: ",
-        false => b"\r\nx-forwarded-proto: http\r\nvia: ",
-    });
+    out.extend_from_slice(b"\r\n");
+    let forwarded = headers::trusted_suffix(facts.forwarded.unwrap_or_default(), hops);
+    if !forwarded.is_empty() {
+        push_header(out, b"forwarded", forwarded);
+    }
+    let proto: &[u8] = match (facts.forwarded_proto, conn.secure) {
+        (Some(theirs), _) if hops > 0 => theirs,
+        (_, true) => b"https",
+        (_, false) => b"http",
+    };
+    push_header(out, b"x-forwarded-proto", proto);
+    out.extend_from_slice(b"via: ");
     if let Some(prior) = facts.via {
         out.extend_from_slice(prior);
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(b"1.1 aegis\r\n\r\n");
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `/path?query` with only characters the general path's URI parser accepts everywhere.
@@ -226,15 +270,6 @@ fn is_origin_form(target: &str) -> bool {
         && target
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/?-._~!$&'()*+,;=:@%[]".contains(&b))
-}
-
-/// A host name, IPv4 or bracketed IPv6 address, with an optional port.
-fn is_host(value: &[u8]) -> bool {
-    !value.is_empty()
-        && value.len() <= 255
-        && value
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(b))
 }
 
 /// A decimal `Content-Length` (RFC 9110 §8.6); a list or anything else goes to the general path.

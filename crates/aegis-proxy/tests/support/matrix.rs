@@ -1,0 +1,151 @@
+//! The protocol matrix: one scenario, sent over every way a request reaches the proxy.
+//!
+//! [`matrix_config`] starts a plain listener (`plain`: HTTP/1.1 and h2c) and a TLS listener
+//! (`secure`: HTTP/1.1, h2 and HTTP/3 on the same port) with the same extra settings; a
+//! [`Sent`] request goes out over each [`Proto`] in [`PROTOCOLS`].
+
+use std::net::SocketAddr;
+
+use aegis_proxy::Running;
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::Full;
+
+use super::{client_tls, http, https, quic_connect, Answer, Groups, H3Client, QuicClient, TestDir};
+
+/// How a request reaches the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// HTTP/1.1 taken by the fast path.
+    H1Fast,
+    /// HTTP/1.1 that the fast path hands to the general path (a `Connection`-named header).
+    H1General,
+    /// HTTP/2 over cleartext, by prior knowledge.
+    H2c,
+    /// HTTP/2 over TLS with the hybrid post-quantum group.
+    H2,
+    /// HTTP/3 over QUIC with the hybrid post-quantum group.
+    H3,
+}
+
+/// Every protocol, in the order tests report them.
+pub const PROTOCOLS: [Proto; 5] = [
+    Proto::H1Fast,
+    Proto::H1General,
+    Proto::H2c,
+    Proto::H2,
+    Proto::H3,
+];
+
+/// Two listeners, both with `extra_listener`, an admin listener, then `rest` (routes, clusters).
+pub fn matrix_config(extra_listener: &str, rest: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+name = "plain"
+listen = "127.0.0.1:0"
+{extra_listener}
+
+[[listeners]]
+name = "secure"
+listen = "127.0.0.1:0"
+tls = {tls}
+{h3}
+{extra_listener}
+
+{rest}
+"#,
+        tls = super::TLS,
+        h3 = super::TLS_H3,
+    )
+}
+
+/// A request to send over any protocol: the authority goes in `Host` (HTTP/1.1) or
+/// `:authority` (HTTP/2, HTTP/3).
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub method: Method,
+    pub path: String,
+    pub authority: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Sent {
+    /// `GET path` to `localhost`.
+    pub fn get(path: &str) -> Self {
+        Self {
+            method: Method::GET,
+            path: path.to_owned(),
+            authority: "localhost".to_owned(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same request to another authority.
+    pub fn authority(mut self, authority: &str) -> Self {
+        self.authority = authority.to_owned();
+        self
+    }
+
+    /// The same request with one more header line.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn request(&self, uri: String, host: bool) -> Request<Full<Bytes>> {
+        let mut builder = Request::builder().method(self.method.clone()).uri(uri);
+        if host {
+            builder = builder.header("host", &self.authority);
+        }
+        for (name, value) in &self.headers {
+            builder = builder.header(name, value);
+        }
+        builder.body(Full::default()).expect("test request")
+    }
+}
+
+impl Proto {
+    /// Sends `sent` to the matrix proxy over this protocol on a new connection.
+    pub async fn send(self, proxy: &Running, dir: &TestDir, sent: &Sent) -> anyhow::Result<Answer> {
+        let plain = proxy.listener_addr("plain").expect("plain listener");
+        let secure = proxy.listener_addr("secure").expect("secure listener");
+        let absolute = |scheme: &str| format!("{scheme}://{}{}", sent.authority, sent.path);
+        match self {
+            Self::H1Fast => http(plain, sent.request(sent.path.clone(), true), false).await,
+            Self::H1General => {
+                let mut request = sent.request(sent.path.clone(), true);
+                let headers = request.headers_mut();
+                headers.append("connection", "x-general".parse()?);
+                headers.append("x-general", "1".parse()?);
+                http(plain, request, false).await
+            }
+            Self::H2c => http(plain, sent.request(absolute("http"), false), true).await,
+            Self::H2 => {
+                let tls = client_tls(dir.roots(), Groups::PqOnly, &[b"h2"]);
+                let answer = https(secure, tls, sent.request(absolute("https"), false)).await?;
+                anyhow::ensure!(answer.group == Some("X25519MLKEM768"), "{:?}", answer.group);
+                Ok(answer)
+            }
+            Self::H3 => h3(secure, dir, sent.request(absolute("https"), false)).await,
+        }
+    }
+}
+
+/// One HTTP/3 request with an empty body on a new QUIC connection.
+async fn h3(
+    addr: SocketAddr,
+    dir: &TestDir,
+    request: Request<Full<Bytes>>,
+) -> anyhow::Result<Answer> {
+    let (_endpoint, connection, group) = quic_connect(addr, dir, QuicClient::default()).await?;
+    anyhow::ensure!(group == Some("X25519MLKEM768"), "{group:?}");
+    let mut client = H3Client::new(&connection).await?;
+    let (parts, _) = request.into_parts();
+    client
+        .send(Request::from_parts(parts, ()), Bytes::new())
+        .await
+}
