@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+# `ss` (iproute2): tests read the kernel's listen backlog with it.
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; else sudo apt-get install -y -qq "${need[@]}"; fi
 fi

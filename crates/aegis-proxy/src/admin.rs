@@ -1,7 +1,10 @@
 //! The admin listener: `/healthz`, `/ready`, `/metrics` (Prometheus), `/config` (redacted),
 //! `/clusters` (endpoint health) and `POST /reload`.
 //!
-//! Meant for loopback: it has no authentication.
+//! Not a way in: only IP, `localhost` or configured Host values are served (no DNS
+//! rebinding); `POST` needs the bearer token when one is configured, and otherwise a loopback
+//! Host and no cross-site `Origin` (no CSRF from a browser); request heads have a deadline and
+//! connections a cap, so idle admin clients cannot take the process's file descriptors.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -12,11 +15,12 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::config::AdminConfig;
 use crate::control::Control;
 
 /// What the admin pages show and control.
@@ -26,6 +30,8 @@ pub struct AdminState {
     pub registry: Registry,
     /// The running proxy: current config, clusters, reload.
     pub control: Arc<Control>,
+    /// Who may use the admin listener, and its limits.
+    pub settings: AdminConfig,
 }
 
 /// Serves admin requests until `shutdown` turns true.
@@ -34,26 +40,47 @@ pub async fn serve(
     state: Arc<AdminState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(Semaphore::new(state.settings.max_connections));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        let Ok((stream, _)) = accepted else { continue };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, &request).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                crate::listener::accept_failed("admin", &error).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                limit = state.settings.max_connections,
+                "admin connection refused: admin.max_connections reached"
+            );
+            continue; // dropping the stream closes it
+        };
+        tokio::spawn(serve_connection(stream, state.clone(), slot));
     }
 }
 
+async fn serve_connection(stream: TcpStream, state: Arc<AdminState>, _slot: OwnedSemaphorePermit) {
+    let timeout = state.settings.header_read_timeout;
+    let service = service_fn(move |request| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, &request).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
 async fn handle(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Err(refused) = authorize(&state.settings, request) {
+        return refused.response();
+    }
     let method = request.method();
     let path = request.uri().path();
     if path == "/reload" {
@@ -134,6 +161,103 @@ fn clusters(control: &Control) -> String {
         })
         .collect();
     serde_json::to_string_pretty(&clusters).unwrap_or_default()
+}
+
+/// Why an admin request is refused.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// A Host that a rebound DNS name could carry.
+    Host,
+    /// No or the wrong bearer token where one is needed.
+    Token,
+    /// A write from another site's page, or to a name rather than loopback, without a token.
+    CrossSite,
+}
+
+impl Refusal {
+    fn response(self) -> Response<Full<Bytes>> {
+        match self {
+            Self::Host => text(
+                StatusCode::FORBIDDEN,
+                "host not allowed on the admin listener\n",
+            ),
+            Self::Token => {
+                let mut response = text(StatusCode::UNAUTHORIZED, "admin token required\n");
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+            }
+            Self::CrossSite => text(
+                StatusCode::FORBIDDEN,
+                "cross-site or non-loopback admin write refused: set admin.token_env\n",
+            ),
+        }
+    }
+}
+
+/// The checks every admin request passes before it is served: a Host that cannot be a
+/// rebound DNS name, the token where one is needed, no cross-site writes.
+fn authorize<B>(settings: &AdminConfig, request: &Request<B>) -> Result<(), Refusal> {
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| crate::http::host::validate(h.as_bytes()).ok())
+        .filter(|h| host_allowed(settings, h))
+        .ok_or(Refusal::Host)?;
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    let authorized = match (&settings.token, presented) {
+        (Some(token), Some(presented)) if token.matches(presented) => true,
+        (Some(_), Some(_)) => return Err(Refusal::Token),
+        // No token configured: a presented one means nothing.
+        (_, None) | (None, _) => false,
+    };
+    let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
+    if authorized || (!writes && !settings.token_for_reads) {
+        return Ok(());
+    }
+    if settings.token.is_some() {
+        return Err(Refusal::Token);
+    }
+    // No token configured: writes come only from this machine, and never from a browser page
+    // of another site (a cross-site form or fetch carries its Origin).
+    let foreign_origin = headers
+        .get(header::ORIGIN)
+        .is_some_and(|o| !same_machine(o));
+    if !is_loopback_name(host) || foreign_origin {
+        return Err(Refusal::CrossSite);
+    }
+    Ok(())
+}
+
+/// IP literals (never the target of DNS rebinding), `localhost`, and the configured names.
+fn host_allowed(settings: &AdminConfig, host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.starts_with('[')
+        || name.eq_ignore_ascii_case("localhost")
+        || settings
+            .allowed_hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(name))
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether an `Origin` header names a page served from this machine.
+fn same_machine(origin: &HeaderValue) -> bool {
+    let Ok(uri) = origin.to_str().unwrap_or("").parse::<http::Uri>() else {
+        return false;
+    };
+    uri.host().is_some_and(is_loopback_name)
 }
 
 fn json(body: String) -> Response<Full<Bytes>> {

@@ -183,8 +183,8 @@ impl Control {
         };
         if config.admin != state.config.admin {
             return Err(single_error(
-                "admin.listen",
-                "changing the admin address needs a restart",
+                "admin",
+                "changing [admin] (address, token, hosts or limits) needs a restart",
             ));
         }
         let to_bind = listeners_to_bind(&state, &config);

@@ -130,16 +130,17 @@ async fn start(
     path: Option<PathBuf>,
 ) -> Result<Running, RunError> {
     let metrics = Arc::new(metrics::Metrics::new(&mut registry));
-    let admin = match config.admin {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
+    let admin = match config.admin.clone() {
+        Some(settings) => Some((
+            tokio::net::TcpListener::bind(settings.listen)
                 .await
                 .map_err(|source| RunError::Bind {
                     what: "admin".to_owned(),
-                    addr,
+                    addr: settings.listen,
                     source,
                 })?,
-        ),
+            settings,
+        )),
         None => None,
     };
     let (drain, drained) = mpsc::channel(1);
@@ -147,11 +148,15 @@ async fn start(
     metrics::register_upstream_health(&mut registry, control.proxy.clone());
     let (shutdown, shutdown_rx) = watch::channel(false);
     let admin_addr = match admin {
-        Some(tcp) => {
+        Some((tcp, settings)) => {
             let addr = tcp.local_addr().ok();
+            if let Some(addr) = addr {
+                tracing::info!(%addr, token = settings.token.is_some(), "admin listening");
+            }
             let state = Arc::new(admin::AdminState {
                 registry,
                 control: control.clone(),
+                settings,
             });
             tokio::spawn(admin::serve(tcp, state, shutdown_rx));
             addr

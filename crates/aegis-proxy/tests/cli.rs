@@ -167,8 +167,12 @@ fn sighup_reloads_and_a_bad_file_is_logged_and_ignored() {
 /// Starts the binary and waits for its first `listening` line; returns it, the address and
 /// every later stderr line.
 fn spawn_with_log(args: &[&str]) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args(args)
+    spawn_command(Command::new(BIN).args(args))
+}
+
+/// Like [`spawn_with_log`], for any command that ends up running the binary.
+fn spawn_command(command: &mut Command) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let mut child = command
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -206,6 +210,70 @@ fn terminate(child: &Child) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Out of file descriptors, the data-plane and admin accept loops wait instead of spinning on
+/// EMFILE, and serve the waiting clients once descriptors are free again.
+#[test]
+fn accept_loops_back_off_when_file_descriptors_run_out() {
+    let dir = temp_dir("emfile");
+    let path = dir.join("aegis.toml");
+    std::fs::write(
+        &path,
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"public\"\n\
+         listen = \"127.0.0.1:0\"\nheader_read_timeout_ms = 600000\nidle_timeout_ms = 600000\n\n\
+         [[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"127.0.0.1:9\"]\n",
+    )
+    .unwrap();
+    let config = path.display().to_string();
+    let limited = format!("ulimit -n 48 && exec {BIN} run --config {config}");
+    let (child, addr, log) = spawn_command(Command::new("sh").args(["-c", &limited]));
+    let admin: SocketAddr = log
+        .iter()
+        .find_map(|line| {
+            let rest = line.split("admin listening addr=").nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .expect("admin address logged");
+    // More connections than descriptors: the rest wait in the backlog, accept fails.
+    let held: Vec<_> = (0..64)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let out_of_files = log
+        .iter()
+        .find(|line| line.contains("accept failed") && line.contains("os error 24"));
+    assert!(
+        out_of_files.is_some(),
+        "the data plane ran out of descriptors"
+    );
+    let mut waiting = std::net::TcpStream::connect(admin).unwrap();
+    use std::io::{Read, Write};
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let before = cpu_ticks(child.id());
+    // A measurement window, not synchronisation: how busy is the proxy while it cannot accept?
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let busy = cpu_ticks(child.id()) - before;
+    // 100 ticks per second: a spinning loop takes ~100, backing off a handful.
+    assert!(
+        busy < 30,
+        "{busy} ticks of CPU in one second while out of descriptors"
+    );
+    drop(held);
+    let mut answer = String::new();
+    waiting.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    terminate(&child);
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {

@@ -1,4 +1,5 @@
-//! Graceful drain: stop accepting, finish what is in flight, give up after the drain timeout.
+//! A listener's life: bound with the configured backlog; on shutdown, stop accepting, finish
+//! what is in flight, give up after the drain timeout.
 
 mod support;
 
@@ -141,4 +142,34 @@ async fn a_request_in_flight_keeps_its_h2_connection_open() {
     release.notify_one();
     assert_eq!(slow.await.unwrap().unwrap().status(), 200);
     assert_eq!(next.await.unwrap().unwrap().status(), 200);
+}
+
+/// The listen backlog the kernel reports (`ss` shows it as Send-Q of a listening socket).
+fn backlog_of(addr: std::net::SocketAddr) -> u32 {
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{}", addr.port())])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let columns: Vec<&str> = text.split_whitespace().collect();
+    columns
+        .get(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"))
+}
+
+#[tokio::test]
+async fn the_listen_backlog_is_configurable_with_a_production_default() {
+    let dir = TestDir::new("backlog");
+    let origin = origin(Behaviour::Answer).await;
+    let proxy = start(&config(None, &[origin.addr], "backlog = 7", ""), &dir).await;
+    assert_eq!(backlog_of(proxy.listener_addr("public").unwrap()), 7);
+    let proxy = start(&config(None, &[origin.addr], "", ""), &dir).await;
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let expected = 4096.min(somaxconn);
+    assert_eq!(backlog_of(proxy.listener_addr("public").unwrap()), expected);
 }

@@ -22,8 +22,8 @@ pub use resilience::{HealthCheckConfig, OutlierConfig, RetryConfig};
 /// A validated configuration, ready to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Admin listener address, if any.
-    pub admin: Option<SocketAddr>,
+    /// The admin listener, if any.
+    pub admin: Option<AdminConfig>,
     /// Grace period for in-flight requests on shutdown.
     pub drain_timeout: Duration,
     /// Whether each request writes a JSON access-log line.
@@ -40,6 +40,51 @@ pub struct Config {
     pub regions: Vec<RegionConfig>,
     /// Carbon feeds and accounting, when any region is configured.
     pub carbon: CarbonConfig,
+}
+
+/// The admin listener and who may use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Bearer token for `POST` endpoints (and every page with `token_for_reads`).
+    pub token: Option<AdminToken>,
+    /// Whether `GET` pages need the token too.
+    pub token_for_reads: bool,
+    /// Host names accepted besides IP addresses and `localhost` (lower case).
+    pub allowed_hosts: Vec<String>,
+    /// Open admin connections above which new ones are closed.
+    pub max_connections: usize,
+    /// Deadline for a request head, idle keep-alive time included.
+    pub header_read_timeout: Duration,
+}
+
+/// The admin bearer token, read from the environment; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Wraps a token; `None` when it is empty.
+    pub fn new(token: String) -> Option<Self> {
+        (!token.is_empty()).then_some(Self(token))
+    }
+
+    /// Whether `presented` is the token, in time independent of where they differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        expected.len() == presented.len()
+            && expected
+                .iter()
+                .zip(presented)
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 /// A region: where endpoints run and which grid zone powers it.
@@ -184,6 +229,8 @@ pub struct ListenerConfig {
     pub paths: PathRules,
     /// Proxies in front whose forwarding headers are trusted.
     pub trusted_proxy_hops: u8,
+    /// TCP `listen` backlog.
+    pub backlog: u32,
 }
 
 /// `path_normalization` on a listener.
@@ -464,9 +511,19 @@ impl Config {
         Self::parse(&text, base)
     }
 
-    /// Parses and validates configuration text; relative paths are resolved against `base_dir`.
+    /// Parses and validates configuration text; relative paths are resolved against `base_dir`,
+    /// secrets named by `*_env` keys are read from the process environment.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Self, ConfigErrors> {
-        validate::parse(text, base_dir)
+        Self::parse_with_env(text, base_dir, &|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::parse`], reading environment variables through `env`.
+    pub fn parse_with_env(
+        text: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigErrors> {
+        validate::parse(text, base_dir, env)
     }
 
     /// The effective configuration as JSON, for the admin `/config` page. Key files are redacted.
@@ -501,6 +558,7 @@ impl Config {
                     "merge_slashes": l.paths.merge_slashes,
                     "encoded_slashes": format!("{:?}", l.paths.encoded_slashes).to_lowercase(),
                     "trusted_proxy_hops": l.trusted_proxy_hops,
+                    "backlog": l.backlog,
                 })
             })
             .collect();
@@ -579,7 +637,14 @@ impl Config {
             "wh_per_mb": c.energy.wh_per_mb,
         });
         json!({
-            "admin": {"listen": self.admin.map(|a| a.to_string())},
+            "admin": self.admin.as_ref().map(|a| json!({
+                "listen": a.listen.to_string(),
+                "token": a.token.as_ref().map(|_| "<redacted>"),
+                "require_token_for_reads": a.token_for_reads,
+                "allowed_hosts": a.allowed_hosts,
+                "max_connections": a.max_connections,
+                "header_read_timeout_ms": ms(a.header_read_timeout),
+            })),
             "server": {"drain_timeout_ms": ms(self.drain_timeout), "access_log": self.access_log},
             "listeners": listeners,
             "routes": routes,

@@ -125,6 +125,16 @@ pub struct RawFileFeed {
 pub struct RawAdmin {
     /// Address of the admin HTTP listener.
     pub listen: Spanned<String>,
+    /// Environment variable holding the bearer token that `POST` endpoints require.
+    pub token_env: Option<Spanned<String>>,
+    /// Require the token for `GET` pages too.
+    pub require_token_for_reads: Option<Spanned<bool>>,
+    /// Host names accepted besides IP addresses and `localhost`.
+    pub allowed_hosts: Option<Vec<Spanned<String>>>,
+    /// Open admin connections above which new ones are closed.
+    pub max_connections: Option<Spanned<u64>>,
+    /// A client must send its request head within this time.
+    pub header_read_timeout_ms: Option<Spanned<u64>>,
 }
 
 /// `[server]`.
@@ -173,6 +183,8 @@ pub struct RawListener {
     pub encoded_slashes: Option<crate::http::path::EncodedSlashes>,
     /// Proxies in front whose `x-forwarded-for` / `forwarded` entries are kept (default 0).
     pub trusted_proxy_hops: Option<Spanned<u64>>,
+    /// Pending connections the kernel queues before `accept` (TCP `listen` backlog).
+    pub backlog: Option<Spanned<u64>>,
 }
 
 /// `tls = { ... }` on a listener.

@@ -36,15 +36,23 @@ const DEFAULT_UNKNOWN_INTENSITY: f64 = 500.0;
 const DEFAULT_FEED_TIMEOUT_MS: u64 = 5_000;
 const DEFAULT_QUIC_IDLE_MS: u64 = 30_000;
 const DEFAULT_QUIC_RETRY_ABOVE: u64 = 64;
+/// Go's and Linux's default `somaxconn`: a burst of new connections waits in the kernel
+/// instead of costing clients SYN retries (tokio's default is 1024, std's 128).
+const DEFAULT_BACKLOG: u64 = 4096;
 /// More trusted proxies than this in front of one listener is a misconfiguration.
 const MAX_TRUSTED_HOPS: u64 = 16;
 
-/// Parses TOML text and validates it.
-pub(super) fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+/// Parses TOML text and validates it, reading `*_env` secrets through `env`.
+pub(super) fn parse(
+    text: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let raw = deserialize(text)?;
     let mut checker = Checker {
         text,
         base_dir,
+        env,
         errors: Vec::new(),
     };
     let config = checker.config(raw);
@@ -88,6 +96,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 struct Checker<'a> {
     text: &'a str,
     base_dir: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<ConfigError>,
 }
 
@@ -118,10 +127,10 @@ impl Checker<'_> {
     }
 
     fn config(&mut self, raw: RawConfig) -> Option<Config> {
-        let admin = raw
-            .admin
-            .as_ref()
-            .and_then(|a| self.socket_addr("admin.listen", &a.listen));
+        let admin = match &raw.admin {
+            Some(a) => self.admin(a).map(Some),
+            None => Some(None),
+        };
         let drain = self.duration(
             "server.drain_timeout_ms",
             &raw.server.drain_timeout_ms,
@@ -154,7 +163,7 @@ impl Checker<'_> {
         Some(Config {
             regions: regions.into_iter().collect::<Option<_>>()?,
             carbon: carbon?,
-            admin,
+            admin: admin?,
             drain_timeout: drain?,
             access_log: raw.server.access_log.unwrap_or(true),
             max_connections: max_connections?,
@@ -242,6 +251,12 @@ impl Checker<'_> {
             0,
             0..=MAX_TRUSTED_HOPS,
         );
+        let backlog = self.bounded(
+            &format!("{key}.backlog"),
+            &l.backlog,
+            DEFAULT_BACKLOG,
+            1..=65_535,
+        );
         let protocols = self.protocols(key, l);
         let wants_h3 = protocols.is_some_and(|p| p.http3);
         let (tls, quic_crypto) = match &l.tls {
@@ -280,6 +295,7 @@ impl Checker<'_> {
                 encoded_slashes: l.encoded_slashes.unwrap_or_default(),
             },
             trusted_proxy_hops: trusted_hops? as u8,
+            backlog: backlog? as u32,
         })
     }
 
@@ -777,6 +793,7 @@ fn endpoint_addr(text: &str) -> Result<EndpointAddr, String> {
     }
 }
 
+mod admin;
 mod carbon;
 mod resilience;
 

@@ -20,6 +20,27 @@ use crate::metrics::{HandshakeFailureLabels, HandshakeLabels, Metrics};
 /// How long clients may cache the `alt-svc` advertisement of HTTP/3, in seconds.
 const ALT_SVC_MAX_AGE: u32 = 86_400;
 
+/// How long an accept loop pauses when the process or the system has no file descriptor (or
+/// memory) left for a new connection: the pending connection stays in the backlog, and
+/// retrying at once would only spin on the same error.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Handles a failed `accept` of the data plane or admin listener `what`: out of descriptors
+/// or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), logs and waits [`ACCEPT_BACKOFF`]; any other
+/// error concerns one connection that is already gone, and the loop goes on at once.
+pub async fn accept_failed(what: &str, error: &std::io::Error) {
+    let exhausted = matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    );
+    if exhausted {
+        tracing::warn!(listener = what, %error, "accept failed: out of resources, backing off");
+        tokio::time::sleep(ACCEPT_BACKOFF).await;
+    } else {
+        tracing::debug!(listener = what, %error, "accept failed");
+    }
+}
+
 /// A listener's bound sockets, not yet serving.
 #[derive(Debug)]
 pub struct Listener {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -87,9 +87,17 @@ impl Limits {
 }
 
 impl Listener {
-    /// Binds the listener's socket.
+    /// Binds the listener's socket with the configured backlog (the kernel caps it at
+    /// `net.core.somaxconn`).
     pub async fn bind(config: &ListenerConfig) -> std::io::Result<Self> {
-        let tcp = TcpListener::bind(config.addr).await?;
+        let socket = match config.addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        // As `TcpListener::bind` does: a restarted proxy can bind while old connections linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(config.addr)?;
+        let tcp = socket.listen(config.backlog)?;
         let settings = Settings::new(config, None);
         Ok(Self {
             tcp,
@@ -125,9 +133,7 @@ impl Listener {
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
-                    // Typically EMFILE: back off instead of spinning on the error.
-                    tracing::warn!(listener = &*settings.name, %error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    super::accept_failed(&settings.name, &error).await;
                     continue;
                 }
             };

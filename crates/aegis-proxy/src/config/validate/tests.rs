@@ -4,8 +4,12 @@ use std::path::Path;
 
 use super::*;
 
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
 fn errors(text: &str) -> Vec<String> {
-    match parse(text, Path::new("/nonexistent")) {
+    match parse(text, Path::new("/nonexistent"), &no_env) {
         Ok(_) => panic!("config unexpectedly valid:\n{text}"),
         Err(e) => e.0.iter().map(ToString::to_string).collect(),
     }
@@ -31,8 +35,12 @@ endpoints = ["127.0.0.1:9000", "127.0.0.1:9001"]
 
 #[test]
 fn the_sample_config_is_valid_and_takes_defaults() {
-    let config = parse(VALID, Path::new(".")).unwrap();
-    assert_eq!(config.admin, Some("127.0.0.1:9901".parse().unwrap()));
+    let config = parse(VALID, Path::new("."), &no_env).unwrap();
+    let admin = config.admin.unwrap();
+    assert_eq!(admin.listen, "127.0.0.1:9901".parse().unwrap());
+    assert_eq!(admin.token, None);
+    assert_eq!(admin.max_connections, 64);
+    assert_eq!(admin.header_read_timeout, Duration::from_secs(5));
     assert_eq!(
         config.listeners[0].header_read_timeout,
         Duration::from_secs(10)
@@ -53,7 +61,7 @@ fn path_rules_and_trusted_hops_are_read() {
         "listen = \"127.0.0.1:8080\"\npath_normalization = \"reject\"\nmerge_slashes = false\n\
          encoded_slashes = \"decode\"\ntrusted_proxy_hops = 2",
     );
-    let listener = &parse(&text, Path::new(".")).unwrap().listeners[0];
+    let listener = &parse(&text, Path::new("."), &no_env).unwrap().listeners[0];
     let expected = PathRules {
         reject_unnormalized: true,
         merge_slashes: false,
@@ -61,6 +69,52 @@ fn path_rules_and_trusted_hops_are_read() {
     };
     assert_eq!(listener.paths, expected);
     assert_eq!(listener.trusted_proxy_hops, 2);
+}
+
+#[test]
+fn a_non_loopback_admin_needs_a_token() {
+    let text = VALID.replace("127.0.0.1:9901", "0.0.0.0:9901");
+    assert_eq!(
+        errors(&text),
+        [
+            "admin.listen, line 3: 0.0.0.0:9901 is not a loopback address: set admin.token_env \
+          (the admin API can reload the proxy and read its configuration)"
+        ]
+    );
+    let text = text.replace(
+        "listen = \"0.0.0.0:9901\"",
+        "listen = \"0.0.0.0:9901\"\ntoken_env = \"ADMIN_TOKEN\"",
+    );
+    let env = |name: &str| (name == "ADMIN_TOKEN").then(|| "t0ken".to_owned());
+    let admin = parse(&text, Path::new("."), &env).unwrap().admin.unwrap();
+    assert!(admin.token.unwrap().matches(b"t0ken"));
+}
+
+#[test]
+fn an_admin_token_variable_that_is_not_set() {
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:9901\"",
+        "listen = \"127.0.0.1:9901\"\ntoken_env = \"NOT_SET\"",
+    );
+    assert_eq!(
+        errors(&text),
+        ["admin.token_env, line 4: environment variable NOT_SET (the admin token) is not set or empty"]
+    );
+}
+
+#[test]
+fn admin_reads_cannot_require_a_token_that_does_not_exist() {
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:9901\"",
+        "listen = \"127.0.0.1:9901\"\nrequire_token_for_reads = true\nallowed_hosts = [\"a:1\"]",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "admin.require_token_for_reads, line 4: needs admin.token_env",
+            "admin.allowed_hosts[0], line 5: \"a:1\" is not a host name (without port)"
+        ]
+    );
 }
 
 #[test]
@@ -367,7 +421,7 @@ regions = { eu-central = ["127.0.0.1:9000"], eu-north = ["127.0.0.1:9001", "127.
 
 #[test]
 fn regions_and_carbon_parse() {
-    let config = parse(CARBON, Path::new("/etc/aegis")).unwrap();
+    let config = parse(CARBON, Path::new("/etc/aegis"), &no_env).unwrap();
     assert_eq!(config.regions.len(), 2);
     assert_eq!(config.regions[0].intensity, Some(350.0));
     assert_eq!(
@@ -424,7 +478,7 @@ fn file_feed_needs_a_path() {
 
 #[test]
 fn resilience_settings_take_defaults() {
-    let config = parse(VALID, Path::new(".")).unwrap();
+    let config = parse(VALID, Path::new("."), &no_env).unwrap();
     let c = &config.clusters[0];
     assert_eq!(c.health_check, None);
     assert_eq!(c.outlier, crate::config::OutlierConfig::default());
@@ -444,7 +498,7 @@ fn resilience_settings_are_read() {
          max_ejected_percent = 30\n\
          [clusters.api.retry]\nattempts = 2\nbudget_percent = 10\nmin_concurrent = 1\n"
     );
-    let config = parse(&text, Path::new(".")).unwrap();
+    let config = parse(&text, Path::new("."), &no_env).unwrap();
     let c = &config.clusters[0];
     let check = c.health_check.as_ref().unwrap();
     assert_eq!(check.path, "/healthz?full=1");
