@@ -92,14 +92,14 @@ pub fn normalize(path: &str, rules: PathRules) -> Result<Cow<'_, str>, PathError
     Ok(Cow::Owned(normal))
 }
 
-/// The quick check for the common case: no `%`, no `\`, no `//` (when merging) and no `.` or
-/// `..` segment means the path is already normal.
+/// The quick check for the common case: ASCII without `%` or `\`, no `//` (when merging) and
+/// no `.` or `..` segment means the path is already normal.
 fn is_normal(path: &[u8], rules: PathRules) -> bool {
     let mut previous = b'/';
     let mut segment_start = 0;
     for (i, &b) in path.iter().enumerate() {
         match b {
-            b'%' | b'\\' => return false,
+            b'%' | b'\\' | 0x80.. => return false,
             b'/' if i > 0 => {
                 if (previous == b'/' && rules.merge_slashes)
                     || is_dot_segment(&path[segment_start..i])
@@ -303,6 +303,18 @@ mod tests {
         assert_eq!(with("/a/b", strict).unwrap(), "/a/b");
         // Already normal, though it has a percent-encoding: nothing to refuse.
         assert_eq!(with("/a%20b", strict).unwrap(), "/a%20b");
+    }
+
+    /// Found by the `request_target` fuzzer: a path that is normal but for a raw non-ASCII
+    /// byte (no client library sends one, but the normaliser must not depend on that).
+    #[test]
+    fn raw_non_ascii_is_percent_encoded() {
+        let keep = PathRules {
+            merge_slashes: false,
+            ..PathRules::default()
+        };
+        assert_eq!(with("///\u{645}/", keep).unwrap(), "///%D9%85/");
+        assert_eq!(norm("/caf\u{e9}").unwrap(), "/caf%C3%A9");
     }
 
     #[test]
