@@ -225,3 +225,56 @@ async fn no_connection_outlives_bad_requests() {
     }
     assert_eq!(active, Some(0.0));
 }
+
+/// The server preface (an empty SETTINGS) then GOAWAY(PROTOCOL_ERROR, last stream 0).
+fn is_goaway_protocol_error(bytes: &[u8]) -> bool {
+    bytes.len() >= 26
+        && bytes[..9] == [0, 0, 0, 4, 0, 0, 0, 0, 0]
+        && bytes[12] == 7
+        && bytes[18..26] == [0, 0, 0, 0, 0, 0, 0, 1]
+}
+
+//= https://www.rfc-editor.org/rfc/rfc9113#section-3.4
+//# Clients and servers MUST treat an invalid connection preface as a connection error
+//# (Section 5.4.1) of type PROTOCOL_ERROR.
+#[tokio::test]
+async fn an_invalid_h2_preface_gets_goaway_on_h2c_and_over_tls() {
+    let origin = origin(Behaviour::Answer).await;
+    let dir = TestDir::new("preface");
+    let proxy = start(
+        &matrix_config("", &{
+            let endpoint = origin.addr;
+            format!(
+                "[[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"{endpoint}\"]\n"
+            )
+        }),
+        &dir,
+    )
+    .await;
+    let plain = proxy.listener_addr("plain").unwrap();
+    for invalid in [
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\rQ"[..],
+        b"INVALID CONNECTION PREFACE",
+    ] {
+        let answer = raw(plain, invalid).await;
+        assert!(is_goaway_protocol_error(answer.as_bytes()), "{answer:?}");
+    }
+    // HTTP/1 with an unsupported version is still answered in HTTP/1.
+    let answer = raw(plain, b"GET / HTTP/2.0\r\nHost: a\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer:?}");
+
+    let tcp = tokio::net::TcpStream::connect(proxy.listener_addr("secure").unwrap())
+        .await
+        .unwrap();
+    let tls = client_tls(dir.roots(), Groups::PqOnly, &[b"h2"]);
+    let server = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(tls)
+        .connect(server, tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"INVALID CONNECTION PREFACE").await.unwrap();
+    let mut answer = Vec::new();
+    // A clean close: read_to_end fails on a TLS stream cut without close_notify.
+    tls.read_to_end(&mut answer).await.expect("close_notify");
+    assert!(is_goaway_protocol_error(&answer), "{answer:?}");
+}

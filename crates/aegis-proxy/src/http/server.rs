@@ -29,6 +29,15 @@ pub struct Hyper {
     builder: auto::Builder<TokioExecutor>,
     /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY first).
     idle_timeout: Duration,
+    /// How long a client may take to send its first bytes (the HTTP/2 preface).
+    head_wait: Duration,
+}
+
+impl Hyper {
+    /// How long a client may take to send its request head or HTTP/2 preface.
+    pub fn head_wait(&self) -> Duration {
+        self.head_wait
+    }
 }
 
 /// The hyper connection builder for a listener, with its limits applied.
@@ -54,6 +63,7 @@ pub fn builder(config: &ListenerConfig) -> Hyper {
     Hyper {
         builder,
         idle_timeout: config.idle_timeout,
+        head_wait: config.head_wait(),
     }
 }
 

@@ -13,8 +13,7 @@ use arc_swap::ArcSwap;
 
 use super::{alpn_name, handshake_done, handshake_failed, ActiveGuard};
 use crate::config::ListenerConfig;
-use crate::http::framing::FramingGuard;
-use crate::http::{h1, server, ConnInfo, Proxy};
+use crate::http::{h1, preface, server, ConnInfo, Proxy};
 use crate::limit::{ConnectionLimit, Slot};
 use crate::metrics::{ListenerLabels, Metrics};
 
@@ -222,9 +221,11 @@ impl Connection {
         async move {
             let _active = self.count();
             let builder = &self.listener.builder;
-            let fast = self.listener.config.protocols.http1.then_some(h1::Limits {
-                header_read_timeout: self.listener.config.head_wait(),
-                max_header_bytes: self.listener.config.max_header_bytes,
+            let config = &self.listener.config;
+            let fast = config.protocols.http1.then_some(h1::Limits {
+                header_read_timeout: config.head_wait(),
+                max_header_bytes: config.max_header_bytes,
+                h2c: config.protocols.http2 && self.listener.tls.is_none(),
             });
             let Some(acceptor) = &self.listener.tls else {
                 match fast {
@@ -232,15 +233,11 @@ impl Connection {
                         let info = conn_info(&self.listener, peer);
                         h1::serve(stream, builder, limits, self.proxy, info, self.stop).await
                     }
-                    // Boxed, like the TLS path below: the task of a plain HTTP/1 connection stays
-                    // the size of the fast path's state, not of hyper's or rustls'.
+                    // HTTP/2 only. Boxed, like the TLS path below: the task of a plain HTTP/1
+                    // connection stays the size of the fast path's state, not of hyper's.
                     None => {
-                        let stream = FramingGuard::new(stream);
                         let info = conn_info(&self.listener, peer);
-                        Box::pin(server::serve_connection(
-                            builder, stream, self.proxy, info, self.stop,
-                        ))
-                        .await
+                        Box::pin(serve_h2(builder, stream, self.proxy, info, self.stop)).await
                     }
                 }
                 return;
@@ -283,14 +280,28 @@ impl Connection {
         info.secure = true;
         info.tls_group = group;
         match fast {
-            _ if protocol == "h2" => {
-                server::serve_connection(builder, tls, self.proxy, info, self.stop).await
+            Some(limits) if protocol != "h2" => {
+                h1::serve(tls, builder, limits, self.proxy, info, self.stop).await
             }
-            Some(limits) => h1::serve(tls, builder, limits, self.proxy, info, self.stop).await,
-            None => {
-                let tls = FramingGuard::new(tls);
-                server::serve_connection(builder, tls, self.proxy, info, self.stop).await
-            }
+            // ALPN h2, or a listener that serves only HTTP/2.
+            _ => serve_h2(builder, tls, self.proxy, info, self.stop).await,
         }
     }
+}
+
+/// Serves an HTTP/2 connection once its client preface has been read and checked: an invalid
+/// preface is answered with GOAWAY(PROTOCOL_ERROR), never handed to hyper.
+async fn serve_h2<I>(
+    builder: &server::Hyper,
+    io: I,
+    proxy: Arc<ArcSwap<Proxy>>,
+    info: ConnInfo,
+    stop: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(io) = preface::expect(io, builder.head_wait()).await else {
+        return;
+    };
+    server::serve_connection(builder, io, proxy, info, stop).await
 }

@@ -40,7 +40,7 @@ use tokio::sync::watch;
 use super::forward::{self, ConnInfo, Proxy, MAX_ATTEMPTS};
 use super::framing::FramingGuard;
 use super::record::RequestRecord;
-use super::{server, ProxyError};
+use super::{preface, server, ProxyError};
 use crate::upstream::connector::UpstreamStream;
 use crate::upstream::{Cluster, Endpoint, InFlight};
 use chunked::Chunked;
@@ -84,6 +84,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Largest request head; a larger one goes to the general path, which answers 431.
     pub max_header_bytes: usize,
+    /// The listener also serves h2c by prior knowledge: an invalid HTTP/2 preface, or a first
+    /// line that is not HTTP/1 at all, gets GOAWAY(PROTOCOL_ERROR) rather than an HTTP/1 400.
+    pub h2c: bool,
 }
 
 /// Serves one client connection until it closes, handing it to the general path (`builder`)
@@ -109,14 +112,9 @@ pub fn serve<'a, I: ClientIo>(
             let until = tokio::time::Instant::now() + limits.header_read_timeout;
             // In a block: the pinned read and its result take no room while a request is
             // forwarded or the connection moves to the general path.
-            let (current, head, upstream_head) = {
+            let fast = {
                 let reading = pin!(read_head(
-                    &mut io,
-                    &mut buf,
-                    limits.max_header_bytes,
-                    &proxy,
-                    &conn,
-                    &client_ip,
+                    &mut io, &mut buf, limits, &proxy, &conn, &client_ip
                 ));
                 let read = tokio::select! {
                     biased;
@@ -125,11 +123,16 @@ pub fn serve<'a, I: ClientIo>(
                 };
                 match read {
                     Ok(Ok(Read::Fast(current, head, upstream_head))) => {
-                        (current, head, upstream_head)
+                        Some((current, head, upstream_head))
                     }
                     Ok(Ok(Read::General)) => break,
+                    Ok(Ok(Read::BadPreface)) => None,
                     Ok(Ok(Read::Closed) | Err(_)) | Err(_) => return,
                 }
+            };
+            let Some((current, head, upstream_head)) = fast else {
+                // Boxed: the refusal's buffers take no room in every connection's task.
+                return Box::pin(preface::refuse(&mut io)).await;
             };
             let exchange = Exchange {
                 proxy: &current,
@@ -164,6 +167,8 @@ enum Read {
     Closed,
     /// Not for the fast path.
     General,
+    /// An h2c client with an invalid connection preface.
+    BadPreface,
     /// A request the fast path forwards, with the proxy it was routed on and its upstream head.
     Fast(Arc<Proxy>, request::Head, Vec<u8>),
 }
@@ -171,21 +176,26 @@ enum Read {
 async fn read_head<I: ClientIo>(
     io: &mut I,
     buf: &mut Vec<u8>,
-    max_header_bytes: usize,
+    limits: Limits,
     proxy: &ArcSwap<Proxy>,
     conn: &ConnInfo,
     client_ip: &str,
 ) -> io::Result<Read> {
+    let max_header_bytes = limits.max_header_bytes;
     loop {
         if !buf.is_empty() {
             let current = proxy.load_full();
             let mut upstream_head = buffers::take();
             let within = &buf[..buf.len().min(max_header_bytes)];
-            match request::parse(within, &current, conn, client_ip, &mut upstream_head) {
+            let parsed = request::parse(within, &current, conn, client_ip, &mut upstream_head);
+            match parsed {
                 request::Parsed::Fast(head) => return Ok(Read::Fast(current, head, upstream_head)),
-                request::Parsed::General => {
+                request::Parsed::General | request::Parsed::NotHttp1 => {
                     buffers::give(upstream_head);
-                    return Ok(Read::General);
+                    return Ok(match (parsed, limits.h2c) {
+                        (request::Parsed::NotHttp1, true) => Read::BadPreface,
+                        _ => Read::General,
+                    });
                 }
                 request::Parsed::Partial if buf.len() >= max_header_bytes => {
                     return Ok(Read::General)

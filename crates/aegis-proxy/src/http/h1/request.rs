@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use http::Method;
 
 use super::super::forward::{ConnInfo, Proxy};
-use super::super::{headers, host, path};
+use super::super::{headers, host, path, preface};
 use crate::config::UpstreamProtocol;
 
 /// Headers the fast path parses; a request with more goes to the general path.
@@ -46,6 +46,10 @@ pub(super) enum Parsed {
     Partial,
     /// Not for the fast path: hand the connection to the general path.
     General,
+    /// Not an HTTP/1 request line: an invalid HTTP/2 preface (`PRI * HTTP/2.0` then something
+    /// else), or a version that is not `HTTP/...`. A listener that serves h2c refuses it as
+    /// HTTP/2 would; an HTTP/1-only one leaves it to the general path (400).
+    NotHttp1,
     /// A request the fast path forwards; its upstream head is in the output buffer.
     Fast(Head),
 }
@@ -59,11 +63,18 @@ pub(super) fn parse(
     client_ip: &str,
     upstream: &mut Vec<u8>,
 ) -> Parsed {
+    match preface::classify(bytes) {
+        preface::Start::Preface => return Parsed::General, // h2c: hyper takes it
+        preface::Start::Partial => return Parsed::Partial,
+        preface::Start::Invalid => return Parsed::NotHttp1,
+        preface::Start::Other => {}
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let len = match request.parse(bytes) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::Version) if !has_http_version(bytes) => return Parsed::NotHttp1,
         Err(_) => return Parsed::General,
     };
     match prepare(&request, len, proxy, conn, client_ip, upstream) {
@@ -270,6 +281,15 @@ fn is_origin_form(target: &str) -> bool {
         && target
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/?-._~!$&'()*+,;=:@%[]".contains(&b))
+}
+
+/// Whether the request line's third token starts like `HTTP/` (a version HTTP/1 can answer,
+/// with 505 if need be), as opposed to bytes of another protocol.
+fn has_http_version(bytes: &[u8]) -> bool {
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let version = line.splitn(3, |b| *b == b' ').nth(2).unwrap_or_default();
+    let shared = version.len().min(5);
+    version[..shared] == b"HTTP/"[..shared]
 }
 
 /// A decimal `Content-Length` (RFC 9110 §8.6); a list or anything else goes to the general path.
