@@ -5,7 +5,8 @@
 
 mod support;
 
-use aegis_proxy::demo::spawn_origin;
+use std::time::Duration;
+
 use support::*;
 
 const H2SPEC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/h2spec");
@@ -18,7 +19,7 @@ async fn h2spec(port: u16, tls: bool) -> (bool, String) {
         "-p".to_owned(),
         port.to_string(),
         "-o".to_owned(),
-        "5".to_owned(),
+        "3".to_owned(),
     ];
     if tls {
         args.extend(["-t".to_owned(), "-k".to_owned()]);
@@ -35,7 +36,11 @@ async fn h2spec(port: u16, tls: bool) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_h2spec_case_passes_over_tls_and_h2c() {
     let dir = TestDir::new("h2spec");
-    let origin = spawn_origin("o1").await.unwrap();
+    // A slow application: a client's RST_STREAM right after its HEADERS always arrives before
+    // the response exists, as h2spec 5.1/8 assumes, however loaded the machine is.
+    let origin = origin(Behaviour::Delay(Duration::from_millis(25)))
+        .await
+        .addr;
     let rest =
         format!("[[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"{origin}\"]\n");
     let proxy = start(&matrix_config("", &rest), &dir).await;

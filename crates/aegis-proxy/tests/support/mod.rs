@@ -262,6 +262,8 @@ pub enum Behaviour {
     Answer,
     /// Never answer.
     Hang,
+    /// Answer after this long: a slow application.
+    Delay(std::time::Duration),
     /// Signal `arrived`, then answer once `release` is notified.
     Gate {
         arrived: Arc<tokio::sync::Notify>,
@@ -299,6 +301,7 @@ pub async fn origin(behaviour: Behaviour) -> Origin {
                             match behaviour {
                                 Behaviour::Answer => {}
                                 Behaviour::Hang => std::future::pending::<()>().await,
+                                Behaviour::Delay(time) => tokio::time::sleep(time).await,
                                 Behaviour::Gate { arrived, release } => {
                                     arrived.notify_one();
                                     release.notified().await;
