@@ -53,6 +53,8 @@ fn request_pieces(c: &mut Criterion) {
             max_request_body_bytes: None,
             paths: Default::default(),
             trusted_proxy_hops: 0,
+            admitted: None,
+            stream_idle_timeout: std::time::Duration::from_secs(300),
             alt_svc: None,
         };
         (proxy, conn)

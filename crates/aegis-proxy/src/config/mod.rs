@@ -231,6 +231,11 @@ pub struct ListenerConfig {
     pub trusted_proxy_hops: u8,
     /// TCP `listen` backlog.
     pub backlog: u32,
+    /// A body that makes no progress in either direction for this long is cut off, and its
+    /// cluster slot freed.
+    pub stream_idle_timeout: Duration,
+    /// Concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
 }
 
 /// `path_normalization` on a listener.
@@ -421,6 +426,8 @@ pub struct ClusterConfig {
     pub retry: RetryConfig,
     /// Requests in flight to the cluster above which new ones are shed with 503.
     pub max_pending_requests: usize,
+    /// Of those, how many one client connection may hold (HTTP/2, HTTP/3).
+    pub max_pending_per_connection: usize,
 }
 
 /// An endpoint address as configured.
@@ -559,6 +566,8 @@ impl Config {
                     "encoded_slashes": format!("{:?}", l.paths.encoded_slashes).to_lowercase(),
                     "trusted_proxy_hops": l.trusted_proxy_hops,
                     "backlog": l.backlog,
+                    "stream_idle_timeout_ms": ms(l.stream_idle_timeout),
+                    "max_concurrent_streams": l.max_concurrent_streams,
                 })
             })
             .collect();

@@ -185,6 +185,10 @@ pub struct RawListener {
     pub trusted_proxy_hops: Option<Spanned<u64>>,
     /// Pending connections the kernel queues before `accept` (TCP `listen` backlog).
     pub backlog: Option<Spanned<u64>>,
+    /// A response (or request) body that makes no progress for this long is cut off.
+    pub stream_idle_timeout_ms: Option<Spanned<u64>>,
+    /// Concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: Option<Spanned<u64>>,
 }
 
 /// `tls = { ... }` on a listener.
@@ -255,6 +259,8 @@ pub struct RawCluster {
     pub retry: Option<RawRetry>,
     /// Requests in flight to the cluster above which new ones get 503.
     pub max_pending_requests: Option<Spanned<u64>>,
+    /// Of those, how many one client connection may hold.
+    pub max_pending_per_connection: Option<Spanned<u64>>,
 }
 
 /// `[clusters.NAME.health_check]`.

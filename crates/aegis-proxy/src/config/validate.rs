@@ -36,6 +36,10 @@ const DEFAULT_UNKNOWN_INTENSITY: f64 = 500.0;
 const DEFAULT_FEED_TIMEOUT_MS: u64 = 5_000;
 const DEFAULT_QUIC_IDLE_MS: u64 = 30_000;
 const DEFAULT_QUIC_RETRY_ABOVE: u64 = 64;
+/// Envoy's `stream_idle_timeout`: long enough for long polls and quiet streams.
+const DEFAULT_STREAM_IDLE_MS: u64 = 300_000;
+/// Envoy's, Go's and nginx's default.
+const DEFAULT_H2_STREAMS: u64 = 100;
 /// Go's and Linux's default `somaxconn`: a burst of new connections waits in the kernel
 /// instead of costing clients SYN retries (tokio's default is 1024, std's 128).
 const DEFAULT_BACKLOG: u64 = 4096;
@@ -257,6 +261,17 @@ impl Checker<'_> {
             DEFAULT_BACKLOG,
             1..=65_535,
         );
+        let stream_idle = self.duration(
+            &format!("{key}.stream_idle_timeout_ms"),
+            &l.stream_idle_timeout_ms,
+            DEFAULT_STREAM_IDLE_MS,
+        );
+        let streams = self.bounded(
+            &format!("{key}.max_concurrent_streams"),
+            &l.max_concurrent_streams,
+            DEFAULT_H2_STREAMS,
+            1..=10_000,
+        );
         let protocols = self.protocols(key, l);
         let wants_h3 = protocols.is_some_and(|p| p.http3);
         let (tls, quic_crypto) = match &l.tls {
@@ -296,6 +311,8 @@ impl Checker<'_> {
             },
             trusted_proxy_hops: trusted_hops? as u8,
             backlog: backlog? as u32,
+            stream_idle_timeout: stream_idle?,
+            max_concurrent_streams: streams? as u32,
         })
     }
 
@@ -505,11 +522,20 @@ impl Checker<'_> {
             resilience::DEFAULT_MAX_PENDING,
             1..=10_000_000,
         );
+        let per_connection = max_pending.and_then(|max| {
+            self.bounded(
+                &format!("{key}.max_pending_per_connection"),
+                &c.max_pending_per_connection,
+                (max / resilience::DEFAULT_CONNECTION_SHARE).max(1),
+                1..=max,
+            )
+        });
         Some(ClusterConfig {
             health_check: health_check?,
             outlier: outlier?,
             retry: retry?,
             max_pending_requests: max_pending? as usize,
+            max_pending_per_connection: per_connection? as usize,
             name: name.to_owned(),
             lb: c.lb,
             protocol: c.protocol,

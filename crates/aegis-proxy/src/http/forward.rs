@@ -151,6 +151,11 @@ pub struct ConnInfo {
     pub paths: PathRules,
     /// Proxies in front whose forwarding headers are kept.
     pub trusted_proxy_hops: u8,
+    /// A response body that makes no progress for this long is cut off.
+    pub stream_idle_timeout: std::time::Duration,
+    /// Requests of this connection admitted to clusters and not finished, on protocols that
+    /// multiplex (HTTP/2, HTTP/3): one connection may hold only a share of a cluster.
+    pub admitted: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 /// Forwards one request and returns the response to send, never an error: failures become
@@ -286,7 +291,7 @@ where
     record.route = Some(proxy.route_names[route_index].clone());
     record.cluster = Some(proxy.clusters[route.cluster].name.clone());
     let cluster = &proxy.clusters[route.cluster];
-    let Some(admitted) = cluster.try_admit() else {
+    let Some(admitted) = cluster.try_admit(conn.admitted.as_ref()) else {
         note_shed(proxy, cluster);
         return Err(ProxyError::Overloaded);
     };

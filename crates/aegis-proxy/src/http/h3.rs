@@ -65,6 +65,8 @@ pub async fn serve_connection(
             return;
         }
     };
+    let mut info = info;
+    info.admitted = Some(Arc::new(std::sync::atomic::AtomicUsize::new(0)));
     let info = Arc::new(info);
     let mut requests = JoinSet::new();
     let (mut draining, mut goaway_sent) = (false, false);
@@ -130,29 +132,49 @@ async fn handle(
         tracing::debug!(%error, "http/3 response head not sent");
         return;
     }
-    while let Some(frame) = body.frame().await {
-        let sent = match frame {
-            Ok(frame) => match frame.into_data() {
-                Ok(data) => send.send_data(data).await,
-                Err(frame) => match frame.into_trailers() {
-                    Ok(trailers) => send.send_trailers(trailers).await,
-                    Err(_) => Ok(()),
+    // No progress in either direction for the stream idle timeout (the upstream sends
+    // nothing, or the client's flow-control window stays shut) cuts the response off; the
+    // body, its cluster slot and upstream connection are dropped with this task.
+    let idle = info.stream_idle_timeout;
+    loop {
+        let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
+            return stream_idle(&mut send);
+        };
+        let Some(frame) = frame else { break };
+        let sending = async {
+            match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => send.send_data(data).await.map(Some),
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) => send.send_trailers(trailers).await.map(Some),
+                        Err(_) => Ok(Some(())),
+                    },
                 },
-            },
-            Err(error) => {
-                tracing::debug!(%error, "response body failed; resetting http/3 stream");
-                send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
-                return;
+                Err(error) => {
+                    tracing::debug!(%error, "response body failed; resetting http/3 stream");
+                    Ok(None)
+                }
             }
         };
-        if let Err(error) = sent {
-            tracing::debug!(%error, "http/3 client went away");
-            return;
+        match tokio::time::timeout(idle, sending).await {
+            Ok(Ok(Some(()))) => {}
+            Ok(Ok(None)) => return send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "http/3 client went away");
+                return;
+            }
+            Err(_) => return stream_idle(&mut send),
         }
     }
     if let Err(error) = send.finish().await {
         tracing::debug!(%error, "http/3 stream not finished");
     }
+}
+
+/// Resets a stream that made no progress for the stream idle timeout.
+fn stream_idle(send: &mut RequestStream<h3_quinn::SendStream<Bytes>, Bytes>) {
+    tracing::debug!("stream idle timeout: http/3 response cut off");
+    send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
 }
 
 /// The request body of an HTTP/3 stream as an [`http_body::Body`].

@@ -13,6 +13,7 @@ pub mod record;
 pub mod replay;
 pub mod server;
 mod upstream_h1;
+mod watchdog;
 
 pub use error::ProxyError;
 pub use forward::{forward, ConnInfo, Proxy};

@@ -10,9 +10,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::limit::Slot;
 use crate::metrics::{CarbonRequestLabels, ClusterLabels, Metrics, RegionLabels, RequestLabels};
-use crate::upstream::InFlight;
+use crate::upstream::{Admission, InFlight};
 use crate::{Body, BoxError};
 
 /// The access-log tracing target; the JSON log layer selects on it.
@@ -38,8 +37,8 @@ pub struct RequestRecord {
     pub(crate) status: u16,
     pub(crate) error: Option<&'static str>,
     pub(crate) in_flight: Option<InFlight>,
-    /// Holds the request's place in its cluster's pending count until the response ends.
-    pub(crate) admitted: Option<Slot>,
+    /// Holds the request's place in its cluster's pending counts until the response ends.
+    pub(crate) admitted: Option<Admission>,
     pub(crate) body_limit: Option<u64>,
     pub(crate) carbon: Option<CarbonRecord>,
 }

@@ -2,15 +2,12 @@
 //! connection, handing every request to [`forward`](super::forward).
 
 use std::convert::Infallible;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,9 +16,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::watchdog::{Progress, Watchdog};
 use super::{forward, ConnInfo, Proxy};
 use crate::config::ListenerConfig;
-use crate::{Body, BoxError};
 
 /// How hyper serves a listener's connections.
 #[derive(Debug, Clone)]
@@ -53,7 +50,7 @@ pub fn builder(config: &ListenerConfig) -> Hyper {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(config.max_concurrent_streams)
         .max_pending_accept_reset_streams(64);
     let builder = match (config.protocols.http1, config.protocols.http2) {
         (true, false) => builder.http1_only(),
@@ -80,11 +77,20 @@ pub async fn serve_connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
+    let mut conn = conn;
+    conn.admitted = Some(Arc::new(AtomicUsize::new(0)));
+    let watchdog = Arc::new(Watchdog::new(conn.stream_idle_timeout));
     let conn = Arc::new(conn);
     let activity = Arc::new(Activity::new());
     let requests = activity.clone();
+    let streams = watchdog.clone();
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = InFlight::start(&requests);
+        let stream = streams.register();
+        let request = request.map(|body| Progress {
+            body,
+            stream: stream.clone(),
+        });
         // Each request uses the routes and clusters current when it arrives; a reload never
         // changes them under a request in flight.
         let proxy = proxy.load_full();
@@ -93,17 +99,18 @@ pub async fn serve_connection<I>(
         // connection; boxed, an idle keep-alive connection holds a pointer, not the future.
         Box::pin(async move {
             let response = forward(&proxy, &conn, request).await;
-            // In flight until the whole response body has been sent (or dropped).
-            Ok::<_, Infallible>(response.map(|body| Tracked {
-                body,
-                _in_flight: in_flight,
-            }))
+            // In flight until the whole response body has been sent, dropped or cut off.
+            Ok::<_, Infallible>(response.map(|body| stream.hold(body, in_flight)))
         })
     });
     let connection = hyper.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let mut idle_check = pin!(tokio::time::sleep(hyper.idle_timeout));
-    loop {
+    let mut stream_check = pin!(tokio::time::sleep(watchdog.timeout()));
+    // Shutting down, the process's drain timeout bounds the wait; an idle close gives the
+    // client this long after GOAWAY, whether or not it answers (RFC 9113 §6.8 lets the
+    // sender close once it has waited).
+    let grace = loop {
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -111,19 +118,33 @@ pub async fn serve_connection<I>(
                 }
                 return;
             }
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = shutdown.wait_for(|stop| *stop) => break None,
+            _ = stream_check.as_mut() => {
+                let next = watchdog.sweep();
+                stream_check.as_mut().reset(next);
+            }
             _ = idle_check.as_mut() => match activity.idle_until(hyper.idle_timeout) {
                 Some(next_check) => idle_check.as_mut().reset(next_check),
                 None => {
                     tracing::debug!(client = %peer, "idle connection closed");
-                    break;
+                    break Some(hyper.head_wait);
                 }
             },
         }
-    }
+    };
     connection.as_mut().graceful_shutdown();
-    if let Err(error) = connection.await {
-        tracing::debug!(%error, "connection ended with an error while draining");
+    let drained = async {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "connection ended with an error while draining");
+        }
+    };
+    match grace {
+        None => drained.await,
+        Some(grace) => {
+            if tokio::time::timeout(grace, drained).await.is_err() {
+                tracing::debug!(client = %peer, "closed: no close from the client after GOAWAY");
+            }
+        }
     }
 }
 
@@ -174,31 +195,5 @@ impl Drop for InFlight {
         let ended = u64::try_from(ended).unwrap_or(u64::MAX);
         self.0.last_end_ms.fetch_max(ended, Ordering::AcqRel);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A response body that keeps its request counted as in flight until it is done or dropped.
-struct Tracked {
-    body: Body,
-    _in_flight: InFlight,
-}
-
-impl http_body::Body for Tracked {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }

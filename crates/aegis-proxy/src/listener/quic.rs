@@ -205,6 +205,8 @@ impl Connection {
             max_request_body_bytes: self.settings.config.max_request_body_bytes,
             paths: self.settings.config.paths,
             trusted_proxy_hops: self.settings.config.trusted_proxy_hops,
+            admitted: None,
+            stream_idle_timeout: self.settings.config.stream_idle_timeout,
             alt_svc: None,
         };
         let max_header = self.settings.config.max_header_bytes as u64;

@@ -188,6 +188,8 @@ fn conn_info(listener: &Settings, peer: SocketAddr) -> ConnInfo {
         max_request_body_bytes: listener.config.max_request_body_bytes,
         paths: listener.config.paths,
         trusted_proxy_hops: listener.config.trusted_proxy_hops,
+        admitted: None,
+        stream_idle_timeout: listener.config.stream_idle_timeout,
         alt_svc: listener.alt_svc.clone(),
     }
 }

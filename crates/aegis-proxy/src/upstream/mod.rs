@@ -107,10 +107,19 @@ pub struct Cluster {
     /// Retry policy and budget.
     pub retry: RetryConfig,
     max_pending: usize,
+    max_per_connection: usize,
     pending: Arc<AtomicUsize>,
     retries_active: Arc<AtomicUsize>,
     lb: LbPolicy,
     next: AtomicUsize,
+}
+
+/// A request's places in its cluster's pending count and its client connection's, held until
+/// the response ends.
+#[derive(Debug)]
+pub struct Admission {
+    _cluster: Slot,
+    _connection: Option<Slot>,
 }
 
 impl Cluster {
@@ -138,6 +147,7 @@ impl Cluster {
             outlier: config.outlier.clone(),
             retry: config.retry.clone(),
             max_pending: config.max_pending_requests,
+            max_per_connection: config.max_pending_per_connection,
             pending: Arc::new(AtomicUsize::new(0)),
             retries_active: Arc::new(AtomicUsize::new(0)),
             lb: config.lb,
@@ -145,9 +155,20 @@ impl Cluster {
         }
     }
 
-    /// Admits one request unless `max_pending_requests` are already in flight.
-    pub fn try_admit(&self) -> Option<Slot> {
-        Slot::try_take(&self.pending, self.max_pending)
+    /// Admits one request unless `max_pending_requests` are already in flight, or its client
+    /// connection (whose count of admitted requests is `connection`, for multiplexed
+    /// protocols) already holds `max_pending_per_connection`: one client cannot take a
+    /// cluster's every slot.
+    pub fn try_admit(&self, connection: Option<&Arc<AtomicUsize>>) -> Option<Admission> {
+        let connection = match connection {
+            Some(count) => Some(Slot::try_take(count, self.max_per_connection)?),
+            None => None,
+        };
+        let cluster = Slot::try_take(&self.pending, self.max_pending)?;
+        Some(Admission {
+            _cluster: cluster,
+            _connection: connection,
+        })
     }
 
     /// Requests admitted and not yet finished.
@@ -312,6 +333,7 @@ mod tests {
             outlier: OutlierConfig::default(),
             retry: RetryConfig::default(),
             max_pending_requests: 2,
+            max_pending_per_connection: 1,
         };
         Cluster::new(&config, &[])
     }
@@ -381,14 +403,30 @@ mod tests {
     #[tokio::test]
     async fn pending_requests_and_retries_are_bounded() {
         let c = cluster(LbPolicy::RoundRobin, 1);
-        let a = c.try_admit().unwrap();
-        let _b = c.try_admit().unwrap();
-        assert!(c.try_admit().is_none(), "max_pending_requests is 2");
+        let a = c.try_admit(None).unwrap();
+        let _b = c.try_admit(None).unwrap();
+        assert!(c.try_admit(None).is_none(), "max_pending_requests is 2");
         drop(a);
-        assert!(c.try_admit().is_some());
+        assert!(c.try_admit(None).is_some());
         // 20 % of 2 pending rounds down to 0: the minimum of 3 concurrent retries applies.
         let permits: Vec<_> = (0..5).filter_map(|_| c.try_retry()).collect();
         assert_eq!(permits.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn one_connection_holds_at_most_its_share() {
+        let c = cluster(LbPolicy::RoundRobin, 1);
+        let (one, other) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let first = c.try_admit(Some(&one)).unwrap();
+        assert!(
+            c.try_admit(Some(&one)).is_none(),
+            "max_pending_per_connection is 1"
+        );
+        assert_eq!(c.pending(), 1, "a refused request holds no cluster slot");
+        let _second = c.try_admit(Some(&other)).unwrap();
+        drop(first);
+        assert_eq!(one.load(Ordering::Relaxed), 0);
+        assert!(c.try_admit(Some(&one)).is_some());
     }
 
     #[tokio::test]

@@ -10,6 +10,8 @@ use aegis_proxy::Running;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
 
 use super::{client_tls, http, https, quic_connect, Answer, Groups, H3Client, QuicClient, TestDir};
 
@@ -133,6 +135,114 @@ impl Proto {
             Self::H3 => h3(secure, dir, sent.request(absolute("https"), false)).await,
         }
     }
+}
+
+/// Responses whose heads arrived and whose bodies are never read, with the connection that
+/// carries them: the client's flow-control window (or TCP buffer) stays full.
+pub struct Stalled {
+    /// The status of each request sent.
+    pub statuses: Vec<u16>,
+    _held: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl Proto {
+    /// Sends `n` copies of `sent` on one new connection (HTTP/1.1: `n` must be 1) and reads
+    /// only their response heads.
+    pub async fn stall(
+        self,
+        proxy: &Running,
+        dir: &TestDir,
+        sent: &Sent,
+        n: usize,
+    ) -> anyhow::Result<Stalled> {
+        let plain = proxy.listener_addr("plain").expect("plain listener");
+        let secure = proxy.listener_addr("secure").expect("secure listener");
+        let absolute = |scheme: &str| format!("{scheme}://{}{}", sent.authority, sent.path);
+        let mut statuses = Vec::new();
+        let mut held: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
+        match self {
+            Self::H1Fast | Self::H1General => {
+                anyhow::ensure!(n == 1, "one request at a time on HTTP/1.1");
+                let mut request = sent.request(sent.path.clone(), true);
+                if self == Self::H1General {
+                    request
+                        .headers_mut()
+                        .append("connection", "x-general".parse()?);
+                }
+                let io = TokioIo::new(TcpStream::connect(plain).await?);
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+                tokio::spawn(conn);
+                let response = sender.send_request(request).await?;
+                statuses.push(response.status().as_u16());
+                held.push(Box::new((sender, response)));
+            }
+            Self::H2c | Self::H2 => {
+                let (io, scheme): (Box<dyn Io>, _) = match self {
+                    Self::H2c => (Box::new(TcpStream::connect(plain).await?), "http"),
+                    _ => {
+                        let tls = client_tls(dir.roots(), Groups::PqOnly, &[b"h2"]);
+                        let tcp = TcpStream::connect(secure).await?;
+                        let name = rustls::pki_types::ServerName::try_from("localhost")?;
+                        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp);
+                        (Box::new(stream.await?), "https")
+                    }
+                };
+                let (sender, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                        .await?;
+                tokio::spawn(conn);
+                let sends = (0..n).map(|_| {
+                    let mut sender = sender.clone();
+                    let request = sent.request(absolute(scheme), false);
+                    async move { sender.send_request(request).await }
+                });
+                for response in futures_join_all(sends).await {
+                    let response = response?;
+                    statuses.push(response.status().as_u16());
+                    held.push(Box::new(response));
+                }
+                held.push(Box::new(sender));
+            }
+            Self::H3 => {
+                let (endpoint, connection, _) =
+                    quic_connect(secure, dir, QuicClient::default()).await?;
+                let client = H3Client::new(&connection).await?;
+                for _ in 0..n {
+                    let (parts, _) = sent.request(absolute("https"), false).into_parts();
+                    let mut sender = client.sender.clone();
+                    let mut stream = sender.send_request(Request::from_parts(parts, ())).await?;
+                    stream.finish().await?;
+                    let response = stream.recv_response().await?;
+                    statuses.push(response.status().as_u16());
+                    held.push(Box::new(stream));
+                }
+                held.push(Box::new((endpoint, connection, client)));
+            }
+        }
+        Ok(Stalled {
+            statuses,
+            _held: held,
+        })
+    }
+}
+
+/// A byte stream a test client can speak HTTP/2 over.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Runs the futures concurrently and returns their outputs in order.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.expect("request task"));
+    }
+    out
 }
 
 /// One HTTP/3 request with an empty body on a new QUIC connection.

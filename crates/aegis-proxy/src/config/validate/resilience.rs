@@ -12,6 +12,8 @@ const DEFAULT_HEALTHY_THRESHOLD: u64 = 2;
 const DEFAULT_UNHEALTHY_THRESHOLD: u64 = 3;
 /// Envoy's default for `max_requests`.
 pub(super) const DEFAULT_MAX_PENDING: u64 = 1024;
+/// One client connection may hold at most this fraction (1/N) of a cluster's pending requests.
+pub(super) const DEFAULT_CONNECTION_SHARE: u64 = 4;
 
 impl Checker<'_> {
     pub(super) fn health_check(

@@ -118,6 +118,32 @@ fn admin_reads_cannot_require_a_token_that_does_not_exist() {
 }
 
 #[test]
+fn stream_limits_default_and_the_connection_share_stays_within_the_cluster() {
+    let config = parse(VALID, Path::new("."), &no_env).unwrap();
+    let listener = &config.listeners[0];
+    assert_eq!(listener.stream_idle_timeout, Duration::from_secs(300));
+    assert_eq!(listener.max_concurrent_streams, 100);
+    assert_eq!(listener.backlog, 4096);
+    assert_eq!(config.clusters[0].max_pending_per_connection, 256);
+    let text = format!("{VALID}max_pending_requests = 10\nmax_pending_per_connection = 11\n");
+    assert_eq!(
+        errors(&text),
+        ["clusters.api.max_pending_per_connection, line 18: 11 is outside 1..=10"]
+    );
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nmax_concurrent_streams = 0\nstream_idle_timeout_ms = 0",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "listeners[0].stream_idle_timeout_ms, line 9: must be greater than 0",
+            "listeners[0].max_concurrent_streams, line 8: must be greater than 0"
+        ]
+    );
+}
+
+#[test]
 fn too_many_trusted_hops() {
     let text = VALID.replace(
         "listen = \"127.0.0.1:8080\"",
@@ -169,7 +195,7 @@ fn unknown_key_is_an_error() {
     );
     assert_eq!(
         errors(&text),
-        ["clusters.api.retries, line 16: unknown field `retries`, expected one of `lb`, `protocol`, `endpoints`, `regions`, `carbon`, `latency_budget_ms`, `max_share`, `hysteresis`, `connect_timeout_ms`, `request_timeout_ms`, `idle_timeout_ms`, `tls`, `health_check`, `outlier`, `retry`, `max_pending_requests`"]
+        ["clusters.api.retries, line 16: unknown field `retries`, expected one of `lb`, `protocol`, `endpoints`, `regions`, `carbon`, `latency_budget_ms`, `max_share`, `hysteresis`, `connect_timeout_ms`, `request_timeout_ms`, `idle_timeout_ms`, `tls`, `health_check`, `outlier`, `retry`, `max_pending_requests`, `max_pending_per_connection`"]
     );
 }
 

@@ -285,7 +285,8 @@ impl<I: ClientIo> Exchange<'_, I> {
         record.route = Some(proxy.route_name(head.route));
         record.cluster = Some(cluster.name.clone());
         let mut keep_alive = head.keep_alive && !self.closing;
-        let Some(admitted) = cluster.try_admit() else {
+        // One request at a time per HTTP/1.1 connection: no per-connection share to keep.
+        let Some(admitted) = cluster.try_admit(None) else {
             forward::note_shed(proxy, cluster);
             keep_alive &= self.client.skip_body(head.body_len);
             return self
@@ -314,6 +315,8 @@ impl<I: ClientIo> Exchange<'_, I> {
                     stream: sent.stream,
                     head: sent.head,
                     buf: sent.buf,
+                    deadline: self.deadline,
+                    idle: self.conn.stream_idle_timeout,
                 };
                 let close = !keep_alive || relay.head.framing == Framing::UntilClose;
                 let (bytes, completed) = relay
@@ -574,15 +577,36 @@ impl<I: ClientIo> Client<'_, I> {
 }
 
 /// The upstream's response on its way to the client.
-struct Relay {
+struct Relay<'a> {
     endpoint: Option<Arc<Endpoint>>,
     stream: UpstreamStream,
     head: response::Head,
     /// Upstream bytes read: the head, then the start of the body.
     buf: Vec<u8>,
+    /// The connection's timer: every read and write must progress within `idle`.
+    deadline: &'a mut Deadline,
+    /// The listener's stream idle timeout.
+    idle: Duration,
 }
 
-impl Relay {
+/// Runs one read or write of a response relay within the stream idle timeout: a client that
+/// stops reading, or an upstream that stops sending, is cut off, freeing the cluster slot.
+async fn progress<T>(
+    deadline: &mut Deadline,
+    idle: Duration,
+    io: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    let until = tokio::time::Instant::now() + idle;
+    match deadline.run(until, pin!(io)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "stream idle timeout",
+        )),
+    }
+}
+
+impl Relay<'_> {
     /// Writes the response head and streams the body; returns the body bytes sent and whether
     /// the response went out complete. A clean upstream connection goes back to its pool.
     async fn run<I: ClientIo>(
@@ -626,16 +650,16 @@ impl Relay {
         let here = (self.buf.len() - start).min(usize::try_from(len).unwrap_or(usize::MAX));
         out.extend_from_slice(&self.buf[start..start + here]);
         let mut clean = start + here == self.buf.len();
-        io.write_all(out).await?;
+        progress(self.deadline, self.idle, io.write_all(out)).await?;
         let mut left = len - here as u64;
         while left > 0 {
             let n = self.read().await?;
             let take = n.min(usize::try_from(left).unwrap_or(usize::MAX));
             clean = take == n;
-            io.write_all(&self.buf[..take]).await?;
+            progress(self.deadline, self.idle, io.write_all(&self.buf[..take])).await?;
             left -= take as u64;
         }
-        io.flush().await?;
+        progress(self.deadline, self.idle, io.flush()).await?;
         Ok((len, clean))
     }
 
@@ -650,14 +674,14 @@ impl Relay {
         let used = body.advance(&self.buf[start..]).map_err(io::Error::other)?;
         out.extend_from_slice(&self.buf[start..start + used]);
         let mut clean = start + used == self.buf.len();
-        io.write_all(out).await?;
+        progress(self.deadline, self.idle, io.write_all(out)).await?;
         while !body.is_done() {
             let n = self.read().await?;
             let used = body.advance(&self.buf[..n]).map_err(io::Error::other)?;
             clean = used == n;
-            io.write_all(&self.buf[..used]).await?;
+            progress(self.deadline, self.idle, io.write_all(&self.buf[..used])).await?;
         }
-        io.flush().await?;
+        progress(self.deadline, self.idle, io.flush()).await?;
         Ok((body.data_bytes(), clean))
     }
 
@@ -670,18 +694,19 @@ impl Relay {
     ) -> io::Result<(u64, bool)> {
         let mut bytes = (self.buf.len() - start) as u64;
         out.extend_from_slice(&self.buf[start..]);
-        io.write_all(out).await?;
+        progress(self.deadline, self.idle, io.write_all(out)).await?;
         loop {
             self.buf.clear();
             self.buf.reserve(READ_SIZE);
-            let n = self.stream.read_buf(&mut self.buf).await?;
+            let read = self.stream.read_buf(&mut self.buf);
+            let n = progress(self.deadline, self.idle, read).await?;
             if n == 0 {
                 break;
             }
-            io.write_all(&self.buf[..n]).await?;
+            progress(self.deadline, self.idle, io.write_all(&self.buf[..n])).await?;
             bytes += n as u64;
         }
-        io.flush().await?;
+        progress(self.deadline, self.idle, io.flush()).await?;
         Ok((bytes, false))
     }
 
@@ -690,7 +715,8 @@ impl Relay {
     async fn read(&mut self) -> io::Result<usize> {
         self.buf.clear();
         self.buf.reserve(READ_SIZE);
-        match self.stream.read_buf(&mut self.buf).await? {
+        let read = self.stream.read_buf(&mut self.buf);
+        match progress(self.deadline, self.idle, read).await? {
             0 => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "upstream closed mid-body",

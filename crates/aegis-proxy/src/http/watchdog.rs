@@ -1,0 +1,260 @@
+//! The stream idle timeout of hyper-served connections (HTTP/1.1 general path, HTTP/2): a
+//! response whose body makes no progress in either direction for the listener's
+//! `stream_idle_timeout` is cut off, which frees its cluster slot, its upstream connection and
+//! its place in the connection's in-flight count, as Envoy's `stream_idle_timeout` does.
+//!
+//! hyper polls a response body only when the client's flow-control window has room, so a
+//! client that never reads would never let the body see a timer. Instead each connection
+//! keeps a [`Watchdog`] that its serving loop sweeps: a stalled stream's body is taken out
+//! from under hyper and dropped; hyper's next poll finds it gone and resets the stream.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::time::Instant;
+
+use crate::{Body, BoxError};
+
+/// Not armed yet: the response head has not arrived (the request timeout covers that time).
+const UNARMED: u64 = u64::MAX;
+
+/// The streams of one connection and their last progress.
+#[derive(Debug)]
+pub(super) struct Watchdog {
+    since: Instant,
+    timeout: Duration,
+    streams: Mutex<Vec<Weak<Stream>>>,
+}
+
+/// One request's progress and what it holds until its response ends.
+pub(super) struct Stream {
+    since: Instant,
+    /// Milliseconds after `since` of the last body frame in either direction.
+    last_ms: AtomicU64,
+    /// The response body, and whatever must be released with it.
+    held: Mutex<Option<Held>>,
+}
+
+/// What a stream gives back when it is cut off: the response body (holding the cluster slot
+/// and the upstream connection) and the guard counting the request as in flight.
+struct Held {
+    body: Body,
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl Watchdog {
+    /// A watchdog cutting off streams idle for `timeout`.
+    pub(super) fn new(timeout: Duration) -> Self {
+        Self {
+            since: Instant::now(),
+            timeout,
+            streams: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The stream idle timeout.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Registers a new request's stream.
+    pub(super) fn register(&self) -> Arc<Stream> {
+        let stream = Arc::new(Stream {
+            since: self.since,
+            last_ms: AtomicU64::new(UNARMED),
+            held: Mutex::new(None),
+        });
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        streams.push(Arc::downgrade(&stream));
+        stream
+    }
+
+    /// Cuts off every armed stream idle for the timeout, forgets finished ones, and returns
+    /// when to sweep again.
+    pub(super) fn sweep(&self) -> Instant {
+        let now = Instant::now();
+        let mut next = now + self.timeout;
+        let mut stalled = Vec::new();
+        {
+            let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+            streams.retain(|weak| {
+                let Some(stream) = weak.upgrade() else {
+                    return false;
+                };
+                let last = stream.last_ms.load(Ordering::Acquire);
+                if last != UNARMED {
+                    let idle_at = self.since + Duration::from_millis(last) + self.timeout;
+                    if idle_at <= now {
+                        stalled.push(stream);
+                        return false;
+                    }
+                    next = next.min(idle_at);
+                }
+                true
+            });
+        }
+        for stream in stalled {
+            tracing::debug!(timeout = ?self.timeout, "stream idle timeout: response cut off");
+            // Dropped outside every lock: the body's drop records the request.
+            drop(stream.take());
+        }
+        next
+    }
+}
+
+impl Stream {
+    /// Notes progress now.
+    pub(super) fn progressed(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(UNARMED - 1);
+        self.last_ms.store(ms.min(UNARMED - 1), Ordering::Release);
+    }
+
+    /// Hands the response body (and a guard released with it) to the stream, arming the timer.
+    pub(super) fn hold(self: Arc<Self>, body: Body, guard: impl Send + Sync + 'static) -> Watched {
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(Held {
+            body,
+            _guard: Box::new(guard),
+        });
+        self.progressed();
+        Watched(self)
+    }
+
+    fn take(&self) -> Option<Held> {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// A response body under the watchdog; after a cutoff it fails, and hyper resets the stream.
+pub(super) struct Watched(Arc<Stream>);
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let stream = &self.0;
+        let mut held = stream.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(current) = held.as_mut() else {
+            return Poll::Ready(Some(Err("stream idle timeout".into())));
+        };
+        let polled = Pin::new(&mut current.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => stream.progressed(),
+            // Done: release the slot now, not when hyper drops the body.
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => drop(held.take()),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let held = self.0.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.as_ref().is_some_and(|h| h.body.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let held = self.0.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.as_ref()
+            .map_or_else(SizeHint::default, |h| h.body.size_hint())
+    }
+}
+
+/// A request body that notes its progress on the stream's watchdog entry.
+pub(super) struct Progress<B> {
+    /// The client's request body.
+    pub(super) body: B,
+    /// Where its progress is noted.
+    pub(super) stream: Arc<Stream>,
+}
+
+impl<B> http_body::Body for Progress<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.stream.progressed();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    struct Guard(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_is_cut_off_and_a_progressing_one_is_not() {
+        let watchdog = Watchdog::new(Duration::from_secs(10));
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pending = http_body_util::StreamBody::new(PendingStream).boxed_unsync();
+        let mut stalled = watchdog.register().hold(pending, Guard(released.clone()));
+        let quick = watchdog.register();
+        tokio::time::advance(Duration::from_secs(6)).await;
+        quick.progressed();
+        let next = watchdog.sweep();
+        assert_eq!(
+            next,
+            Instant::now() + Duration::from_secs(4),
+            "the stalled one is next"
+        );
+        tokio::time::advance(Duration::from_secs(4)).await;
+        watchdog.sweep();
+        assert!(
+            released.load(Ordering::SeqCst),
+            "slot and guard released at the timeout"
+        );
+        let frame = stalled.frame().await.unwrap();
+        assert!(frame.is_err(), "hyper's next poll resets the stream");
+        assert_eq!(
+            watchdog.streams.lock().unwrap().len(),
+            1,
+            "the progressing one stays"
+        );
+    }
+
+    struct PendingStream;
+
+    impl futures_core::Stream for PendingStream {
+        type Item = Result<Frame<Bytes>, BoxError>;
+
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Pending
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! One client must not take a cluster down: responses it never reads are cut off at the stream
+//! idle timeout, and one connection holds at most its share of a cluster's slots.
+
+mod support;
+
+use std::time::Duration;
+
+use aegis_proxy::demo::spawn_origin;
+use support::*;
+
+/// A body far larger than every socket buffer and flow-control window on the way.
+const ENDLESS: &str = "/bytes/268435456";
+
+async fn proxy(dir: &TestDir, listener: &str, cluster: &str) -> aegis_proxy::Running {
+    let origin = spawn_origin("o1").await.unwrap();
+    let rest = format!(
+        "[[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"{origin}\"]\n{cluster}\n"
+    );
+    start(&matrix_config(listener, &rest), dir).await
+}
+
+/// Sends ordinary requests until one is answered 200 (within `limit`); the statuses seen.
+async fn until_served(proxy: &aegis_proxy::Running, dir: &TestDir, proto: Proto) -> Vec<u16> {
+    let mut seen = Vec::new();
+    let served = async {
+        loop {
+            let answer = proto.send(proxy, dir, &Sent::get("/x")).await.unwrap();
+            seen.push(answer.status);
+            if answer.status == 200 {
+                return;
+            }
+        }
+    };
+    let limit = Duration::from_secs(30);
+    let done = tokio::time::timeout(limit, served).await.is_ok();
+    let shed = seen.iter().filter(|s| **s == 503).count();
+    assert!(done, "{proto:?}: never served again ({shed} answers 503)");
+    seen
+}
+
+#[tokio::test]
+async fn responses_a_client_never_reads_are_cut_off_at_the_stream_idle_timeout() {
+    let dir = TestDir::new("streamidle");
+    let proxy = proxy(
+        &dir,
+        "stream_idle_timeout_ms = 1000",
+        "max_pending_requests = 2\nmax_pending_per_connection = 2",
+    )
+    .await;
+    for proto in PROTOCOLS {
+        let endless = Sent::get(ENDLESS);
+        let mut stalled = Vec::new();
+        match proto {
+            Proto::H1Fast | Proto::H1General => {
+                for _ in 0..2 {
+                    stalled.push(proto.stall(&proxy, &dir, &endless, 1).await.unwrap());
+                }
+            }
+            _ => stalled.push(proto.stall(&proxy, &dir, &endless, 2).await.unwrap()),
+        }
+        let statuses: Vec<u16> = stalled.iter().flat_map(|s| s.statuses.clone()).collect();
+        assert_eq!(statuses, [200, 200], "{proto:?}");
+        let blocked = proto.send(&proxy, &dir, &Sent::get("/x")).await.unwrap();
+        assert_eq!(blocked.status, 503, "{proto:?}: both slots are held");
+        let seen = until_served(&proxy, &dir, proto).await;
+        assert!(
+            seen.iter().all(|s| [200, 503].contains(s)),
+            "{proto:?}: {seen:?}"
+        );
+        drop(stalled);
+    }
+}
+
+/// Three connections that each try to hold ten stalled streams get four each; 200 ordinary
+/// requests beside them all succeed.
+#[tokio::test]
+async fn one_connection_holds_at_most_its_share_of_a_cluster() {
+    let dir = TestDir::new("share");
+    let proxy = proxy(
+        &dir,
+        "",
+        "max_pending_requests = 16\nmax_pending_per_connection = 4",
+    )
+    .await;
+    for proto in [Proto::H2c, Proto::H2, Proto::H3] {
+        let mut stalled = Vec::new();
+        for _ in 0..3 {
+            let held = proto.stall(&proxy, &dir, &Sent::get(ENDLESS), 10).await;
+            let held = held.unwrap();
+            let admitted = held.statuses.iter().filter(|s| **s == 200).count();
+            let shed = held.statuses.iter().filter(|s| **s == 503).count();
+            assert_eq!((admitted, shed), (4, 6), "{proto:?}: {:?}", held.statuses);
+            stalled.push(held);
+        }
+        for i in 0..200 {
+            let answer = proto.send(&proxy, &dir, &Sent::get("/x")).await.unwrap();
+            assert_eq!(answer.status, 200, "{proto:?} request {i}");
+        }
+        drop(stalled);
+    }
+}
+
+/// A client that never reads a response and ignores GOAWAY: its stream is cut off, its
+/// connection goes idle, gets GOAWAY, and is closed a header-read timeout later.
+//= https://www.rfc-editor.org/rfc/rfc9113#section-6.8
+#[tokio::test]
+async fn an_h2_client_ignoring_goaway_is_closed_after_the_grace_period() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let dir = TestDir::new("goawaygrace");
+    let timeouts =
+        "stream_idle_timeout_ms = 300\nidle_timeout_ms = 300\nheader_read_timeout_ms = 300";
+    let proxy = proxy(&dir, timeouts, "").await;
+    for tls in [false, true] {
+        let tcp = match tls {
+            false => tokio::net::TcpStream::connect(proxy.listener_addr("plain").unwrap()),
+            true => tokio::net::TcpStream::connect(proxy.listener_addr("secure").unwrap()),
+        };
+        let tcp = tcp.await.unwrap();
+        let io: Box<dyn Io> = match tls {
+            false => Box::new(tcp),
+            true => {
+                let config = client_tls(dir.roots(), Groups::PqOnly, &[b"h2"]);
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let connector = tokio_rustls::TlsConnector::from(config);
+                Box::new(connector.connect(name, tcp).await.unwrap())
+            }
+        };
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                .await
+                .unwrap();
+        let connection = tokio::spawn(connection);
+        let request = http::Request::get(format!("http://localhost{ENDLESS}"))
+            .body(http_body_util::Full::<bytes::Bytes>::default())
+            .unwrap();
+        let unread = sender.send_request(request).await.unwrap();
+        assert_eq!(unread.status(), 200);
+        let closed = tokio::time::timeout(Duration::from_secs(20), connection).await;
+        assert!(closed.is_ok(), "tls {tls}: still open 20 s later");
+        drop(unread);
+    }
+}
