@@ -278,3 +278,52 @@ async fn an_invalid_h2_preface_gets_goaway_on_h2c_and_over_tls() {
     tls.read_to_end(&mut answer).await.expect("close_notify");
     assert!(is_goaway_protocol_error(&answer), "{answer:?}");
 }
+
+async fn matrix_in_front_of(origin: std::net::SocketAddr, dir: &TestDir) -> aegis_proxy::Running {
+    let rest =
+        format!("[[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"{origin}\"]\n");
+    start(&matrix_config("", &rest), dir).await
+}
+
+//= https://www.rfc-editor.org/rfc/rfc9110#section-15
+#[tokio::test]
+async fn an_upstream_status_outside_100_to_599_is_a_502_on_every_protocol() {
+    let scripted = Scripted::start().await;
+    let dir = TestDir::new("status600");
+    let proxy = matrix_in_front_of(scripted.addr, &dir).await;
+    for proto in PROTOCOLS {
+        let answer = proto
+            .send(&proxy, &dir, &Sent::get("/status-600"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 502, "{proto:?}: {answer:?}");
+    }
+}
+
+/// `Transfer-Encoding: gzip, chunked` keeps its gzip for HTTP/1.1 clients; HTTP/2 and HTTP/3
+/// have no transfer codings, so the response cannot be forwarded faithfully: 502.
+//= https://www.rfc-editor.org/rfc/rfc9112#section-6.1
+//= https://www.rfc-editor.org/rfc/rfc9113#section-8.2.2
+#[tokio::test]
+async fn a_transfer_coding_besides_chunked_is_never_lost() {
+    let scripted = Scripted::start().await;
+    let dir = TestDir::new("gzipchunked");
+    let proxy = matrix_in_front_of(scripted.addr, &dir).await;
+    for proto in PROTOCOLS {
+        let answer = proto
+            .send(&proxy, &dir, &Sent::get("/gzip-chunked"))
+            .await
+            .unwrap();
+        match proto {
+            Proto::H1Fast | Proto::H1General => {
+                assert_eq!(answer.status, 200, "{proto:?}");
+                assert_eq!(
+                    answer.headers["transfer-encoding"], "gzip, chunked",
+                    "{proto:?}"
+                );
+                assert_eq!(answer.body, "hello", "{proto:?}");
+            }
+            _ => assert_eq!(answer.status, 502, "{proto:?}: {answer:?}"),
+        }
+    }
+}

@@ -276,6 +276,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    let client_version = request.version();
     let (mut parts, body) = request.into_parts();
     check_framing(&parts)?;
     let authority = request_authority(&parts)?;
@@ -309,9 +310,34 @@ where
     let response = response.inspect_err(|e| note_upstream_error(proxy, cluster, e))?;
     record.upstream_tls_group = response.extensions().get::<UpstreamTlsGroup>().map(|g| g.0);
     let (mut parts, body) = response.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    parts.version = Version::default();
+    response_head(&mut parts, client_version)
+        .inspect_err(|e| note_upstream_error(proxy, cluster, e))?;
     Ok(Response::from_parts(parts, body))
+}
+
+/// Turns the upstream's response head into the client's, or refuses it (502): a status
+/// outside 100..=599 (RFC 9110 §15), or a transfer coding other than `chunked` that an
+/// HTTP/2 or HTTP/3 client cannot be sent (RFC 9113 §8.2.2). HTTP/1.1 clients get every
+/// coding the upstream applied (`gzip, chunked` stays so; hyper redoes the chunking).
+fn response_head(
+    parts: &mut http::response::Parts,
+    client_version: Version,
+) -> Result<(), ProxyError> {
+    if !super::is_valid_status(parts.status.as_u16()) {
+        return Err(ProxyError::Upstream("status outside 100..=599".into()));
+    }
+    let codings = headers::transfer_codings(&parts.headers);
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(codings) = codings {
+        if client_version >= Version::HTTP_2 {
+            return Err(ProxyError::Upstream(
+                "a transfer coding HTTP/2 and HTTP/3 cannot carry".into(),
+            ));
+        }
+        parts.headers.insert(header::TRANSFER_ENCODING, codings);
+    }
+    parts.version = Version::default();
+    Ok(())
 }
 
 /// Sends with up to `retry.attempts` retries, each on an endpoint not tried yet, within the

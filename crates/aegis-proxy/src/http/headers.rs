@@ -50,6 +50,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Every `Transfer-Encoding` coding of a response, joined, when there is one besides the
+/// final `chunked` (which is hop-by-hop framing): `gzip, chunked` or `gzip`.
+pub fn transfer_codings(headers: &HeaderMap) -> Option<HeaderValue> {
+    let joined = combined(headers, &header::TRANSFER_ENCODING);
+    let only_chunked = joined.is_empty()
+        || joined
+            .split(|b| *b == b',')
+            .all(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    if only_chunked {
+        return None;
+    }
+    HeaderValue::from_bytes(&joined).ok()
+}
+
 /// The prefix of request headers the proxy itself sets (`x-aegis-*`): a client never gets to.
 const INTERNAL_PREFIX: &str = "x-aegis-";
 
@@ -234,6 +248,20 @@ mod tests {
             h.get("forwarded").unwrap(),
             "for=\"[2001:db8::1]\";proto=https,for=10.0.0.2"
         );
+    }
+
+    #[test]
+    fn transfer_codings_besides_chunked_are_found() {
+        let codings = |pairs: &[(&str, &str)]| transfer_codings(&map(pairs));
+        assert_eq!(codings(&[]), None);
+        assert_eq!(codings(&[("transfer-encoding", "chunked")]), None);
+        assert_eq!(codings(&[("transfer-encoding", "Chunked")]), None);
+        let gzip = codings(&[
+            ("transfer-encoding", "gzip"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        assert_eq!(gzip.unwrap(), "gzip, chunked");
+        assert_eq!(codings(&[("transfer-encoding", "gzip")]).unwrap(), "gzip");
     }
 
     #[test]

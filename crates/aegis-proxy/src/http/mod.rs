@@ -16,4 +16,10 @@ mod upstream_h1;
 mod watchdog;
 
 pub use error::ProxyError;
+
+/// RFC 9110 §15: a status code is three digits from 100 to 599; anything else from an
+/// upstream is a 502, never forwarded.
+pub(crate) fn is_valid_status(code: u16) -> bool {
+    (100..=599).contains(&code)
+}
 pub use forward::{forward, ConnInfo, Proxy};

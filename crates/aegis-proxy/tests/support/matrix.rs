@@ -73,6 +73,7 @@ pub struct Sent {
     pub path: String,
     pub authority: String,
     pub headers: Vec<(String, String)>,
+    pub body: Bytes,
 }
 
 impl Sent {
@@ -83,6 +84,16 @@ impl Sent {
             path: path.to_owned(),
             authority: "localhost".to_owned(),
             headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// `POST path` to `localhost` with `body`.
+    pub fn post(path: &str, body: &'static str) -> Self {
+        Self {
+            method: Method::POST,
+            body: Bytes::from_static(body.as_bytes()),
+            ..Self::get(path)
         }
     }
 
@@ -106,7 +117,9 @@ impl Sent {
         for (name, value) in &self.headers {
             builder = builder.header(name, value);
         }
-        builder.body(Full::default()).expect("test request")
+        builder
+            .body(Full::new(self.body.clone()))
+            .expect("test request")
     }
 }
 
@@ -132,7 +145,10 @@ impl Proto {
                 anyhow::ensure!(answer.group == Some("X25519MLKEM768"), "{:?}", answer.group);
                 Ok(answer)
             }
-            Self::H3 => h3(secure, dir, sent.request(absolute("https"), false)).await,
+            Self::H3 => {
+                let request = sent.request(absolute("https"), false);
+                h3(secure, dir, request, sent.body.clone()).await
+            }
         }
     }
 }
@@ -245,17 +261,16 @@ where
     out
 }
 
-/// One HTTP/3 request with an empty body on a new QUIC connection.
+/// One HTTP/3 request with `body` on a new QUIC connection.
 async fn h3(
     addr: SocketAddr,
     dir: &TestDir,
     request: Request<Full<Bytes>>,
+    body: Bytes,
 ) -> anyhow::Result<Answer> {
     let (_endpoint, connection, group) = quic_connect(addr, dir, QuicClient::default()).await?;
     anyhow::ensure!(group == Some("X25519MLKEM768"), "{group:?}");
     let mut client = H3Client::new(&connection).await?;
     let (parts, _) = request.into_parts();
-    client
-        .send(Request::from_parts(parts, ()), Bytes::new())
-        .await
+    client.send(Request::from_parts(parts, ()), body).await
 }

@@ -398,6 +398,16 @@ async fn answer_requests(mut stream: TcpStream) {
                     .into(),
                 false,
             ),
+            "/status-600" => (
+                "HTTP/1.1 600 Beyond\r\ncontent-length: 2\r\n\r\nno".into(),
+                false,
+            ),
+            "/gzip-chunked" => (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n\
+                 5\r\nhello\r\n0\r\n\r\n"
+                    .into(),
+                false,
+            ),
             "/ambiguous" => (
                 "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\nok"
                     .into(),

@@ -95,6 +95,9 @@ fn framing_of(
     head_request: bool,
 ) -> Result<Head, Invalid> {
     let code = response.code.ok_or(Invalid("no status"))?;
+    if !super::super::is_valid_status(code) {
+        return Err(Invalid("status outside 100..=599"));
+    }
     let status = StatusCode::from_u16(code).map_err(|_| Invalid("bad status"))?;
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Err(Invalid("unrequested upgrade"));
@@ -173,9 +176,20 @@ pub fn parse_parts(
 }
 
 /// Writes the client's response head: hop-by-hop headers and those `Connection` names are
-/// dropped, `via` is appended to.
+/// dropped, `via` is appended to. `Transfer-Encoding` is the upstream's, every coding kept
+/// (`gzip, chunked` stays `gzip, chunked`: the client must still decode the gzip).
 fn write_head(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], head: &Head, extra: Extra<'_>) {
     status_line(out, head.status);
+    let mut codings: Vec<u8> = Vec::new();
+    for header in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        if !codings.is_empty() {
+            codings.extend_from_slice(b", ");
+        }
+        codings.extend_from_slice(header.value.trim_ascii());
+    }
     let named: Vec<&[u8]> = headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
@@ -202,8 +216,8 @@ fn write_head(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], head: &Head, 
         }
         push_header(out, name.as_bytes(), header.value);
     }
-    if head.framing == Framing::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    if matches!(head.framing, Framing::Chunked | Framing::UntilClose) && !codings.is_empty() {
+        push_header(out, b"transfer-encoding", &codings);
     }
     add_headers(out, via, extra);
 }
@@ -319,6 +333,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 600 Beyond\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 099 Below\r\ncontent-length: 0\r\n\r\n",
             // No room left for the headers the proxy adds (found by the `h1_response` fuzzer).
             ("HTTP/1.1 200 OK\r\n".to_owned() + &"x: y\r\n".repeat(96) + "\r\n").as_bytes(),
         ] {
@@ -326,6 +342,33 @@ mod tests {
                 parse(raw, false, &mut Vec::new(), NO_EXTRA).is_err(),
                 "{raw:?}"
             );
+        }
+    }
+
+    #[test]
+    fn transfer_codings_other_than_chunked_are_kept() {
+        for (raw, te) in [
+            (
+                &b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n"[..],
+                "gzip, chunked",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "gzip, chunked",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+                "gzip",
+            ),
+        ] {
+            let mut out = Vec::new();
+            parse(raw, false, &mut out, NO_EXTRA).unwrap().unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                text.contains(&format!("\r\ntransfer-encoding: {te}\r\n")),
+                "{text}"
+            );
+            assert_eq!(text.matches("transfer-encoding").count(), 1, "{text}");
         }
     }
 
