@@ -259,9 +259,16 @@ impl Control {
         Ok(summary)
     }
 
-    /// Stops accepting everywhere and tells connections to drain; returns the drain timeout.
+    /// Reports not ready, keeps accepting for the shutdown delay (load balancers and
+    /// Kubernetes endpoints see `/ready` fail and stop sending), then stops accepting
+    /// everywhere and tells connections to drain; returns the drain timeout.
     pub(crate) async fn begin_shutdown(&self) -> Duration {
         self.ready.store(false, Ordering::Relaxed);
+        let delay = self.state.lock().await.config.shutdown_delay;
+        if !delay.is_zero() {
+            tracing::info!(?delay, "not ready; still accepting for the shutdown delay");
+            tokio::time::sleep(delay).await;
+        }
         let mut state = self.state.lock().await;
         for (_, handle) in &state.listeners {
             handle.stop();

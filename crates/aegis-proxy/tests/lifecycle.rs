@@ -173,3 +173,38 @@ async fn the_listen_backlog_is_configurable_with_a_production_default() {
     let expected = 4096.min(somaxconn);
     assert_eq!(backlog_of(proxy.listener_addr("public").unwrap()), expected);
 }
+
+/// A rolling deploy: on shutdown `/ready` fails first while the listener still serves, for the
+/// shutdown delay; only then are new connections refused.
+#[tokio::test]
+async fn shutdown_reports_not_ready_before_it_stops_accepting() {
+    let origin = origin(Behaviour::Answer).await;
+    let dir = TestDir::new("shutdowndelay");
+    let server = "[server]\nshutdown_delay_ms = 3000\n";
+    let text = format!("{server}{}", config(None, &[origin.addr], "", ""));
+    let proxy = start(&text, &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let admin = proxy.admin_addr().unwrap();
+    assert_eq!(http(admin, get("/ready"), false).await.unwrap().status, 200);
+    let shutdown = tokio::spawn(proxy.shutdown());
+    let not_ready = async {
+        while http(admin, get("/ready"), false).await.unwrap().status != 503 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), not_ready)
+        .await
+        .expect("/ready turns 503");
+    let during = http(addr, get("/"), false).await.unwrap();
+    assert_eq!(during.status, 200, "still serving during the delay");
+    assert!(!shutdown.is_finished());
+    let refused = async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), refused)
+        .await
+        .expect("refused once the delay is over");
+    assert!(shutdown.await.unwrap(), "drained");
+}

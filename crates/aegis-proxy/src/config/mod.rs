@@ -26,6 +26,9 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Grace period for in-flight requests on shutdown.
     pub drain_timeout: Duration,
+    /// After SIGTERM, how long `/ready` answers 503 while the listeners still accept, so load
+    /// balancers stop sending before connections are refused.
+    pub shutdown_delay: Duration,
     /// Whether each request writes a JSON access-log line.
     pub access_log: bool,
     /// Open client connections over all listeners above which new ones are refused.
@@ -654,7 +657,11 @@ impl Config {
                 "max_connections": a.max_connections,
                 "header_read_timeout_ms": ms(a.header_read_timeout),
             })),
-            "server": {"drain_timeout_ms": ms(self.drain_timeout), "access_log": self.access_log},
+            "server": {
+                "drain_timeout_ms": ms(self.drain_timeout),
+                "shutdown_delay_ms": ms(self.shutdown_delay),
+                "access_log": self.access_log,
+            },
             "listeners": listeners,
             "routes": routes,
             "clusters": clusters,

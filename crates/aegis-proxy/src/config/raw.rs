@@ -143,6 +143,8 @@ pub struct RawAdmin {
 pub struct RawServer {
     /// How long in-flight requests may run after SIGTERM before the process exits.
     pub drain_timeout_ms: Option<Spanned<u64>>,
+    /// After SIGTERM, how long `/ready` answers 503 while listeners still accept.
+    pub shutdown_delay_ms: Option<Spanned<u64>>,
     /// Whether each request writes a JSON access-log line.
     pub access_log: Option<bool>,
     /// Open client connections, over all listeners, above which new ones are refused.

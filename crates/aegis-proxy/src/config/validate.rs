@@ -140,6 +140,14 @@ impl Checker<'_> {
             &raw.server.drain_timeout_ms,
             DEFAULT_DRAIN_MS,
         );
+        let shutdown_delay = self
+            .bounded(
+                "server.shutdown_delay_ms",
+                &raw.server.shutdown_delay_ms,
+                0,
+                0..=3_600_000,
+            )
+            .map(Duration::from_millis);
         let max_connections =
             self.optional_count("server.max_connections", &raw.server.max_connections);
         if raw.listeners.is_empty() {
@@ -169,6 +177,7 @@ impl Checker<'_> {
             carbon: carbon?,
             admin: admin?,
             drain_timeout: drain?,
+            shutdown_delay: shutdown_delay?,
             access_log: raw.server.access_log.unwrap_or(true),
             max_connections: max_connections?,
             listeners: listeners?,
