@@ -140,3 +140,64 @@ async fn an_h2_client_ignoring_goaway_is_closed_after_the_grace_period() {
         drop(unread);
     }
 }
+
+/// Rapid reset (CVE-2023-44487) paced like a patient attacker: each request is cancelled only
+/// once it has reached the origin. The connection is closed after about a hundred, not after
+/// the thousands a client could otherwise send.
+#[tokio::test]
+async fn a_connection_that_cancels_most_requests_is_closed_whatever_the_pacing() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let dir = TestDir::new("rapidreset");
+    let (gate, arrived, _release) = gated_origin().await;
+    let rest = format!(
+        "[[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"{}\"]\n",
+        gate.addr
+    );
+    let proxy = start(&matrix_config("", &rest), &dir).await;
+    for tls in [false, true] {
+        let before = gate.hits();
+        let tcp = match tls {
+            false => tokio::net::TcpStream::connect(proxy.listener_addr("plain").unwrap()),
+            true => tokio::net::TcpStream::connect(proxy.listener_addr("secure").unwrap()),
+        };
+        let tcp = tcp.await.unwrap();
+        let io: Box<dyn Io> = match tls {
+            false => Box::new(tcp),
+            true => {
+                let config = client_tls(dir.roots(), Groups::PqOnly, &[b"h2"]);
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let connector = tokio_rustls::TlsConnector::from(config);
+                Box::new(connector.connect(name, tcp).await.unwrap())
+            }
+        };
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                .await
+                .unwrap();
+        let mut connection = tokio::spawn(connection);
+        let mut cancelled = 0;
+        let mut closed = false;
+        while cancelled < 1000 {
+            let mut sender = sender.clone();
+            let request = http::Request::get("http://localhost/slow")
+                .body(http_body_util::Full::<bytes::Bytes>::default())
+                .unwrap();
+            let task = tokio::spawn(async move { sender.send_request(request).await });
+            tokio::select! {
+                () = arrived.notified() => {}
+                _ = &mut connection => {
+                    closed = true;
+                    break;
+                }
+            }
+            task.abort(); // RST_STREAM(CANCEL)
+            cancelled += 1;
+        }
+        if !closed {
+            let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+            assert!(ended.is_ok(), "tls {tls}: open after {cancelled} cancellations");
+        }
+        let reached = gate.hits() - before;
+        assert!((101..=110).contains(&reached), "tls {tls}: {reached} reached the origin");
+    }
+}

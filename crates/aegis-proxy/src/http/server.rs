@@ -16,9 +16,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::resets::Resets;
 use super::watchdog::{Progress, Watchdog};
 use super::{forward, ConnInfo, Proxy};
 use crate::config::ListenerConfig;
+
+/// How long a connection closed for a reset flood has to receive its GOAWAY.
+const RESET_FLOOD_GRACE: Duration = Duration::from_millis(100);
 
 /// How hyper serves a listener's connections.
 #[derive(Debug, Clone)]
@@ -84,8 +88,11 @@ pub async fn serve_connection<I>(
     let activity = Arc::new(Activity::new());
     let requests = activity.clone();
     let streams = watchdog.clone();
+    let resets = Arc::new(Resets::default());
+    let cancellations = resets.clone();
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = InFlight::start(&requests);
+        let started = cancellations.start();
         let stream = streams.register();
         let request = request.map(|body| Progress {
             body,
@@ -99,6 +106,7 @@ pub async fn serve_connection<I>(
         // connection; boxed, an idle keep-alive connection holds a pointer, not the future.
         Box::pin(async move {
             let response = forward(&proxy, &conn, request).await;
+            started.answered();
             // In flight until the whole response body has been sent, dropped or cut off.
             Ok::<_, Infallible>(response.map(|body| stream.hold(body, in_flight)))
         })
@@ -119,6 +127,10 @@ pub async fn serve_connection<I>(
                 return;
             }
             _ = shutdown.wait_for(|stop| *stop) => break None,
+            () = resets.abusive() => {
+                tracing::warn!(client = %peer, "closing a connection that cancels most of its requests (rapid reset)");
+                break Some(RESET_FLOOD_GRACE);
+            }
             _ = stream_check.as_mut() => {
                 let next = watchdog.sweep();
                 stream_check.as_mut().reset(next);
