@@ -195,9 +195,15 @@ async fn a_connection_that_cancels_most_requests_is_closed_whatever_the_pacing()
         }
         if !closed {
             let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
-            assert!(ended.is_ok(), "tls {tls}: open after {cancelled} cancellations");
+            assert!(
+                ended.is_ok(),
+                "tls {tls}: open after {cancelled} cancellations"
+            );
         }
         let reached = gate.hits() - before;
-        assert!((101..=110).contains(&reached), "tls {tls}: {reached} reached the origin");
+        assert!(
+            (101..=110).contains(&reached),
+            "tls {tls}: {reached} reached the origin"
+        );
     }
 }

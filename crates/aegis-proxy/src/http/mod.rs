@@ -1,5 +1,6 @@
 //! HTTP: the version-independent forward path and the HTTP/1.1 + HTTP/2 server around it.
 
+mod activity;
 pub mod error;
 pub mod forward;
 pub mod framing;
@@ -14,7 +15,6 @@ pub mod replay;
 mod resets;
 pub mod server;
 mod upstream_h1;
-mod watchdog;
 
 pub use error::ProxyError;
 

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +14,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
+use super::activity::{Activity, InFlight, Progress, Watchdog};
 use super::resets::Resets;
-use super::watchdog::{Progress, Watchdog};
 use super::{forward, ConnInfo, Proxy};
 use crate::config::ListenerConfig;
 
@@ -157,55 +156,5 @@ pub async fn serve_connection<I>(
                 tracing::debug!(client = %peer, "closed: no close from the client after GOAWAY");
             }
         }
-    }
-}
-
-/// Requests in flight on one connection, and when the last one ended.
-#[derive(Debug)]
-struct Activity {
-    since: Instant,
-    in_flight: AtomicUsize,
-    /// Milliseconds after `since` when the last request ended.
-    last_end_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            since: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            last_end_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// When to look again, or `None` when the connection has been idle for `timeout`.
-    fn idle_until(&self, timeout: Duration) -> Option<Instant> {
-        let now = Instant::now();
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return Some(now + timeout);
-        }
-        let last_end = self.since + Duration::from_millis(self.last_end_ms.load(Ordering::Acquire));
-        let idle_at = last_end + timeout;
-        (idle_at > now).then_some(idle_at)
-    }
-}
-
-/// One request in flight: counted from its arrival until its response body is done.
-#[derive(Debug)]
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn start(activity: &Arc<Activity>) -> Self {
-        activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        Self(activity.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let ended = self.0.since.elapsed().as_millis();
-        let ended = u64::try_from(ended).unwrap_or(u64::MAX);
-        self.0.last_end_ms.fetch_max(ended, Ordering::AcqRel);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -1,4 +1,5 @@
-//! The stream idle timeout of hyper-served connections (HTTP/1.1 general path, HTTP/2): a
+//! What a hyper-served connection (HTTP/1.1 general path, HTTP/2) has in flight: the count the
+//! connection's idle timeout looks at ([`Activity`]), and the stream idle timeout: a
 //! response whose body makes no progress in either direction for the listener's
 //! `stream_idle_timeout` is cut off, which frees its cluster slot, its upstream connection and
 //! its place in the connection's in-flight count, as Envoy's `stream_idle_timeout` does.
@@ -9,7 +10,7 @@
 //! from under hyper and dropped; hyper's next poll finds it gone and resets the stream.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,8 +29,21 @@ const UNARMED: u64 = u64::MAX;
 pub(super) struct Watchdog {
     since: Instant,
     timeout: Duration,
-    streams: Mutex<Vec<Weak<Stream>>>,
+    streams: Mutex<Streams>,
 }
+
+/// The registered streams, finished ones included until the next prune.
+#[derive(Debug, Default)]
+struct Streams {
+    list: Vec<Weak<Stream>>,
+    /// Length at which finished streams are dropped from `list`: twice the live ones after
+    /// the last prune, so pruning costs O(1) per request and the list never outgrows twice
+    /// the streams in flight (plus [`MIN_PRUNE`]).
+    prune_at: usize,
+}
+
+/// The list is never pruned below this length.
+const MIN_PRUNE: usize = 64;
 
 /// One request's progress and what it holds until its response ends.
 pub(super) struct Stream {
@@ -41,10 +55,10 @@ pub(super) struct Stream {
 }
 
 /// What a stream gives back when it is cut off: the response body (holding the cluster slot
-/// and the upstream connection) and the guard counting the request as in flight.
+/// and the upstream connection) and the count of the request as in flight.
 struct Held {
     body: Body,
-    _guard: Box<dyn Send + Sync>,
+    _in_flight: InFlight,
 }
 
 impl Watchdog {
@@ -53,7 +67,10 @@ impl Watchdog {
         Self {
             since: Instant::now(),
             timeout,
-            streams: Mutex::new(Vec::new()),
+            streams: Mutex::new(Streams {
+                list: Vec::new(),
+                prune_at: MIN_PRUNE,
+            }),
         }
     }
 
@@ -70,7 +87,11 @@ impl Watchdog {
             held: Mutex::new(None),
         });
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        streams.push(Arc::downgrade(&stream));
+        if streams.list.len() >= streams.prune_at {
+            streams.list.retain(|weak| weak.strong_count() > 0);
+            streams.prune_at = (2 * streams.list.len()).max(MIN_PRUNE);
+        }
+        streams.list.push(Arc::downgrade(&stream));
         stream
     }
 
@@ -82,7 +103,7 @@ impl Watchdog {
         let mut stalled = Vec::new();
         {
             let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-            streams.retain(|weak| {
+            streams.list.retain(|weak| {
                 let Some(stream) = weak.upgrade() else {
                     return false;
                 };
@@ -114,11 +135,11 @@ impl Stream {
         self.last_ms.store(ms.min(UNARMED - 1), Ordering::Release);
     }
 
-    /// Hands the response body (and a guard released with it) to the stream, arming the timer.
-    pub(super) fn hold(self: Arc<Self>, body: Body, guard: impl Send + Sync + 'static) -> Watched {
+    /// Hands the response body (and its in-flight count) to the stream, arming the timer.
+    pub(super) fn hold(self: Arc<Self>, body: Body, in_flight: InFlight) -> Watched {
         *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(Held {
             body,
-            _guard: Box::new(guard),
+            _in_flight: in_flight,
         });
         self.progressed();
         Watched(self)
@@ -205,25 +226,83 @@ where
     }
 }
 
+/// Requests in flight on one connection, and when the last one ended.
+#[derive(Debug)]
+pub(super) struct Activity {
+    since: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `since` when the last request ended.
+    last_end_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(super) fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// When to look again, or `None` when the connection has been idle for `timeout`.
+    pub(super) fn idle_until(&self, timeout: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Some(now + timeout);
+        }
+        let last_end = self.since + Duration::from_millis(self.last_end_ms.load(Ordering::Acquire));
+        let idle_at = last_end + timeout;
+        (idle_at > now).then_some(idle_at)
+    }
+}
+
+/// One request in flight: counted from its arrival until its response body is done.
+#[derive(Debug)]
+pub(super) struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    pub(super) fn start(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let ended = self.0.since.elapsed().as_millis();
+        let ended = u64::try_from(ended).unwrap_or(u64::MAX);
+        self.0.last_end_ms.fetch_max(ended, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
-    struct Guard(Arc<std::sync::atomic::AtomicBool>);
-
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
+    #[tokio::test]
+    async fn finished_streams_do_not_pile_up() {
+        let watchdog = Watchdog::new(Duration::from_secs(300));
+        for _ in 0..10_000 {
+            drop(watchdog.register());
         }
+        let held: Vec<_> = (0..100).map(|_| watchdog.register()).collect();
+        let len = watchdog.streams.lock().unwrap().list.len();
+        assert!(
+            len <= 2 * held.len() + MIN_PRUNE,
+            "{len} entries for 100 streams"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_stalled_body_is_cut_off_and_a_progressing_one_is_not() {
         let watchdog = Watchdog::new(Duration::from_secs(10));
-        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let activity = Arc::new(Activity::new());
         let pending = http_body_util::StreamBody::new(PendingStream).boxed_unsync();
-        let mut stalled = watchdog.register().hold(pending, Guard(released.clone()));
+        let mut stalled = watchdog
+            .register()
+            .hold(pending, InFlight::start(&activity));
         let quick = watchdog.register();
         tokio::time::advance(Duration::from_secs(6)).await;
         quick.progressed();
@@ -235,14 +314,15 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(4)).await;
         watchdog.sweep();
-        assert!(
-            released.load(Ordering::SeqCst),
-            "slot and guard released at the timeout"
+        assert_eq!(
+            activity.in_flight.load(Ordering::Acquire),
+            0,
+            "body and in-flight count released at the timeout"
         );
         let frame = stalled.frame().await.unwrap();
         assert!(frame.is_err(), "hyper's next poll resets the stream");
         assert_eq!(
-            watchdog.streams.lock().unwrap().len(),
+            watchdog.streams.lock().unwrap().list.len(),
             1,
             "the progressing one stays"
         );
