@@ -10,7 +10,7 @@
 //! from under hyper and dropped; hyper's next poll finds it gone and resets the stream.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,13 +21,13 @@ use tokio::time::Instant;
 
 use crate::{Body, BoxError};
 
-/// Not armed yet: the response head has not arrived (the request timeout covers that time).
-const UNARMED: u64 = u64::MAX;
+/// Sweeps per stream idle timeout: a stream is cut off once this many sweeps in a row saw no
+/// progress, that is after between 1 and 1.25 timeouts without any.
+const QUIET_SWEEPS: u8 = 4;
 
-/// The streams of one connection and their last progress.
+/// The streams of one connection and their progress.
 #[derive(Debug)]
 pub(super) struct Watchdog {
-    since: Instant,
     timeout: Duration,
     streams: Mutex<Streams>,
 }
@@ -35,11 +35,18 @@ pub(super) struct Watchdog {
 /// The registered streams, finished ones included until the next prune.
 #[derive(Debug, Default)]
 struct Streams {
-    list: Vec<Weak<Stream>>,
+    list: Vec<Entry>,
     /// Length at which finished streams are dropped from `list`: twice the live ones after
     /// the last prune, so pruning costs O(1) per request and the list never outgrows twice
     /// the streams in flight (plus [`MIN_PRUNE`]).
     prune_at: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    stream: Weak<Stream>,
+    /// Sweeps in a row that found no progress.
+    quiet: u8,
 }
 
 /// The list is never pruned below this length.
@@ -47,9 +54,11 @@ const MIN_PRUNE: usize = 64;
 
 /// One request's progress and what it holds until its response ends.
 pub(super) struct Stream {
-    since: Instant,
-    /// Milliseconds after `since` of the last body frame in either direction.
-    last_ms: AtomicU64,
+    /// The response head arrived (before it, the request timeout applies).
+    armed: AtomicBool,
+    /// A body frame moved, in either direction, since the last sweep: a flag rather than a
+    /// timestamp, so progress costs no clock read.
+    moved: AtomicBool,
     /// The response body, and whatever must be released with it.
     held: Mutex<Option<Held>>,
 }
@@ -65,7 +74,6 @@ impl Watchdog {
     /// A watchdog cutting off streams idle for `timeout`.
     pub(super) fn new(timeout: Duration) -> Self {
         Self {
-            since: Instant::now(),
             timeout,
             streams: Mutex::new(Streams {
                 list: Vec::new(),
@@ -74,49 +82,53 @@ impl Watchdog {
         }
     }
 
-    /// The stream idle timeout.
-    pub(super) fn timeout(&self) -> Duration {
-        self.timeout
+    /// How long until the next sweep: a quarter timeout while streams are registered.
+    pub(super) fn period(&self) -> Duration {
+        self.timeout / u32::from(QUIET_SWEEPS)
     }
 
     /// Registers a new request's stream.
     pub(super) fn register(&self) -> Arc<Stream> {
         let stream = Arc::new(Stream {
-            since: self.since,
-            last_ms: AtomicU64::new(UNARMED),
+            armed: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
             held: Mutex::new(None),
         });
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         if streams.list.len() >= streams.prune_at {
-            streams.list.retain(|weak| weak.strong_count() > 0);
+            streams.list.retain(|entry| entry.stream.strong_count() > 0);
             streams.prune_at = (2 * streams.list.len()).max(MIN_PRUNE);
         }
-        streams.list.push(Arc::downgrade(&stream));
+        streams.list.push(Entry {
+            stream: Arc::downgrade(&stream),
+            quiet: 0,
+        });
         stream
     }
 
-    /// Cuts off every armed stream idle for the timeout, forgets finished ones, and returns
-    /// when to sweep again.
-    pub(super) fn sweep(&self) -> Instant {
-        let now = Instant::now();
-        let mut next = now + self.timeout;
+    /// Cuts off every armed stream that made no progress over [`QUIET_SWEEPS`] sweeps and
+    /// forgets finished ones; call it every [`Watchdog::period`].
+    pub(super) fn sweep(&self) {
         let mut stalled = Vec::new();
         {
             let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-            streams.list.retain(|weak| {
-                let Some(stream) = weak.upgrade() else {
+            streams.list.retain_mut(|entry| {
+                let Some(stream) = entry.stream.upgrade() else {
                     return false;
                 };
-                let last = stream.last_ms.load(Ordering::Acquire);
-                if last != UNARMED {
-                    let idle_at = self.since + Duration::from_millis(last) + self.timeout;
-                    if idle_at <= now {
-                        stalled.push(stream);
-                        return false;
-                    }
-                    next = next.min(idle_at);
+                if !stream.armed.load(Ordering::Acquire) {
+                    return true;
                 }
-                true
+                if stream.moved.swap(false, Ordering::AcqRel) {
+                    entry.quiet = 0;
+                    return true;
+                }
+                entry.quiet += 1;
+                if entry.quiet < QUIET_SWEEPS {
+                    return true;
+                }
+                stalled.push(stream);
+                false
             });
         }
         for stream in stalled {
@@ -124,15 +136,13 @@ impl Watchdog {
             // Dropped outside every lock: the body's drop records the request.
             drop(stream.take());
         }
-        next
     }
 }
 
 impl Stream {
-    /// Notes progress now.
+    /// Notes progress.
     pub(super) fn progressed(&self) {
-        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(UNARMED - 1);
-        self.last_ms.store(ms.min(UNARMED - 1), Ordering::Release);
+        self.moved.store(true, Ordering::Release);
     }
 
     /// Hands the response body (and its in-flight count) to the stream, arming the timer.
@@ -142,6 +152,7 @@ impl Stream {
             _in_flight: in_flight,
         });
         self.progressed();
+        self.armed.store(true, Ordering::Release);
         Watched(self)
     }
 
@@ -295,37 +306,42 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_stalled_body_is_cut_off_and_a_progressing_one_is_not() {
         let watchdog = Watchdog::new(Duration::from_secs(10));
+        assert_eq!(watchdog.period(), Duration::from_millis(2500));
         let activity = Arc::new(Activity::new());
         let pending = http_body_util::StreamBody::new(PendingStream).boxed_unsync();
         let mut stalled = watchdog
             .register()
             .hold(pending, InFlight::start(&activity));
         let quick = watchdog.register();
-        tokio::time::advance(Duration::from_secs(6)).await;
-        quick.progressed();
-        let next = watchdog.sweep();
-        assert_eq!(
-            next,
-            Instant::now() + Duration::from_secs(4),
-            "the stalled one is next"
-        );
-        tokio::time::advance(Duration::from_secs(4)).await;
+        let busy = http_body_util::StreamBody::new(PendingStream).boxed_unsync();
+        let busy = quick.clone().hold(busy, InFlight::start(&activity));
+        // The first sweep sees the arming as progress; then four quiet sweeps cut it off.
+        for sweep in 0..QUIET_SWEEPS {
+            watchdog.sweep();
+            quick.progressed();
+            assert_eq!(
+                activity.in_flight.load(Ordering::Acquire),
+                2,
+                "sweep {sweep}"
+            );
+        }
         watchdog.sweep();
         assert_eq!(
             activity.in_flight.load(Ordering::Acquire),
-            0,
-            "body and in-flight count released at the timeout"
+            1,
+            "the stalled body and its in-flight count are released"
         );
         let frame = stalled.frame().await.unwrap();
         assert!(frame.is_err(), "hyper's next poll resets the stream");
         assert_eq!(
             watchdog.streams.lock().unwrap().list.len(),
             1,
-            "the progressing one stays"
+            "the busy one stays"
         );
+        drop(busy);
     }
 
     struct PendingStream;

@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::activity::{Activity, InFlight, Progress, Watchdog};
 use super::resets::Resets;
@@ -113,7 +114,7 @@ pub async fn serve_connection<I>(
     let connection = hyper.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let mut idle_check = pin!(tokio::time::sleep(hyper.idle_timeout));
-    let mut stream_check = pin!(tokio::time::sleep(watchdog.timeout()));
+    let mut stream_check = pin!(tokio::time::sleep(watchdog.period()));
     // Shutting down, the process's drain timeout bounds the wait; an idle close gives the
     // client this long after GOAWAY, whether or not it answers (RFC 9113 §6.8 lets the
     // sender close once it has waited).
@@ -131,8 +132,8 @@ pub async fn serve_connection<I>(
                 break Some(RESET_FLOOD_GRACE);
             }
             _ = stream_check.as_mut() => {
-                let next = watchdog.sweep();
-                stream_check.as_mut().reset(next);
+                watchdog.sweep();
+                stream_check.as_mut().reset(Instant::now() + watchdog.period());
             }
             _ = idle_check.as_mut() => match activity.idle_until(hyper.idle_timeout) {
                 Some(next_check) => idle_check.as_mut().reset(next_check),
