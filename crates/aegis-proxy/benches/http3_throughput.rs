@@ -10,6 +10,7 @@ mod support;
 
 use std::sync::Arc;
 
+use aegis_proxy::http::forward::RequestRules;
 use aegis_proxy::http::{forward, ConnInfo, Proxy};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -50,12 +51,8 @@ fn request_pieces(c: &mut Criterion) {
             peer: "127.0.0.1:40000".parse().unwrap(),
             secure: true,
             tls_group: Some("X25519MLKEM768"),
-            max_request_body_bytes: None,
-            paths: Default::default(),
-            trusted_proxy_hops: 0,
+            rules: Arc::new(RequestRules::new(&config.listeners[0], None)),
             admitted: None,
-            stream_idle_timeout: std::time::Duration::from_secs(300),
-            alt_svc: None,
         };
         (proxy, conn)
     });

@@ -143,6 +143,17 @@ pub struct ConnInfo {
     pub secure: bool,
     /// Key-exchange group of the client connection.
     pub tls_group: Option<&'static str>,
+    /// The listener's rules, shared by all its connections (one pointer in each
+    /// connection's task, which an idle connection keeps for its whole life).
+    pub rules: Arc<RequestRules>,
+    /// Requests of this connection admitted to clusters and not finished, on protocols that
+    /// multiplex (HTTP/2, HTTP/3): one connection may hold only a share of a cluster.
+    pub admitted: Option<Arc<std::sync::atomic::AtomicUsize>>,
+}
+
+/// What a listener applies to every request, shared by its connections.
+#[derive(Debug, Clone)]
+pub struct RequestRules {
     /// Largest request body the listener accepts.
     pub max_request_body_bytes: Option<u64>,
     /// `alt-svc` advertisement added to responses (HTTP/3 on the same port).
@@ -153,9 +164,19 @@ pub struct ConnInfo {
     pub trusted_proxy_hops: u8,
     /// A response body that makes no progress for this long is cut off.
     pub stream_idle_timeout: std::time::Duration,
-    /// Requests of this connection admitted to clusters and not finished, on protocols that
-    /// multiplex (HTTP/2, HTTP/3): one connection may hold only a share of a cluster.
-    pub admitted: Option<Arc<std::sync::atomic::AtomicUsize>>,
+}
+
+impl RequestRules {
+    /// The rules of `config`, advertising `alt_svc` on responses.
+    pub fn new(config: &crate::config::ListenerConfig, alt_svc: Option<HeaderValue>) -> Self {
+        Self {
+            max_request_body_bytes: config.max_request_body_bytes,
+            alt_svc,
+            paths: config.paths,
+            trusted_proxy_hops: config.trusted_proxy_hops,
+            stream_idle_timeout: config.stream_idle_timeout,
+        }
+    }
 }
 
 /// Forwards one request and returns the response to send, never an error: failures become
@@ -197,7 +218,7 @@ where
             response.headers_mut().insert(header.clone(), value);
         }
     }
-    if let Some(alt_svc) = &conn.alt_svc {
+    if let Some(alt_svc) = &conn.rules.alt_svc {
         response
             .headers_mut()
             .insert(header::ALT_SVC, alt_svc.clone());
@@ -232,7 +253,7 @@ pub(super) fn new_record(
         error: None,
         in_flight: None,
         admitted: None,
-        body_limit: conn.max_request_body_bytes,
+        body_limit: conn.rules.max_request_body_bytes,
         carbon: None,
     }
 }
@@ -280,7 +301,7 @@ where
     let (mut parts, body) = request.into_parts();
     check_framing(&parts)?;
     let authority = request_authority(&parts)?;
-    normalize_target(&mut parts.uri, conn.paths)?;
+    normalize_target(&mut parts.uri, conn.rules.paths)?;
     let host = authority.as_ref().map_or("", Authority::as_str);
     if record.access_log {
         record.host = host.to_owned();
@@ -297,7 +318,7 @@ where
         return Err(ProxyError::Overloaded);
     };
     record.admitted = Some(admitted);
-    let body = limit_body(body, &parts.headers, conn.max_request_body_bytes)?;
+    let body = limit_body(body, &parts.headers, conn.rules.max_request_body_bytes)?;
     rewrite_request(&mut parts, conn, cluster, authority.as_ref())?;
 
     let response = if cluster.retry.attempts == 0 {
@@ -694,7 +715,7 @@ fn rewrite_request(
         &mut parts.headers,
         conn.peer.ip(),
         conn.secure,
-        conn.trusted_proxy_hops,
+        conn.rules.trusted_proxy_hops,
     );
     headers::add_via(&mut parts.headers, parts.version);
     let authority = match authority {

@@ -135,7 +135,7 @@ async fn handle(
     // No progress in either direction for the stream idle timeout (the upstream sends
     // nothing, or the client's flow-control window stays shut) cuts the response off; the
     // body, its cluster slot and upstream connection are dropped with this task.
-    let idle = info.stream_idle_timeout;
+    let idle = info.rules.stream_idle_timeout;
     loop {
         let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
             return stream_idle(&mut send);

@@ -83,7 +83,7 @@ pub async fn serve_connection<I>(
     let peer = conn.peer;
     let mut conn = conn;
     conn.admitted = Some(Arc::new(AtomicUsize::new(0)));
-    let watchdog = Arc::new(Watchdog::new(conn.stream_idle_timeout));
+    let watchdog = Arc::new(Watchdog::new(conn.rules.stream_idle_timeout));
     let conn = Arc::new(conn);
     let activity = Arc::new(Activity::new());
     let requests = activity.clone();

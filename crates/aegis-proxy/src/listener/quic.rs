@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use super::tcp::Limits;
 use super::{handshake_done, handshake_failed, ActiveGuard};
 use crate::config::{ListenerConfig, QuicListener};
+use crate::http::forward::RequestRules;
 use crate::http::{h3, ConnInfo, Proxy};
 use crate::limit::Slot;
 use crate::metrics::ListenerLabels;
@@ -202,12 +203,8 @@ impl Connection {
             peer,
             secure: true,
             tls_group: group,
-            max_request_body_bytes: self.settings.config.max_request_body_bytes,
-            paths: self.settings.config.paths,
-            trusted_proxy_hops: self.settings.config.trusted_proxy_hops,
+            rules: Arc::new(RequestRules::new(&self.settings.config, None)),
             admitted: None,
-            stream_idle_timeout: self.settings.config.stream_idle_timeout,
-            alt_svc: None,
         };
         let max_header = self.settings.config.max_header_bytes as u64;
         h3::serve_connection(connection, self.proxy, info, max_header, self.stop).await;

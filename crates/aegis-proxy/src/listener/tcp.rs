@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 
 use super::{alpn_name, handshake_done, handshake_failed, ActiveGuard};
 use crate::config::ListenerConfig;
+use crate::http::forward::RequestRules;
 use crate::http::{h1, preface, server, ConnInfo, Proxy};
 use crate::limit::{ConnectionLimit, Slot};
 use crate::metrics::{ListenerLabels, Metrics};
@@ -34,7 +35,7 @@ pub struct Settings {
     config: ListenerConfig,
     builder: server::Hyper,
     tls: Option<TlsAcceptor>,
-    alt_svc: Option<http::HeaderValue>,
+    rules: Arc<RequestRules>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -56,7 +57,7 @@ impl Settings {
                 .as_ref()
                 .map(|t| TlsAcceptor::from(t.server_config.clone())),
             config: config.clone(),
-            alt_svc,
+            rules: Arc::new(RequestRules::new(config, alt_svc)),
         }
     }
 }
@@ -185,12 +186,8 @@ fn conn_info(listener: &Settings, peer: SocketAddr) -> ConnInfo {
         peer,
         secure: false,
         tls_group: None,
-        max_request_body_bytes: listener.config.max_request_body_bytes,
-        paths: listener.config.paths,
-        trusted_proxy_hops: listener.config.trusted_proxy_hops,
+        rules: listener.rules.clone(),
         admitted: None,
-        stream_idle_timeout: listener.config.stream_idle_timeout,
-        alt_svc: listener.alt_svc.clone(),
     }
 }
 

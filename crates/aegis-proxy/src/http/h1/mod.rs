@@ -114,7 +114,7 @@ pub fn serve<'a, I: ClientIo>(
             // forwarded or the connection moves to the general path.
             let fast = {
                 let reading = pin!(read_head(
-                    &mut io, &mut buf, limits, &proxy, &conn, &client_ip
+                    &mut io, &mut buf, &limits, &proxy, &conn, &client_ip
                 ));
                 let read = tokio::select! {
                     biased;
@@ -176,7 +176,7 @@ enum Read {
 async fn read_head<I: ClientIo>(
     io: &mut I,
     buf: &mut Vec<u8>,
-    limits: Limits,
+    limits: &Limits,
     proxy: &ArcSwap<Proxy>,
     conn: &ConnInfo,
     client_ip: &str,
@@ -316,7 +316,7 @@ impl<I: ClientIo> Exchange<'_, I> {
                     head: sent.head,
                     buf: sent.buf,
                     deadline: self.deadline,
-                    idle: self.conn.stream_idle_timeout,
+                    idle: self.conn.rules.stream_idle_timeout,
                 };
                 let close = !keep_alive || relay.head.framing == Framing::UntilClose;
                 let (bytes, completed) = relay
@@ -369,7 +369,7 @@ impl<I: ClientIo> Exchange<'_, I> {
             let region_name = record.carbon.as_ref().map(|c| c.region.clone());
             let extra = response::Extra {
                 region: proxy.region_header().zip(region_name.as_deref()),
-                alt_svc: self.conn.alt_svc.as_ref(),
+                alt_svc: self.conn.rules.alt_svc.as_ref(),
             };
             let started = tokio::time::Instant::now();
             let until = started + cluster.request_timeout;
@@ -426,7 +426,7 @@ impl<I: ClientIo> Exchange<'_, I> {
         let region = record.carbon.as_ref().map(|c| c.region.clone());
         let extra = response::Extra {
             region: self.proxy.region_header().zip(region.as_deref()),
-            alt_svc: self.conn.alt_svc.as_ref(),
+            alt_svc: self.conn.rules.alt_svc.as_ref(),
         };
         let retry_after = matches!(error, ProxyError::Overloaded);
         let status = error.status();

@@ -101,15 +101,19 @@ fn prepare(
     }
     let facts = Facts::of(request.headers)?;
     let host = facts.host?;
-    if facts
-        .body_len
-        .is_some_and(|n| conn.max_request_body_bytes.is_some_and(|limit| n > limit))
-    {
+    if facts.body_len.is_some_and(|n| {
+        conn.rules
+            .max_request_body_bytes
+            .is_some_and(|limit| n > limit)
+    }) {
         return None; // the general path answers 413
     }
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     // A path that is not already normal is the general path's to rewrite or refuse.
-    if !matches!(path::normalize(path, conn.paths), Ok(Cow::Borrowed(_))) {
+    if !matches!(
+        path::normalize(path, conn.rules.paths),
+        Ok(Cow::Borrowed(_))
+    ) {
         return None;
     }
     let (route, config) = proxy.routes().find(host, path)?;
@@ -241,7 +245,7 @@ fn write_upstream_head(
         }
         push_header(out, name.as_bytes(), header.value);
     }
-    let hops = conn.trusted_proxy_hops;
+    let hops = conn.rules.trusted_proxy_hops;
     out.extend_from_slice(b"x-forwarded-for: ");
     let trusted = headers::trusted_suffix(facts.forwarded_for.unwrap_or_default(), hops);
     if !trusted.is_empty() {
