@@ -108,11 +108,12 @@ pub fn serve<'a, I: ClientIo>(
         // One timer for the connection: head reads and upstream attempts never overlap.
         let mut deadline = Deadline::new();
         let client_ip = conn.peer.ip().to_string();
+        let mut bad_preface = false;
         loop {
             let until = tokio::time::Instant::now() + limits.header_read_timeout;
             // In a block: the pinned read and its result take no room while a request is
             // forwarded or the connection moves to the general path.
-            let fast = {
+            let (current, head, upstream_head) = {
                 let reading = pin!(read_head(
                     &mut io, &mut buf, &limits, &proxy, &conn, &client_ip
                 ));
@@ -123,16 +124,15 @@ pub fn serve<'a, I: ClientIo>(
                 };
                 match read {
                     Ok(Ok(Read::Fast(current, head, upstream_head))) => {
-                        Some((current, head, upstream_head))
+                        (current, head, upstream_head)
                     }
                     Ok(Ok(Read::General)) => break,
-                    Ok(Ok(Read::BadPreface)) => None,
+                    Ok(Ok(Read::BadPreface)) => {
+                        bad_preface = true;
+                        break;
+                    }
                     Ok(Ok(Read::Closed) | Err(_)) | Err(_) => return,
                 }
-            };
-            let Some((current, head, upstream_head)) = fast else {
-                // Boxed: the refusal's buffers take no room in every connection's task.
-                return Box::pin(preface::refuse(&mut io)).await;
             };
             let exchange = Exchange {
                 proxy: &current,
@@ -153,6 +153,10 @@ pub fn serve<'a, I: ClientIo>(
             if buf.is_empty() {
                 buffers::give(std::mem::take(&mut buf)); // hold no buffer while idle
             }
+        }
+        if bad_preface {
+            // Boxed: the refusal's buffers take no room in every connection's task.
+            return Box::pin(preface::refuse(&mut io)).await;
         }
         let io = FramingGuard::new(Rewind::new(buf, io));
         // Boxed: hyper's connection state is large and most connections never need it. Built
