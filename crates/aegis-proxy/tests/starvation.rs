@@ -105,31 +105,13 @@ async fn one_connection_holds_at_most_its_share_of_a_cluster() {
 //= https://www.rfc-editor.org/rfc/rfc9113#section-6.8
 #[tokio::test]
 async fn an_h2_client_ignoring_goaway_is_closed_after_the_grace_period() {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let dir = TestDir::new("goawaygrace");
     let timeouts =
         "stream_idle_timeout_ms = 300\nidle_timeout_ms = 300\nheader_read_timeout_ms = 300";
     let proxy = proxy(&dir, timeouts, "").await;
     for tls in [false, true] {
-        let tcp = match tls {
-            false => tokio::net::TcpStream::connect(proxy.listener_addr("plain").unwrap()),
-            true => tokio::net::TcpStream::connect(proxy.listener_addr("secure").unwrap()),
-        };
-        let tcp = tcp.await.unwrap();
-        let io: Box<dyn Io> = match tls {
-            false => Box::new(tcp),
-            true => {
-                let config = client_tls(dir.roots(), Groups::PqOnly, &[b"h2"]);
-                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-                let connector = tokio_rustls::TlsConnector::from(config);
-                Box::new(connector.connect(name, tcp).await.unwrap())
-            }
-        };
-        let (mut sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-                .await
-                .unwrap();
-        let connection = tokio::spawn(connection);
+        let proto = if tls { Proto::H2 } else { Proto::H2c };
+        let (mut sender, connection) = proto.h2_connection(&proxy, &dir).await.unwrap();
         let request = http::Request::get(format!("http://localhost{ENDLESS}"))
             .body(http_body_util::Full::<bytes::Bytes>::default())
             .unwrap();
@@ -146,7 +128,6 @@ async fn an_h2_client_ignoring_goaway_is_closed_after_the_grace_period() {
 /// the thousands a client could otherwise send.
 #[tokio::test]
 async fn a_connection_that_cancels_most_requests_is_closed_whatever_the_pacing() {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let dir = TestDir::new("rapidreset");
     let (gate, arrived, _release) = gated_origin().await;
     let rest = format!(
@@ -156,25 +137,8 @@ async fn a_connection_that_cancels_most_requests_is_closed_whatever_the_pacing()
     let proxy = start(&matrix_config("", &rest), &dir).await;
     for tls in [false, true] {
         let before = gate.hits();
-        let tcp = match tls {
-            false => tokio::net::TcpStream::connect(proxy.listener_addr("plain").unwrap()),
-            true => tokio::net::TcpStream::connect(proxy.listener_addr("secure").unwrap()),
-        };
-        let tcp = tcp.await.unwrap();
-        let io: Box<dyn Io> = match tls {
-            false => Box::new(tcp),
-            true => {
-                let config = client_tls(dir.roots(), Groups::PqOnly, &[b"h2"]);
-                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-                let connector = tokio_rustls::TlsConnector::from(config);
-                Box::new(connector.connect(name, tcp).await.unwrap())
-            }
-        };
-        let (sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-                .await
-                .unwrap();
-        let mut connection = tokio::spawn(connection);
+        let proto = if tls { Proto::H2 } else { Proto::H2c };
+        let (sender, mut connection) = proto.h2_connection(&proxy, &dir).await.unwrap();
         let mut cancelled = 0;
         let mut closed = false;
         while cancelled < 1000 {

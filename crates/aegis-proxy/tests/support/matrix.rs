@@ -193,20 +193,8 @@ impl Proto {
                 held.push(Box::new((sender, response)));
             }
             Self::H2c | Self::H2 => {
-                let (io, scheme): (Box<dyn Io>, _) = match self {
-                    Self::H2c => (Box::new(TcpStream::connect(plain).await?), "http"),
-                    _ => {
-                        let tls = client_tls(dir.roots(), Groups::PqOnly, &[b"h2"]);
-                        let tcp = TcpStream::connect(secure).await?;
-                        let name = rustls::pki_types::ServerName::try_from("localhost")?;
-                        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp);
-                        (Box::new(stream.await?), "https")
-                    }
-                };
-                let (sender, conn) =
-                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-                        .await?;
-                tokio::spawn(conn);
+                let scheme = if self == Self::H2 { "https" } else { "http" };
+                let (sender, _connection) = self.h2_connection(proxy, dir).await?;
                 let sends = (0..n).map(|_| {
                     let mut sender = sender.clone();
                     let request = sent.request(absolute(scheme), false);
@@ -239,6 +227,37 @@ impl Proto {
             statuses,
             _held: held,
         })
+    }
+}
+
+impl Proto {
+    /// A new HTTP/2 connection (`H2c` or `H2`) to the matrix proxy: the sender for its
+    /// requests, and the task driving it, which ends when the proxy closes the connection.
+    pub async fn h2_connection(
+        self,
+        proxy: &Running,
+        dir: &TestDir,
+    ) -> anyhow::Result<(
+        hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+        tokio::task::JoinHandle<hyper::Result<()>>,
+    )> {
+        let io: Box<dyn Io> = match self {
+            Self::H2c => Box::new(TcpStream::connect(proxy.listener_addr("plain").unwrap()).await?),
+            Self::H2 => {
+                let tls = client_tls(dir.roots(), Groups::PqOnly, &[b"h2"]);
+                let tcp = TcpStream::connect(proxy.listener_addr("secure").unwrap()).await?;
+                let name = rustls::pki_types::ServerName::try_from("localhost")?;
+                Box::new(
+                    tokio_rustls::TlsConnector::from(tls)
+                        .connect(name, tcp)
+                        .await?,
+                )
+            }
+            other => anyhow::bail!("{other:?} is not HTTP/2"),
+        };
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await?;
+        Ok((sender, tokio::spawn(connection)))
     }
 }
 
