@@ -1,10 +1,13 @@
 //! Serves HTTP/3 on an established QUIC connection, handing every request to
 //! [`forward`](super::forward) like HTTP/1.1 and HTTP/2 do.
 //!
-//! h3 validates frames and headers; a malformed stream is reset with the HTTP/3 error code h3
-//! chose (RFC 9114 §8) and does not disturb the other streams of the connection.
+//! h3 (patched: `patches/README.md`) validates frames and field sections; a malformed stream is
+//! reset with the HTTP/3 error code h3 chose (RFC 9114 §8) and does not disturb the other
+//! streams of the connection. The one rule h3 cannot see, a request body that disagrees with
+//! its `content-length` (RFC 9114 §4.1.2), is checked here as the DATA frames arrive.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -24,6 +27,11 @@ use crate::BoxError;
 //# H3_NO_ERROR (0x0100): No error. This is used when the connection or stream needs to be
 //# closed, but there is no error to signal.
 const H3_NO_ERROR: u32 = 0x100;
+
+//= https://www.rfc-editor.org/rfc/rfc9114#section-4.1.2
+//# Malformed requests or responses that are detected MUST be treated as a stream error of type
+//# H3_MESSAGE_ERROR.
+const MALFORMED: h3::error::Code = h3::error::Code::H3_MESSAGE_ERROR;
 
 /// How long a request that should carry no body may take to end its stream.
 const END_OF_BODYLESS_REQUEST: std::time::Duration = std::time::Duration::from_secs(1);
@@ -117,7 +125,12 @@ async fn handle(
     let (mut send, recv) = stream.split();
     let (mut parts, ()) = request.into_parts();
     parts.version = Version::HTTP_3;
-    let mut body = RecvBody::new(recv);
+    let Ok(declared) = declared_length(&parts.headers) else {
+        tracing::debug!("malformed http/3 request: invalid content-length");
+        return send.stop_stream(MALFORMED);
+    };
+    let malformed = Arc::new(AtomicBool::new(false));
+    let mut body = RecvBody::new(recv, declared, malformed.clone());
     if expects_no_body(&parts) {
         // Clients often send the stream's end just after the HEADERS frame: wait for it, so
         // the request is forwarded without a body rather than as an empty chunked one.
@@ -127,6 +140,10 @@ async fn handle(
     }
     let request = Request::from_parts(parts, body);
     let response = forward(proxy, info, request).await;
+    if malformed.load(Ordering::Acquire) {
+        // The upstream request was cut off with the body; the client gets the stream error.
+        return send.stop_stream(MALFORMED);
+    }
     let (parts, mut body) = response.into_parts();
     if let Err(error) = send.send_response(Response::from_parts(parts, ())).await {
         tracing::debug!(%error, "http/3 response head not sent");
@@ -158,6 +175,9 @@ async fn handle(
         };
         match tokio::time::timeout(idle, sending).await {
             Ok(Ok(Some(()))) => {}
+            Ok(Ok(None)) if malformed.load(Ordering::Acquire) => {
+                return send.stop_stream(MALFORMED)
+            }
             Ok(Ok(None)) => return send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR),
             Ok(Err(error)) => {
                 tracing::debug!(%error, "http/3 client went away");
@@ -177,11 +197,36 @@ fn stream_idle(send: &mut RequestStream<h3_quinn::SendStream<Bytes>, Bytes>) {
     send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
 }
 
+/// The request's `content-length`, if it has one; an error if it is not one number.
+fn declared_length(headers: &http::HeaderMap) -> Result<Option<u64>, ()> {
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    let length = std::str::from_utf8(first.as_bytes())
+        .ok()
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse().ok())
+        .ok_or(())?;
+    match values.all(|other| other == first) {
+        true => Ok(Some(length)),
+        false => Err(()),
+    }
+}
+
 /// The request body of an HTTP/3 stream as an [`http_body::Body`].
 struct RecvBody {
     stream: RequestStream<h3_quinn::RecvStream, Bytes>,
     state: RecvState,
-    peeked: Option<Frame<Bytes>>,
+    /// The first frame or error, read ahead by [`RecvBody::peek`].
+    peeked: Option<Result<Frame<Bytes>, BoxError>>,
+    /// The `content-length` the DATA frames must add up to.
+    declared: Option<u64>,
+    received: u64,
+    /// The last bytes of the declared length, held until the DATA frames end.
+    held: Option<Bytes>,
+    /// Set when the body broke a rule of RFC 9114 §4.1.2: the stream gets H3_MESSAGE_ERROR.
+    malformed: Arc<AtomicBool>,
     /// A read is in flight inside h3-quinn, which then does not hold the stream: calling
     /// `stop_sending` now would panic there (h3-quinn 0.0.10, `RecvStream::stop_sending`).
     reading: bool,
@@ -195,12 +240,51 @@ enum RecvState {
 }
 
 impl RecvBody {
-    fn new(stream: RequestStream<h3_quinn::RecvStream, Bytes>) -> Self {
+    fn new(
+        stream: RequestStream<h3_quinn::RecvStream, Bytes>,
+        declared: Option<u64>,
+        malformed: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             stream,
             state: RecvState::Data,
             peeked: None,
+            declared,
+            received: 0,
+            held: None,
+            malformed,
             reading: false,
+        }
+    }
+
+    /// Ends the body with an error and marks the stream malformed.
+    fn refuse(&mut self, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        tracing::debug!(why, "malformed http/3 request body");
+        self.malformed.store(true, Ordering::Release);
+        self.state = RecvState::Done;
+        self.stream.stop_sending(MALFORMED);
+        Poll::Ready(Some(Err(why.into())))
+    }
+
+    /// Counts a DATA frame against the declared length.
+    fn count(&mut self, len: usize) -> Result<(), &'static str> {
+        self.received += len as u64;
+        match self.declared {
+            //= https://www.rfc-editor.org/rfc/rfc9114#section-4.1.2
+            //# A request or response that is defined as having content when it contains a
+            //# Content-Length header field [...] is malformed if the value of the
+            //# Content-Length header field does not equal the sum of the DATA frame lengths
+            //# received.
+            Some(declared) if self.received > declared => Err("more data than content-length"),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks the declared length once the DATA frames have ended.
+    fn complete(&self) -> Result<(), &'static str> {
+        match self.declared {
+            Some(declared) if self.received != declared => Err("less data than content-length"),
+            _ => Ok(()),
         }
     }
 
@@ -213,9 +297,7 @@ impl RecvBody {
             Poll::Ready(frame) => Poll::Ready(frame),
         })
         .await;
-        if let Some(Ok(frame)) = frame {
-            self.peeked = Some(frame);
-        }
+        self.peeked = frame;
     }
 }
 
@@ -240,23 +322,39 @@ impl HttpBody for RecvBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(frame) = self.peeked.take() {
-            return Poll::Ready(Some(Ok(frame)));
+            return Poll::Ready(Some(frame));
         }
-        if self.state == RecvState::Data {
+        while self.state == RecvState::Data {
             let polled = self.stream.poll_recv_data(cx);
             self.reading = polled.is_pending();
             match polled {
                 Poll::Ready(Ok(Some(mut data))) => {
+                    if let Err(why) = self.count(data.remaining()) {
+                        return self.refuse(why);
+                    }
                     let bytes = data.copy_to_bytes(data.remaining());
-                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    if self.declared != Some(self.received) {
+                        return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    }
+                    // The declared length is complete: its last bytes wait for the end of the
+                    // DATA frames, so a body that runs longer is never forwarded whole.
+                    if !bytes.is_empty() {
+                        self.held = Some(bytes);
+                    }
                 }
-                Poll::Ready(Ok(None)) => self.state = RecvState::Trailers,
+                Poll::Ready(Ok(None)) => match self.complete() {
+                    Ok(()) => self.state = RecvState::Trailers,
+                    Err(why) => return self.refuse(why),
+                },
                 Poll::Ready(Err(error)) => {
                     self.state = RecvState::Done;
                     return Poll::Ready(Some(Err(Box::new(error))));
                 }
                 Poll::Pending => return Poll::Pending,
             }
+        }
+        if let Some(bytes) = self.held.take() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
         }
         if self.state == RecvState::Trailers {
             let polled = self.stream.poll_recv_trailers(cx);
@@ -266,6 +364,11 @@ impl HttpBody for RecvBody {
             return match polled {
                 Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
                 Poll::Ready(Ok(None)) => Poll::Ready(None),
+                Poll::Ready(Err(h3::error::StreamError::StreamError { code, .. }))
+                    if code == MALFORMED =>
+                {
+                    self.refuse("malformed trailer section")
+                }
                 Poll::Ready(Err(error)) => Poll::Ready(Some(Err(Box::new(error)))),
                 Poll::Pending => Poll::Pending,
             };
@@ -274,6 +377,6 @@ impl HttpBody for RecvBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.peeked.is_none() && self.state == RecvState::Done
+        self.peeked.is_none() && self.held.is_none() && self.state == RecvState::Done
     }
 }

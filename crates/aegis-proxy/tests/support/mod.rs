@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod h3raw;
 mod matrix;
 
 #[allow(unused_imports)] // not every test file sends over the matrix
