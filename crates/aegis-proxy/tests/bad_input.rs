@@ -327,3 +327,67 @@ async fn a_transfer_coding_besides_chunked_is_never_lost() {
         }
     }
 }
+
+async fn limited_proxy(dir: &TestDir, origin: &Origin) -> aegis_proxy::Running {
+    let rest = format!(
+        "[[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"{}\"]\n",
+        origin.addr
+    );
+    start(&matrix_config("max_request_body_bytes = 1000", &rest), dir).await
+}
+
+/// A body over the limit gets a 413 the client reads, on every protocol.
+#[tokio::test]
+async fn a_413_is_readable_on_every_protocol() {
+    let origin = origin(Behaviour::Answer).await;
+    let dir = TestDir::new("bad-413");
+    let proxy = limited_proxy(&dir, &origin).await;
+    let big: &'static str = Box::leak("x".repeat(200_000).into_boxed_str());
+    for proto in PROTOCOLS {
+        let answer = proto
+            .send(&proxy, &dir, &Sent::post("/", big))
+            .await
+            .unwrap();
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (413, "Payload Too Large\n"),
+            "{proto:?}"
+        );
+    }
+    assert_eq!(origin.hits(), 0);
+}
+
+/// On HTTP/2 the rest of a refused upload is read and discarded, so the client finishes
+/// sending and its stream ends without RST_STREAM: RFC 9113 §8.1 lets a server that answered
+/// early reset with NO_ERROR, but curl and others then report an error instead of the 413.
+#[tokio::test]
+async fn a_refused_h2_upload_is_drained_not_reset() {
+    let origin = origin(Behaviour::Answer).await;
+    let dir = TestDir::new("bad-413-drain");
+    let proxy = limited_proxy(&dir, &origin).await;
+    for proto in [Proto::H2c, Proto::H2] {
+        let io = proto.h2_io(&proxy, &dir).await.unwrap();
+        let (mut client, connection) = h2::client::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        let post = http::Request::post("http://localhost/")
+            .header("content-length", "200000")
+            .body(())
+            .unwrap();
+        let (response, mut upload) = client.send_request(post, false).unwrap();
+        upload.send_data(vec![b'x'; 200_000].into(), true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 413, "{proto:?}");
+        let mut body = response.into_body();
+        while let Some(chunk) = body.data().await {
+            chunk.unwrap();
+        }
+        // A second request on the connection: any reset of the first has arrived before its
+        // response, and there is none.
+        let get = http::Request::get("http://localhost/").body(()).unwrap();
+        let (response, _) = client.send_request(get, true).unwrap();
+        assert_eq!(response.await.unwrap().status(), 200, "{proto:?}");
+        let reset = std::future::poll_fn(|cx| std::task::Poll::Ready(upload.poll_reset(cx))).await;
+        assert!(reset.is_pending(), "{proto:?}: {reset:?}");
+    }
+    assert_eq!(origin.hits(), 2);
+}

@@ -202,17 +202,45 @@ impl http_body::Body for Watched {
     }
 }
 
+/// How much of an HTTP/2 request body given up before its end is still read and thrown
+/// away, and for how long, so that the client can finish its upload and read the response.
+const DRAIN_BYTES: usize = 1 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
 /// A request body that notes its progress on the stream's watchdog entry.
-pub(super) struct Progress<B> {
-    /// The client's request body.
-    pub(super) body: B,
+pub(super) struct Progress<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+{
+    /// The client's request body; `None` once handed to the drain.
+    body: Option<B>,
     /// Where its progress is noted.
-    pub(super) stream: Arc<Stream>,
+    stream: Arc<Stream>,
+    /// Dropped unfinished, the rest of the body is drained (HTTP/2).
+    drain: bool,
+}
+
+impl<B> Progress<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+{
+    /// `body` noting its progress on `stream`. With `drain_when_dropped` (HTTP/2), a body
+    /// dropped before its end (a 413, a response that came before the upload ended) is read
+    /// on and discarded, up to [`DRAIN_BYTES`] in [`DRAIN_TIME`], as nginx does: h2 would
+    /// otherwise end the stream with RST_STREAM, which RFC 9113 §8.1 allows but which many
+    /// clients (curl among them) report as an error instead of the response they received.
+    pub(super) fn new(body: B, stream: Arc<Stream>, drain_when_dropped: bool) -> Self {
+        Self {
+            body: Some(body),
+            stream,
+            drain: drain_when_dropped,
+        }
+    }
 }
 
 impl<B> http_body::Body for Progress<B>
 where
-    B: http_body::Body<Data = Bytes> + Unpin,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -221,7 +249,10 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(body).poll_frame(cx);
         if let Poll::Ready(Some(Ok(_))) = &polled {
             self.stream.progressed();
         }
@@ -229,12 +260,48 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.body.as_ref().is_none_or(B::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        self.body
+            .as_ref()
+            .map_or_else(SizeHint::default, B::size_hint)
     }
+}
+
+impl<B> Drop for Progress<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+{
+    fn drop(&mut self) {
+        let Some(body) = self.body.take() else { return };
+        if !self.drain || body.is_end_stream() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(drain(body));
+        }
+    }
+}
+
+/// Reads `body` to its end and discards it, giving up (dropping it, which resets the stream
+/// with NO_ERROR once the response has ended) after [`DRAIN_BYTES`] or [`DRAIN_TIME`].
+async fn drain<B>(mut body: B)
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    use http_body_util::BodyExt;
+    let mut read = 0;
+    let reading = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, Bytes::len);
+            if read > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, reading).await;
 }
 
 /// Requests in flight on one connection, and when the last one ended.

@@ -94,10 +94,8 @@ pub async fn serve_connection<I>(
         let in_flight = InFlight::start(&requests);
         let started = cancellations.start();
         let stream = streams.register();
-        let request = request.map(|body| Progress {
-            body,
-            stream: stream.clone(),
-        });
+        let http2 = request.version() == hyper::Version::HTTP_2;
+        let request = request.map(|body| Progress::new(body, stream.clone(), http2));
         // Each request uses the routes and clusters current when it arrives; a reload never
         // changes them under a request in flight.
         let proxy = proxy.load_full();

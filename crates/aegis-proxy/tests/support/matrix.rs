@@ -241,7 +241,16 @@ impl Proto {
         hyper::client::conn::http2::SendRequest<Full<Bytes>>,
         tokio::task::JoinHandle<hyper::Result<()>>,
     )> {
-        let io: Box<dyn Io> = match self {
+        let io = self.h2_io(proxy, dir).await?;
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await?;
+        Ok((sender, tokio::spawn(connection)))
+    }
+
+    /// A new connection (`H2c`: TCP; `H2`: TLS with the hybrid group, ALPN h2) to the matrix
+    /// proxy, for an HTTP/2 client of the test's choosing.
+    pub async fn h2_io(self, proxy: &Running, dir: &TestDir) -> anyhow::Result<Box<dyn Io>> {
+        Ok(match self {
             Self::H2c => Box::new(TcpStream::connect(proxy.listener_addr("plain").unwrap()).await?),
             Self::H2 => {
                 let tls = client_tls(dir.roots(), Groups::PqOnly, &[b"h2"]);
@@ -254,10 +263,7 @@ impl Proto {
                 )
             }
             other => anyhow::bail!("{other:?} is not HTTP/2"),
-        };
-        let (sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await?;
-        Ok((sender, tokio::spawn(connection)))
+        })
     }
 }
 
