@@ -7,41 +7,8 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use support::h3raw::{data, exchange, headers, RawOutcome, H3_MESSAGE_ERROR};
 use support::*;
-use tokio::net::TcpListener;
-
-/// An origin that records `METHOD path body` for every request it received completely.
-async fn recording_origin() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let record = record.clone();
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let record = record.clone();
-                async move {
-                    let line = format!("{} {}", req.method(), req.uri().path());
-                    let body = req.into_body().collect().await?.to_bytes();
-                    let line = format!("{line} {}", String::from_utf8_lossy(&body));
-                    record.lock().unwrap().push(line);
-                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                }
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service),
-            );
-        }
-    });
-    (addr, seen)
-}
 
 struct Setup {
     _proxy: aegis_proxy::Running,

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod h2raw;
 pub mod h3raw;
 mod matrix;
 
@@ -320,6 +321,34 @@ pub async fn origin(behaviour: Behaviour) -> Origin {
         }
     });
     Origin { addr, hits }
+}
+
+/// An origin that records `METHOD path body` for every request it received completely.
+pub async fn recording_origin() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = record.clone();
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let record = record.clone();
+                async move {
+                    let line = format!("{} {}", req.method(), req.uri().path());
+                    let body = req.into_body().collect().await?.to_bytes();
+                    let line = format!("{line} {}", String::from_utf8_lossy(&body));
+                    record.lock().unwrap().push(line);
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, seen)
 }
 
 /// An origin that holds each request: `arrived` is notified when one comes in, and it is
