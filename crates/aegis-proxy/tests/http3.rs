@@ -247,3 +247,116 @@ async fn origin_answering_before_the_body_ends_is_fine() {
         assert_eq!((answer.status, answer.body.as_str()), (200, "ok"));
     }
 }
+
+/// An origin that reports each request's arrival, holds it until `release` turns true, then
+/// answers 200 with `size` bytes.
+async fn held_origin(
+    size: usize,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let (release, released) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (arrived, released) = (arrived.clone(), released.clone());
+            let service =
+                hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                    let (arrived, mut released) = (arrived.clone(), released.clone());
+                    async move {
+                        let _ = arrived.send(());
+                        let _ = released.wait_for(|go| *go).await;
+                        let body = http_body_util::Full::new(Bytes::from(vec![b'x'; size]));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, arrivals, release)
+}
+
+//= https://www.rfc-editor.org/rfc/rfc9114#section-5.2
+//# Once all accepted requests and pushes have been processed, the endpoint can permit the
+//# connection to become idle, or it MAY initiate an immediate closure of the connection.
+#[tokio::test]
+async fn shutdown_completes_every_h3_response_in_flight() {
+    const REQUESTS: usize = 5;
+    const SIZE: usize = 256 * 1024;
+    let (origin, mut arrivals, release) = held_origin(SIZE).await;
+    let dir = TestDir::new("h3drain5");
+    let proxy = start(&config(Some(TLS), &[origin], TLS_H3, ""), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let (_endpoint, connection, _) = quic_connect(addr, &dir, QuicClient::default())
+        .await
+        .unwrap();
+    let h3 = H3Client::new(&connection).await.unwrap();
+    let mut in_flight = tokio::task::JoinSet::new();
+    for _ in 0..REQUESTS {
+        let mut h3 = H3Client {
+            sender: h3.sender.clone(),
+        };
+        in_flight.spawn(async move { h3.request(Method::GET, "/big", Bytes::new()).await });
+    }
+    for _ in 0..REQUESTS {
+        arrivals.recv().await.unwrap();
+    }
+    let shutdown = tokio::spawn(proxy.shutdown());
+    release.send(true).unwrap();
+    let mut complete = 0;
+    while let Some(answer) = in_flight.join_next().await {
+        // Every request was accepted, so the GOAWAY may not tell the client otherwise, and
+        // every response must arrive whole although the proxy is shutting down.
+        let answer = answer.unwrap().unwrap();
+        assert_eq!((answer.status, answer.body.len()), (200, SIZE));
+        complete += 1;
+    }
+    assert_eq!(complete, REQUESTS);
+    drop(h3);
+    assert!(shutdown.await.unwrap(), "drain did not complete");
+}
+
+//= https://www.rfc-editor.org/rfc/rfc9114#section-5.2
+//# Requests on stream IDs greater than or equal to the ID in the GOAWAY frame will not be
+//# processed.
+#[tokio::test]
+async fn the_shutdown_goaway_names_the_first_stream_not_processed() {
+    let (origin, mut arrivals, release) = held_origin(5).await;
+    let dir = TestDir::new("h3goaway");
+    let proxy = start(&config(Some(TLS), &[origin], TLS_H3, ""), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let (_endpoint, connection, _) = quic_connect(addr, &dir, QuicClient::default())
+        .await
+        .unwrap();
+    let _control = h3raw::open_control_stream(&connection).await;
+    let get = h3raw::headers(&[
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", "/"),
+    ]);
+    // Stream 0, then stream 4: both accepted and in flight at the origin.
+    let requests = connection.clone();
+    let both = tokio::spawn(async move {
+        let first = h3raw::exchange(&requests, &get);
+        let second = h3raw::exchange(&requests, &get);
+        tokio::join!(first, second)
+    });
+    arrivals.recv().await.unwrap();
+    arrivals.recv().await.unwrap();
+    let shutdown = tokio::spawn(proxy.shutdown());
+    // Stream 4 was the last accepted: the first not processed is 8.
+    assert_eq!(h3raw::goaway_id(&connection).await, 8);
+    release.send(true).unwrap();
+    let ok = h3raw::RawOutcome::Status(200);
+    assert_eq!(both.await.unwrap(), (ok.clone(), ok));
+    connection.close(0u32.into(), b"done");
+    assert!(shutdown.await.unwrap(), "drain did not complete");
+}

@@ -23,11 +23,6 @@ use tokio::task::JoinSet;
 use super::{forward, ConnInfo, Proxy};
 use crate::BoxError;
 
-//= https://www.rfc-editor.org/rfc/rfc9114#section-8.1
-//# H3_NO_ERROR (0x0100): No error. This is used when the connection or stream needs to be
-//# closed, but there is no error to signal.
-const H3_NO_ERROR: u32 = 0x100;
-
 //= https://www.rfc-editor.org/rfc/rfc9114#section-4.1.2
 //# Malformed requests or responses that are detected MUST be treated as a stream error of type
 //# H3_MESSAGE_ERROR.
@@ -54,7 +49,7 @@ fn expects_no_body(parts: &http::request::Parts) -> bool {
 }
 
 /// Serves requests until the client closes, or drains once `shutdown` turns true: GOAWAY, then
-/// the requests in flight finish, then the connection closes with `H3_NO_ERROR`.
+/// the requests in flight finish, then the client closes the connection (see [`linger`]).
 pub async fn serve_connection(
     connection: quinn::Connection,
     proxy: Arc<ArcSwap<Proxy>>,
@@ -80,7 +75,6 @@ pub async fn serve_connection(
     let (mut draining, mut goaway_sent) = (false, false);
     loop {
         if draining && requests.is_empty() {
-            connection.close(H3_NO_ERROR.into(), b"shutdown");
             break;
         }
         tokio::select! {
@@ -114,6 +108,19 @@ pub async fn serve_connection(
         }
     }
     while requests.join_next().await.is_some() {}
+    linger(&connection).await;
+}
+
+/// Waits for the client to close the connection once every response is finished.
+///
+/// `finish()` only queues a response's last bytes, and closing the connection (or dropping
+/// its last handle, which closes it too) discards whatever is unsent: instead the client,
+/// which knows from GOAWAY or its own closing that nothing more will be served, closes once
+/// it has read every response, as RFC 9114 §5.2 lets a server wait for. A client that stays
+/// silent is closed by the QUIC idle timeout, and a shutdown by the drain timeout.
+async fn linger(connection: &quinn::Connection) {
+    let reason = connection.closed().await;
+    tracing::debug!(%reason, "http/3 connection closed");
 }
 
 async fn handle(

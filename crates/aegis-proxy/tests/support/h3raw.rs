@@ -7,7 +7,7 @@
 //! table entry carries (RFC 9204 Appendix A), which is how h3 encodes common statuses.
 
 /// What the proxy did with a raw request stream.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RawOutcome {
     /// A response whose `:status` is a static-table entry.
     Status(u16),
@@ -53,6 +53,54 @@ pub async fn exchange(connection: &quinn::Connection, frames: &[u8]) -> RawOutco
             RawOutcome::Reset(code.into_inner())
         }
         Err(error) => panic!("request stream failed: {error}"),
+    }
+}
+
+/// Opens the client's control stream (RFC 9114 §6.2.1) with an empty SETTINGS frame, as a
+/// client must, for a session that has no h3 client to do it.
+pub async fn open_control_stream(connection: &quinn::Connection) -> quinn::SendStream {
+    let mut control = connection.open_uni().await.unwrap();
+    let mut bytes = vec![0x00];
+    bytes.extend(frame(0x04, &[]));
+    control.write_all(&bytes).await.unwrap();
+    control
+}
+
+/// Reads the server's control stream up to its GOAWAY frame and returns the frame's ID.
+pub async fn goaway_id(connection: &quinn::Connection) -> u64 {
+    loop {
+        let mut stream = connection.accept_uni().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        // The first varint is the stream type: 0x00 is the control stream; others (QPACK,
+        // grease) are skipped.
+        let kind = loop {
+            if let Some((kind, _)) = read_varint(&buf) {
+                break kind;
+            }
+            let n = stream.read(&mut chunk).await.unwrap().expect("stream type");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        if kind != 0x00 {
+            continue;
+        }
+        let mut at = read_varint(&buf).unwrap().1;
+        loop {
+            if let Some((kind, n)) = read_varint(&buf[at..]) {
+                if let Some((len, m)) = read_varint(&buf[at + n..]) {
+                    let start = at + n + m;
+                    if buf.len() >= start + len as usize {
+                        if kind == 0x07 {
+                            return read_varint(&buf[start..]).unwrap().0;
+                        }
+                        at = start + len as usize;
+                        continue;
+                    }
+                }
+            }
+            let n = stream.read(&mut chunk).await.unwrap().expect("GOAWAY");
+            buf.extend_from_slice(&chunk[..n]);
+        }
     }
 }
 
