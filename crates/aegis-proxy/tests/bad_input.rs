@@ -329,10 +329,7 @@ async fn a_transfer_coding_besides_chunked_is_never_lost() {
 }
 
 async fn limited_proxy(dir: &TestDir, origin: &Origin) -> aegis_proxy::Running {
-    let rest = format!(
-        "[[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"{}\"]\n",
-        origin.addr
-    );
+    let rest = one_cluster(origin.addr);
     start(&matrix_config("max_request_body_bytes = 1000", &rest), dir).await
 }
 

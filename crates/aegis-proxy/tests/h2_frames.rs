@@ -177,9 +177,7 @@ async fn an_h2_upstream_response_with_request_pseudo_headers_is_a_502() {
         }
     });
     let dir = TestDir::new("h2-upstream-pseudo");
-    let rest = format!(
-        "[[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"{addr}\"]\nprotocol = \"http2\"\n"
-    );
+    let rest = format!("{}protocol = \"http2\"\n", one_cluster(addr));
     let proxy = start(&matrix_config("", &rest), &dir).await;
     for proto in PROTOCOLS {
         let answer = proto.send(&proxy, &dir, &Sent::get("/")).await.unwrap();
@@ -218,7 +216,5 @@ async fn answer_with_a_request_pseudo_header(mut stream: TcpStream) {
 }
 
 async fn matrix_proxy(dir: &TestDir, origin: std::net::SocketAddr) -> aegis_proxy::Running {
-    let rest =
-        format!("[[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"{origin}\"]\n");
-    start(&matrix_config("", &rest), dir).await
+    start(&matrix_config("", &one_cluster(origin)), dir).await
 }

@@ -130,11 +130,7 @@ async fn an_h2_client_ignoring_goaway_is_closed_after_the_grace_period() {
 async fn a_connection_that_cancels_most_requests_is_closed_whatever_the_pacing() {
     let dir = TestDir::new("rapidreset");
     let (gate, arrived, _release) = gated_origin().await;
-    let rest = format!(
-        "[[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"{}\"]\n",
-        gate.addr
-    );
-    let proxy = start(&matrix_config("", &rest), &dir).await;
+    let proxy = start(&matrix_config("", &one_cluster(gate.addr)), &dir).await;
     for tls in [false, true] {
         let before = gate.hits();
         let proto = if tls { Proto::H2 } else { Proto::H2c };
@@ -168,6 +164,42 @@ async fn a_connection_that_cancels_most_requests_is_closed_whatever_the_pacing()
         assert!(
             (101..=110).contains(&reached),
             "tls {tls}: {reached} reached the origin"
+        );
+    }
+}
+
+/// The same patient attacker, frame by frame: after the 101st request cancelled once it reached
+/// the origin (more than half of all it sent), the connection gets GOAWAY(ENHANCE_YOUR_CALM)
+/// and is closed (RFC 9113 §5.4.1; the rule lives in the patched h2).
+#[tokio::test]
+async fn rapid_reset_gets_goaway_enhance_your_calm() {
+    use support::h2raw::*;
+    use tokio::io::AsyncWriteExt;
+    let dir = TestDir::new("rapidreset-goaway");
+    let (gate, arrived, _release) = gated_origin().await;
+    let proxy = start(&matrix_config("", &one_cluster(gate.addr)), &dir).await;
+    let get = [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "localhost"),
+        (":path", "/slow"),
+    ];
+    for proto in [Proto::H2c, Proto::H2] {
+        let mut io = proto.h2_io(&proxy, &dir).await.unwrap();
+        open(&mut io).await;
+        for n in 0..101u32 {
+            let id = 2 * n + 1;
+            io.write_all(&headers(id, END_STREAM, &get)).await.unwrap();
+            arrived.notified().await;
+            io.write_all(&frame(RST_STREAM, 0, id, &CANCEL.to_be_bytes()))
+                .await
+                .unwrap();
+        }
+        let frames = read_until_end(&mut io).await;
+        assert_eq!(
+            ending(&frames),
+            Some((GOAWAY, ENHANCE_YOUR_CALM)),
+            "{proto:?}"
         );
     }
 }

@@ -12,7 +12,6 @@ pub mod path;
 pub mod preface;
 pub mod record;
 pub mod replay;
-mod resets;
 pub mod server;
 mod upstream_h1;
 

@@ -17,12 +17,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::activity::{Activity, InFlight, Progress, Watchdog};
-use super::resets::Resets;
 use super::{forward, ConnInfo, Proxy};
 use crate::config::ListenerConfig;
-
-/// How long a connection closed for a reset flood has to receive its GOAWAY.
-const RESET_FLOOD_GRACE: Duration = Duration::from_millis(100);
 
 /// How hyper serves a listener's connections.
 #[derive(Debug, Clone)]
@@ -88,11 +84,8 @@ pub async fn serve_connection<I>(
     let activity = Arc::new(Activity::new());
     let requests = activity.clone();
     let streams = watchdog.clone();
-    let resets = Arc::new(Resets::default());
-    let cancellations = resets.clone();
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = InFlight::start(&requests);
-        let started = cancellations.start();
         let stream = streams.register();
         let http2 = request.version() == hyper::Version::HTTP_2;
         let request = request.map(|body| Progress::new(body, stream.clone(), http2));
@@ -104,7 +97,6 @@ pub async fn serve_connection<I>(
         // connection; boxed, an idle keep-alive connection holds a pointer, not the future.
         Box::pin(async move {
             let response = forward(&proxy, &conn, request).await;
-            started.answered();
             // In flight until the whole response body has been sent, dropped or cut off.
             Ok::<_, Infallible>(response.map(|body| stream.hold(body, in_flight)))
         })
@@ -119,16 +111,17 @@ pub async fn serve_connection<I>(
     let grace = loop {
         tokio::select! {
             result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended with an error");
+                match result {
+                    Err(error) if told_to_calm_down(&*error) => tracing::warn!(
+                        client = %peer,
+                        "closed with GOAWAY(ENHANCE_YOUR_CALM): the client cancels most of its requests (rapid reset)"
+                    ),
+                    Err(error) => tracing::debug!(%error, "connection ended with an error"),
+                    Ok(()) => {}
                 }
                 return;
             }
             _ = shutdown.wait_for(|stop| *stop) => break None,
-            () = resets.abusive() => {
-                tracing::warn!(client = %peer, "closing a connection that cancels most of its requests (rapid reset)");
-                break Some(RESET_FLOOD_GRACE);
-            }
             _ = stream_check.as_mut() => {
                 watchdog.sweep();
                 stream_check.as_mut().reset(Instant::now() + watchdog.period());
@@ -156,4 +149,18 @@ pub async fn serve_connection<I>(
             }
         }
     }
+}
+
+/// Whether h2 ended the connection with GOAWAY(ENHANCE_YOUR_CALM), as it does for a client
+/// that cancels most of the requests it starts (rapid reset, CVE-2023-44487, however paced;
+/// the rule is in the patched h2, `patches/README.md`) or floods it with resets.
+fn told_to_calm_down(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
+        }
+        cause = error.source();
+    }
+    false
 }

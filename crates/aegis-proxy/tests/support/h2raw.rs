@@ -25,6 +25,8 @@ pub const END_HEADERS: u8 = 0x4;
 /// Error codes (RFC 9113 §7).
 pub const NO_ERROR: u32 = 0x0;
 pub const PROTOCOL_ERROR: u32 = 0x1;
+pub const CANCEL: u32 = 0x8;
+pub const ENHANCE_YOUR_CALM: u32 = 0xb;
 pub const FLOW_CONTROL_ERROR: u32 = 0x3;
 pub const STREAM_CLOSED: u32 = 0x5;
 pub const FRAME_SIZE_ERROR: u32 = 0x6;
@@ -88,6 +90,18 @@ where
     out.extend_from_slice(bytes);
     // The proxy may close before it has read everything.
     let _ = io.write_all(&out).await;
+    read_until_end(io).await
+}
+
+/// Opens the connection as a client does: the preface and an empty SETTINGS frame.
+pub async fn open<S: AsyncWrite + Unpin>(io: &mut S) {
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(SETTINGS, 0, 0, &[]));
+    io.write_all(&out).await.unwrap();
+}
+
+/// Reads frames until GOAWAY, RST_STREAM, a response's END_STREAM or the connection's end.
+pub async fn read_until_end<S: AsyncRead + Unpin>(io: &mut S) -> Vec<Frame> {
     let mut frames = Vec::new();
     while let Some(frame) = read_frame(io).await {
         let ended = matches!(frame.kind, HEADERS | DATA) && frame.flags & END_STREAM != 0;

@@ -65,6 +65,12 @@ tls = {tls}
     )
 }
 
+/// The `rest` of a [`matrix_config`] that routes everything to one cluster, `api`, of one
+/// endpoint.
+pub fn one_cluster(endpoint: SocketAddr) -> String {
+    format!("[[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"{endpoint}\"]\n")
+}
+
 /// A request to send over any protocol: the authority goes in `Host` (HTTP/1.1) or
 /// `:authority` (HTTP/2, HTTP/3).
 #[derive(Clone, Debug)]

@@ -37,6 +37,10 @@ impl Budget {
     }
 }
 
+/// Cancellations any connection may make before their share is looked at: a browser that
+/// navigates away cancels a few requests, never hundreds.
+const MIN_REMOTE_CANCELLED: u64 = 100;
+
 #[derive(Debug)]
 pub(super) struct Counts {
     /// Acting as a client or server. This allows us to track which values to
@@ -80,6 +84,12 @@ pub(super) struct Counts {
     /// connection-level budget for DATA framing overhead.
     data_frame_budget: Budget,
 
+    /// Remote streams opened over the lifetime of the connection.
+    num_remote_opened: u64,
+
+    /// Remote streams the peer reset before we sent their response HEADERS.
+    num_remote_cancelled: u64,
+
     /// Whether the DATA frame budget follows the target connection window.
     data_frame_budget_is_auto: bool,
 
@@ -104,6 +114,8 @@ impl Counts {
             max_local_error_reset_streams: config.local_max_error_reset_streams,
             num_local_error_reset_streams: 0,
             data_frame_budget: Budget::new(config.data_frame_budget.resolve(None)),
+            num_remote_opened: 0,
+            num_remote_cancelled: 0,
             data_frame_budget_is_auto: config.data_frame_budget.is_auto(),
             num_recv_empty_data_frames: 0,
         }
@@ -199,7 +211,25 @@ impl Counts {
 
         // Increment the number of remote initiated streams
         self.num_recv_streams += 1;
+        self.num_remote_opened += 1;
         stream.is_counted = true;
+    }
+
+    /// Counts a remote stream the peer reset before it was answered. A server whose client
+    /// cancels more than [`MIN_REMOTE_CANCELLED`] requests, and more than half of all it
+    /// opened, is under rapid reset (CVE-2023-44487) whatever the pacing: each cancelled
+    /// request cost the server work that nobody will read. `Err` tells the connection to go
+    /// away with ENHANCE_YOUR_CALM.
+    pub fn note_remote_cancel(&mut self) -> Result<(), ()> {
+        self.num_remote_cancelled += 1;
+        let abusive = self.peer.is_server()
+            && self.num_remote_cancelled > MIN_REMOTE_CANCELLED
+            && self.num_remote_cancelled * 2 > self.num_remote_opened;
+        if abusive {
+            Err(())
+        } else {
+            Ok(())
+        }
     }
 
     /// Returns true if the send stream concurrency can be incremented

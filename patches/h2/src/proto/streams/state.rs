@@ -433,6 +433,17 @@ impl State {
         matches!(self.inner, Closed(_))
     }
 
+    /// Our HEADERS are not sent yet: for a server, the request has no response.
+    pub fn is_send_awaiting_headers(&self) -> bool {
+        matches!(
+            self.inner,
+            Open {
+                local: AwaitingHeaders,
+                ..
+            } | HalfClosedRemote(AwaitingHeaders)
+        )
+    }
+
     /// The peer ended its side of the stream (END_STREAM) and the stream is still open on
     /// ours: half-closed (remote), RFC 9113 §5.1.
     pub fn is_recv_half_closed(&self) -> bool {

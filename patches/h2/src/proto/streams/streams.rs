@@ -718,11 +718,19 @@ impl Inner {
         let send_buffer = &mut *send_buffer;
 
         let actions = &mut self.actions;
+        let unanswered = stream.state.is_send_awaiting_headers();
 
         self.counts.transition(stream, |counts, stream| {
             actions.recv.recv_reset(frame, stream, counts)?;
             actions.send.handle_error(send_buffer, stream, counts);
             assert!(stream.state.is_closed());
+            if unanswered && counts.note_remote_cancel().is_err() {
+                proto_err!(conn: "recv_reset: the peer cancels most of its requests");
+                return Err(Error::library_go_away_data(
+                    Reason::ENHANCE_YOUR_CALM,
+                    "too_many_cancellations",
+                ));
+            }
             Ok(())
         })
     }
