@@ -93,6 +93,37 @@ async fn pipelined_requests_are_answered_in_order() {
     assert!(one < two && two < three, "{answer}");
 }
 
+/// A pipelined request that arrives while the one before it is at the upstream is kept and
+/// answered after it (the fast path reads the client meanwhile, to see it close).
+#[tokio::test]
+async fn a_request_pipelined_while_the_first_is_upstream_is_answered_next() {
+    let (gate, arrived, release) = gated_origin().await;
+    let (_dir, proxy) = proxy_to(gate.addr, "pipeline-late").await;
+    let mut client = TcpStream::connect(proxy.listener_addr("public").unwrap())
+        .await
+        .unwrap();
+    client
+        .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    arrived.notified().await;
+    client
+        .write_all(b"GET /two HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    release.notify_one();
+    // The bound only turns a lost request into a failure instead of a hang.
+    let second = tokio::time::timeout(std::time::Duration::from_secs(10), arrived.notified());
+    second
+        .await
+        .expect("the pipelined request never reached the origin");
+    release.notify_one();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).await.unwrap();
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+    assert_eq!(gate.hits(), 2);
+}
+
 #[tokio::test]
 async fn a_request_the_fast_path_does_not_take_moves_the_connection_to_the_general_path() {
     let origin = spawn_origin("o1").await.unwrap();

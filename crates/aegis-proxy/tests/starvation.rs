@@ -203,3 +203,110 @@ async fn rapid_reset_gets_goaway_enhance_your_calm() {
         );
     }
 }
+
+/// An origin that reports each request head's arrival, never answers, and reports when the
+/// proxy closes the connection that carried it.
+async fn abandoned_origin() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let (closed, closes) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (arrived, closed) = (arrived.clone(), closed.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut chunk).await {
+                    if n == 0 {
+                        let _ = closed.send(());
+                        return;
+                    }
+                    head.extend_from_slice(&chunk[..n]);
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let _ = arrived.send(());
+                        head.clear();
+                    }
+                }
+            });
+        }
+    });
+    (addr, arrivals, closes)
+}
+
+/// A request the client abandons once it has reached the origin cancels the upstream request
+/// too (its connection is closed), on every protocol: HTTP/1.1 by closing the connection,
+/// HTTP/2 with RST_STREAM(CANCEL), HTTP/3 with STOP_SENDING (RFC 9114 §4.1.1).
+#[tokio::test]
+async fn an_abandoned_request_cancels_its_upstream_request() {
+    use support::h2raw;
+    use tokio::io::AsyncWriteExt;
+    let dir = TestDir::new("abandoned");
+    let (origin, mut arrivals, mut closes) = abandoned_origin().await;
+    let proxy = start(&matrix_config("", &one_cluster(origin)), &dir).await;
+    let plain = proxy.listener_addr("plain").unwrap();
+    let secure = proxy.listener_addr("secure").unwrap();
+    let get = [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", "/slow"),
+    ];
+    let mut wrong = Vec::new();
+    for proto in PROTOCOLS {
+        // What keeps the client's side alive until the cancellation.
+        let held: Box<dyn std::any::Any + Send> = match proto {
+            Proto::H1Fast | Proto::H1General => {
+                let mut tcp = tokio::net::TcpStream::connect(plain).await.unwrap();
+                let general = if proto == Proto::H1General {
+                    "connection: x-general\r\nx-general: 1\r\n"
+                } else {
+                    ""
+                };
+                let request = format!("GET /slow HTTP/1.1\r\nhost: localhost\r\n{general}\r\n");
+                tcp.write_all(request.as_bytes()).await.unwrap();
+                arrivals.recv().await.unwrap();
+                drop(tcp);
+                Box::new(())
+            }
+            Proto::H2c | Proto::H2 => {
+                let mut io = proto.h2_io(&proxy, &dir).await.unwrap();
+                h2raw::open(&mut io).await;
+                let headers = h2raw::headers(1, h2raw::END_STREAM, &get);
+                io.write_all(&headers).await.unwrap();
+                arrivals.recv().await.unwrap();
+                let cancel = h2raw::frame(h2raw::RST_STREAM, 0, 1, &h2raw::CANCEL.to_be_bytes());
+                io.write_all(&cancel).await.unwrap();
+                Box::new(io)
+            }
+            Proto::H3 => {
+                let (endpoint, connection, _) = quic_connect(secure, &dir, QuicClient::default())
+                    .await
+                    .unwrap();
+                let control = h3raw::open_control_stream(&connection).await;
+                let (mut send, mut recv) = connection.open_bi().await.unwrap();
+                send.write_all(&h3raw::headers(&get)).await.unwrap();
+                send.finish().unwrap();
+                arrivals.recv().await.unwrap();
+                //= https://www.rfc-editor.org/rfc/rfc9114#section-8.1
+                //# H3_REQUEST_CANCELLED (0x010c): The request or its response (including
+                //# pushed response) is cancelled.
+                recv.stop(0x10c_u32.into()).unwrap();
+                Box::new((endpoint, connection, control, send, recv))
+            }
+        };
+        let closed = tokio::time::timeout(Duration::from_secs(10), closes.recv()).await;
+        if closed.is_err() {
+            wrong.push(format!(
+                "{proto:?}: the upstream request outlived the client's"
+            ));
+        }
+        drop(held);
+    }
+    assert_eq!(wrong, Vec::<String>::new());
+}

@@ -178,6 +178,10 @@ where
     fn send_id(&self) -> StreamId {
         self.stream.send_id()
     }
+
+    fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Poll<Option<u64>> {
+        self.stream.poll_stopped(cx)
+    }
 }
 
 impl<S, B> FrameStream<S, B>

@@ -183,6 +183,13 @@ pub trait SendStream<B: Buf> {
 
     /// Get QUIC send stream id
     fn send_id(&self) -> StreamId;
+
+    /// Polls for the peer asking this side to stop sending (STOP_SENDING, RFC 9000 §3.5):
+    /// `Ready(Some(code))` once it has. A transport that cannot tell stays `Pending`.
+    fn poll_stopped(&mut self, cx: &mut task::Context<'_>) -> Poll<Option<u64>> {
+        let _ = cx;
+        Poll::Pending
+    }
 }
 
 /// Allows sending unframed pure bytes to a stream. Similar to [`AsyncWrite`](https://docs.rs/tokio/latest/tokio/io/trait.AsyncWrite.html)

@@ -541,6 +541,10 @@ where
     fn send_data<T: Into<WriteBuf<B>>>(&mut self, data: T) -> Result<(), StreamErrorIncoming> {
         self.stream.send_data(data)
     }
+
+    fn poll_stopped(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<u64>> {
+        self.stream.poll_stopped(cx)
+    }
 }
 
 impl<S, B> SendStreamUnframed<B> for BufRecvStream<S, B>

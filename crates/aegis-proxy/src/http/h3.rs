@@ -146,7 +146,15 @@ async fn handle(
         body.peek(false).await;
     }
     let request = Request::from_parts(parts, body);
-    let response = forward(proxy, info, request).await;
+    // A client that abandons the request (STOP_SENDING on the response, RFC 9114 §4.1.1)
+    // cancels it: dropping `forward` drops the upstream exchange, as a reset does on HTTP/2.
+    let response = tokio::select! {
+        response = forward(proxy, info, request) => response,
+        code = std::future::poll_fn(|cx| send.poll_stopped(cx)) => {
+            tracing::debug!(%code, "http/3 request cancelled by the client");
+            return send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+        }
+    };
     if malformed.load(Ordering::Acquire) {
         // The upstream request was cut off with the body; the client gets the stream error.
         return send.stop_stream(MALFORMED);

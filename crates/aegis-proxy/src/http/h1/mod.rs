@@ -51,6 +51,9 @@ use response::Framing;
 pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Read size for heads and bodies.
 pub(super) const READ_SIZE: usize = buffers::SIZE;
+/// Most bytes of pipelined requests read from a client while its request is at the upstream;
+/// past it the client is not watched for closing until the response comes.
+const MAX_PIPELINED: usize = 64 * 1024;
 
 /// A client connection the fast path can serve.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
@@ -245,7 +248,7 @@ struct Sent {
 enum Failure {
     /// Answer the client with this error.
     Proxy(ProxyError),
-    /// The client went away while sending its body.
+    /// The client went away while sending its body or waiting for the response.
     Client,
     /// The connection failed before any response byte arrived.
     Stale(io::Error),
@@ -524,7 +527,20 @@ impl<I: ClientIo> Client<'_, I> {
                 return Err(reset(io::Error::other("response head too large")).into());
             }
             buf.reserve(READ_SIZE / 4);
-            match stream.read_buf(&mut buf).await {
+            // While the upstream works, bytes the client sends are its next (pipelined)
+            // requests, kept for later; its close abandons this request, which drops the
+            // upstream connection: the upstream stops work no one will read, as an HTTP/2
+            // reset or an HTTP/3 STOP_SENDING does.
+            let read = tokio::select! {
+                read = stream.read_buf(&mut buf) => read,
+                more = self.io.read_buf(self.buf), if self.buf.len() < MAX_PIPELINED => {
+                    match more {
+                        Ok(0) | Err(_) => return Err(Failure::Client),
+                        Ok(_) => continue,
+                    }
+                }
+            };
+            match read {
                 Ok(0) if buf.is_empty() => {
                     let closed = io::ErrorKind::UnexpectedEof;
                     return Err(Failure::Stale(io::Error::new(
