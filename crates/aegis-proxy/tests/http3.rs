@@ -248,41 +248,6 @@ async fn origin_answering_before_the_body_ends_is_fine() {
     }
 }
 
-/// An origin that reports each request's arrival, holds it until `release` turns true, then
-/// answers 200 with `size` bytes.
-async fn held_origin(
-    size: usize,
-) -> (
-    std::net::SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<()>,
-    tokio::sync::watch::Sender<bool>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
-    let (release, released) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (arrived, released) = (arrived.clone(), released.clone());
-            let service =
-                hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
-                    let (arrived, mut released) = (arrived.clone(), released.clone());
-                    async move {
-                        let _ = arrived.send(());
-                        let _ = released.wait_for(|go| *go).await;
-                        let body = http_body_util::Full::new(Bytes::from(vec![b'x'; size]));
-                        Ok::<_, std::convert::Infallible>(http::Response::new(body))
-                    }
-                });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-            );
-        }
-    });
-    (addr, arrivals, release)
-}
-
 //= https://www.rfc-editor.org/rfc/rfc9114#section-5.2
 //# Once all accepted requests and pushes have been processed, the endpoint can permit the
 //# connection to become idle, or it MAY initiate an immediate closure of the connection.

@@ -208,3 +208,74 @@ async fn shutdown_reports_not_ready_before_it_stops_accepting() {
         .expect("refused once the delay is over");
     assert!(shutdown.await.unwrap(), "drained");
 }
+
+/// SIGTERM on an HTTP/2 connection that carries a long streaming download and five requests
+/// held at the origin: GOAWAY, then every stream completes, the download to its last byte, and
+/// the drain finishes (RFC 9113 §6.8).
+#[tokio::test]
+async fn shutdown_completes_every_h2_stream_beside_a_streaming_response() {
+    use http_body_util::BodyExt;
+    const DOWNLOAD: usize = 32 * 1024 * 1024;
+    const HELD: usize = 5;
+    let streaming = aegis_proxy::demo::spawn_origin("stream").await.unwrap();
+    let (held, mut arrivals, release) = held_origin(1000).await;
+    for proto in [Proto::H2c, Proto::H2] {
+        let dir = TestDir::new("h2drain");
+        let rest = format!(
+            "[[routes]]\npath_prefix = \"/bytes/\"\ncluster = \"stream\"\n\n\
+             [[routes]]\ncluster = \"held\"\n\n\
+             [clusters.stream]\nendpoints = [\"{streaming}\"]\n\n\
+             [clusters.held]\nendpoints = [\"{held}\"]\n"
+        );
+        let proxy = start(&matrix_config("", &rest), &dir).await;
+        let (sender, _connection) = proto.h2_connection(&proxy, &dir).await.unwrap();
+        let scheme = if proto == Proto::H2 { "https" } else { "http" };
+        let mut downloader = sender.clone();
+        let path = format!("/bytes/{DOWNLOAD}");
+        let download = tokio::spawn(async move {
+            let response = downloader
+                .send_request(get_at(scheme, &path))
+                .await
+                .unwrap();
+            let body = response.into_body().collect().await.unwrap();
+            body.to_bytes().len()
+        });
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..HELD {
+            let mut sender = sender.clone();
+            let request = get_at(scheme, "/held");
+            requests.spawn(async move {
+                let response = sender.send_request(request).await.unwrap();
+                let status = response.status().as_u16();
+                (
+                    status,
+                    response
+                        .into_body()
+                        .collect()
+                        .await
+                        .unwrap()
+                        .to_bytes()
+                        .len(),
+                )
+            });
+        }
+        for _ in 0..HELD {
+            arrivals.recv().await.unwrap();
+        }
+        let shutdown = tokio::spawn(proxy.shutdown());
+        release.send(true).unwrap();
+        while let Some(done) = requests.join_next().await {
+            assert_eq!(done.unwrap(), (200, 1000), "{proto:?}");
+        }
+        assert_eq!(download.await.unwrap(), DOWNLOAD, "{proto:?}");
+        drop(sender);
+        assert!(shutdown.await.unwrap(), "{proto:?}: drain did not complete");
+        release.send(false).unwrap();
+    }
+}
+
+fn get_at(scheme: &str, path: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    http::Request::get(format!("{scheme}://localhost{path}"))
+        .body(http_body_util::Full::default())
+        .unwrap()
+}

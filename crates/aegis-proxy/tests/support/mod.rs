@@ -351,6 +351,41 @@ pub async fn recording_origin() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>
     (addr, seen)
 }
 
+/// An origin that reports each request's arrival, holds it until `release` turns true, then
+/// answers 200 with `size` bytes.
+pub async fn held_origin(
+    size: usize,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let (release, released) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (arrived, released) = (arrived.clone(), released.clone());
+            let service =
+                hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                    let (arrived, mut released) = (arrived.clone(), released.clone());
+                    async move {
+                        let _ = arrived.send(());
+                        let _ = released.wait_for(|go| *go).await;
+                        let body = http_body_util::Full::new(Bytes::from(vec![b'x'; size]));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, arrivals, release)
+}
+
 /// An origin that holds each request: `arrived` is notified when one comes in, and it is
 /// answered once `release` is notified.
 pub async fn gated_origin() -> (Origin, Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>) {
