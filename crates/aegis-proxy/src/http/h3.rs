@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::{Buf, Bytes};
@@ -21,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::{forward, ConnInfo, Proxy};
-use crate::BoxError;
+use crate::{Body, BoxError};
 
 //= https://www.rfc-editor.org/rfc/rfc9114#section-4.1.2
 //# Malformed requests or responses that are detected MUST be treated as a stream error of type
@@ -29,7 +30,7 @@ use crate::BoxError;
 const MALFORMED: h3::error::Code = h3::error::Code::H3_MESSAGE_ERROR;
 
 /// How long a request that should carry no body may take to end its stream.
-const END_OF_BODYLESS_REQUEST: std::time::Duration = std::time::Duration::from_secs(1);
+const END_OF_BODYLESS_REQUEST: Duration = Duration::from_secs(1);
 
 /// GET, HEAD, OPTIONS, DELETE and TRACE without `content-length`, or anything with
 /// `content-length: 0`, is not expected to carry a body.
@@ -159,18 +160,27 @@ async fn handle(
         // The upstream request was cut off with the body; the client gets the stream error.
         return send.stop_stream(MALFORMED);
     }
-    let (parts, mut body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     if let Err(error) = send.send_response(Response::from_parts(parts, ())).await {
         tracing::debug!(%error, "http/3 response head not sent");
         return;
     }
-    // No progress in either direction for the stream idle timeout (the upstream sends
-    // nothing, or the client's flow-control window stays shut) cuts the response off; the
-    // body, its cluster slot and upstream connection are dropped with this task.
-    let idle = info.rules.stream_idle_timeout;
+    relay_body(&mut send, body, info.rules.stream_idle_timeout, &malformed).await;
+}
+
+/// Sends the response body and trailers, then ends the stream. No progress in either
+/// direction for `idle` (the upstream sends nothing, or the client's flow-control window stays
+/// shut) cuts the response off; the body, its cluster slot and upstream connection are
+/// dropped with the request's task.
+async fn relay_body(
+    send: &mut RequestStream<h3_quinn::SendStream<Bytes>, Bytes>,
+    mut body: Body,
+    idle: Duration,
+    malformed: &AtomicBool,
+) {
     loop {
         let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
-            return stream_idle(&mut send);
+            return stream_idle(send);
         };
         let Some(frame) = frame else { break };
         let sending = async {
@@ -198,7 +208,7 @@ async fn handle(
                 tracing::debug!(%error, "http/3 client went away");
                 return;
             }
-            Err(_) => return stream_idle(&mut send),
+            Err(_) => return stream_idle(send),
         }
     }
     if let Err(error) = send.finish().await {

@@ -360,7 +360,7 @@ pub async fn held_origin(
     tokio::sync::mpsc::UnboundedReceiver<()>,
     tokio::sync::watch::Sender<bool>,
 ) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
     let (release, released) = tokio::sync::watch::channel(false);
@@ -368,18 +368,18 @@ pub async fn held_origin(
         while let Ok((stream, _)) = listener.accept().await {
             let (arrived, released) = (arrived.clone(), released.clone());
             let service =
-                hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
                     let (arrived, mut released) = (arrived.clone(), released.clone());
                     async move {
                         let _ = arrived.send(());
                         let _ = released.wait_for(|go| *go).await;
-                        let body = http_body_util::Full::new(Bytes::from(vec![b'x'; size]));
-                        Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                        let body = Full::new(Bytes::from(vec![b'x'; size]));
+                        Ok::<_, std::convert::Infallible>(Response::new(body))
                     }
                 });
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                    .serve_connection(TokioIo::new(stream), service),
             );
         }
     });
