@@ -364,3 +364,142 @@ async fn health_checks_reach_tls_upstreams_over_the_pq_mtls_hop() {
     let series = "aegis_http_requests_total{listener=\"public\",route=\"routes[0]\",cluster=\"api\",status=\"200\",protocol=\"http/1.1\"}";
     assert!(metric(&text, series) >= Some(2.0), "{text}");
 }
+
+/// An origin that reports each request head's arrival and reads the whole body before it
+/// answers 200.
+async fn uploads_origin(arrived: tokio::sync::mpsc::UnboundedSender<()>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let arrived = arrived.clone();
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let _ = arrived.send(());
+                async move {
+                    req.into_body().collect().await?;
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+/// Starts an upload of 100,000 declared bytes over `proto`, sends 10, waits until the origin
+/// has the head, then abandons it as a client of that protocol does.
+async fn abandon_upload(
+    proto: Proto,
+    proxy: &aegis_proxy::Running,
+    dir: &TestDir,
+    arrivals: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let post = [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", "/upload"),
+        ("content-length", "100000"),
+    ];
+    match proto {
+        Proto::H1Fast | Proto::H1General => {
+            let plain = proxy.listener_addr("plain").unwrap();
+            let mut tcp = tokio::net::TcpStream::connect(plain).await.unwrap();
+            let general = match proto {
+                Proto::H1General => "connection: x-general\r\nx-general: 1\r\n",
+                _ => "",
+            };
+            let head = format!(
+                "POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100000\r\n{general}\r\n0123456789"
+            );
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            arrivals.recv().await.unwrap();
+        }
+        Proto::H2c | Proto::H2 => {
+            let mut io = proto.h2_io(proxy, dir).await.unwrap();
+            h2raw::open(&mut io).await;
+            let frames = [
+                h2raw::headers(1, 0, &post),
+                h2raw::frame(h2raw::DATA, 0, 1, b"0123456789"),
+            ];
+            io.write_all(&frames.concat()).await.unwrap();
+            arrivals.recv().await.unwrap();
+            let cancel = h2raw::frame(h2raw::RST_STREAM, 0, 1, &h2raw::CANCEL.to_be_bytes());
+            io.write_all(&cancel).await.unwrap();
+        }
+        Proto::H3 => {
+            let secure = proxy.listener_addr("secure").unwrap();
+            let (_endpoint, connection, _) = quic_connect(secure, dir, QuicClient::default())
+                .await
+                .unwrap();
+            let _control = h3raw::open_control_stream(&connection).await;
+            let (mut send, mut recv) = connection.open_bi().await.unwrap();
+            let frames = [h3raw::headers(&post), h3raw::data(b"0123456789")].concat();
+            send.write_all(&frames).await.unwrap();
+            arrivals.recv().await.unwrap();
+            //= https://www.rfc-editor.org/rfc/rfc9114#section-4.1.1
+            //# a client MAY abort a request [...] with the H3_REQUEST_CANCELLED error code
+            send.reset(0x10c_u32.into()).unwrap();
+            let _ = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1 << 16)).await;
+        }
+    }
+}
+
+/// A client that abandons its upload is the client's failure on every protocol: 499 in the
+/// record, no retry, and nothing counted against the endpoint. (On the general path it was a
+/// 502 that counted as an upstream failure: a few aborted HTTP/2 uploads ejected a healthy
+/// endpoint.)
+#[tokio::test]
+async fn abandoned_uploads_never_count_against_an_endpoint() {
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let a = uploads_origin(arrived.clone()).await;
+    let b = uploads_origin(arrived).await;
+    let dir = TestDir::new("abandoned-uploads");
+    let rest = format!(
+        "{}endpoints = [\"{a}\", \"{b}\"]\nlb = \"round_robin\"\noutlier = {{ consecutive_failures = 2 }}\n",
+        one_cluster(a).replace(&format!("endpoints = [\"{a}\"]\n"), "")
+    );
+    let proxy = start(&matrix_config("", &rest), &dir).await;
+    let mut abandoned = 0;
+    for proto in PROTOCOLS {
+        for _ in 0..4 {
+            abandon_upload(proto, &proxy, &dir, &mut arrivals).await;
+            abandoned += 1;
+        }
+        // Each abandoned upload ends up in the request counter, with the client's status.
+        let mut counted = 0.0;
+        for _ in 0..200 {
+            let text = metrics(&proxy).await;
+            counted = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("aegis_http_requests_total{") && l.contains("status=\"499\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            if counted >= f64::from(abandoned) {
+                break;
+            }
+        }
+        assert_eq!(
+            counted,
+            f64::from(abandoned),
+            "{proto:?}: {}",
+            metrics(&proxy).await
+        );
+        let text = metrics(&proxy).await;
+        assert!(
+            !text.contains("aegis_upstream_ejections_total{"),
+            "{proto:?} ejected an endpoint"
+        );
+    }
+    let answer = Proto::H2
+        .send(&proxy, &dir, &Sent::post("/upload", "whole"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+}

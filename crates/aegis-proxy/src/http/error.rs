@@ -43,11 +43,25 @@ pub enum ProxyError {
     /// No endpoint is left to try.
     #[error("no upstream endpoint available")]
     NoEndpoint,
+    /// The client's request body failed while it was being sent (the client reset the stream,
+    /// closed the connection, or broke the body's framing): the client's fault, so it never
+    /// counts against the endpoint, and nobody reads the answer.
+    #[error("client request body failed: {0}")]
+    ClientBody(#[source] BoxError),
 }
+
+/// A failure of the client's request body, as the upstream client sees it: the marker that
+/// tells [`ProxyError::from_client`] which side failed.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {0}")]
+pub struct ClientBodyError(#[source] pub BoxError);
 
 impl ProxyError {
     /// Classifies an error from the upstream client, walking its source chain.
     pub fn from_client(error: hyper_util::client::legacy::Error, body_limit: Option<u64>) -> Self {
+        if is_caused_by::<ClientBodyError>(&error) {
+            return Self::ClientBody(Box::new(error));
+        }
         if let Some(limit) = body_limit {
             if is_caused_by::<http_body_util::LengthLimitError>(&error) {
                 return Self::BodyTooLarge { limit };
@@ -68,6 +82,8 @@ impl ProxyError {
             Self::UpstreamConnect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Overloaded | Self::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ClientBody(_) => StatusCode::from_u16(super::record::CLIENT_CLOSED)
+                .unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 
@@ -87,6 +103,7 @@ impl ProxyError {
             Self::Upstream(_) => "upstream_reset",
             Self::Overloaded => "overloaded",
             Self::NoEndpoint => "no_endpoint",
+            Self::ClientBody(_) => "client_closed",
         }
     }
 

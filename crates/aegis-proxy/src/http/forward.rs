@@ -19,7 +19,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 
-use super::error::ProxyError;
+use super::error::{ClientBodyError, ProxyError};
 use super::path::PathRules;
 use super::record::{CarbonRecord, Recorded, RequestRecord};
 use super::{headers, host, path, replay, upstream_h1};
@@ -255,6 +255,7 @@ pub(super) fn new_record(
         admitted: None,
         body_limit: conn.rules.max_request_body_bytes,
         carbon: None,
+        written: false,
     }
 }
 
@@ -507,7 +508,11 @@ async fn attempt(
     record.in_flight = Some(in_flight);
     let failed = match &sent {
         Ok(Ok(response)) => response.status().is_server_error(),
-        Ok(Err(e)) => !matches!(e, ProxyError::BodyTooLarge { .. }),
+        // The client's own failures say nothing about the endpoint.
+        Ok(Err(e)) => !matches!(
+            e,
+            ProxyError::BodyTooLarge { .. } | ProxyError::ClientBody(_)
+        ),
         Err(_) => true,
     };
     note_outcome(proxy, cluster, index, region, elapsed, failed);
@@ -687,8 +692,10 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    // Inside the length limit, so that a body over it stays a 413, not a client failure.
+    let body = body.map_err(|e| BoxError::from(ClientBodyError(e.into())));
     let Some(limit) = limit else {
-        return Ok(body.map_err(Into::into).boxed_unsync());
+        return Ok(body.boxed_unsync());
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -698,7 +705,7 @@ where
         return Err(ProxyError::BodyTooLarge { limit });
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    Ok(Limited::new(body.map_err(Into::into), limit).boxed_unsync())
+    Ok(Limited::new(body, limit).boxed_unsync())
 }
 
 /// Turns the client's request head into the upstream request head.

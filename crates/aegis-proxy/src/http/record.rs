@@ -1,5 +1,7 @@
 //! What is known about one request, recorded as metrics and one JSON access-log line when the
-//! response body ends (or is dropped, when the client goes away).
+//! response body ends (or is dropped, when the client goes away), or, for a request whose
+//! client gave up before it was answered (an HTTP/2 reset, an HTTP/3 STOP_SENDING), when its
+//! future is dropped: status 499, as nginx logs it.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -41,7 +43,12 @@ pub struct RequestRecord {
     pub(crate) admitted: Option<Admission>,
     pub(crate) body_limit: Option<u64>,
     pub(crate) carbon: Option<CarbonRecord>,
+    /// Counted and logged already.
+    pub(crate) written: bool,
 }
+
+/// nginx's status for a request whose client went away before it was answered.
+pub const CLIENT_CLOSED: u16 = 499;
 
 /// The carbon side of a request: where it went, why, and what that emitted.
 #[derive(Debug, Clone)]
@@ -63,7 +70,12 @@ pub struct CarbonRecord {
 impl RequestRecord {
     /// Counts the request and writes its access-log line: `bytes_sent` body bytes, and whether
     /// the response was sent completely.
-    pub fn finish(self, bytes_sent: u64, completed: bool) {
+    pub fn finish(mut self, bytes_sent: u64, completed: bool) {
+        self.write(bytes_sent, completed);
+    }
+
+    fn write(&mut self, bytes_sent: u64, completed: bool) {
+        self.written = true;
         let no_label = || self.metrics.no_label.clone();
         let labels = RequestLabels {
             listener: self.listener.clone(),
@@ -145,6 +157,17 @@ pub struct Recorded {
     inner: Body,
     record: Option<RequestRecord>,
     bytes: u64,
+}
+
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        if !self.written {
+            // Dropped unanswered: the request's future went away with its client.
+            self.status = CLIENT_CLOSED;
+            self.error.get_or_insert("client_closed");
+            self.write(0, false);
+        }
+    }
 }
 
 impl Recorded {

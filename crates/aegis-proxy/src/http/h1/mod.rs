@@ -333,8 +333,7 @@ impl<I: ClientIo> Exchange<'_, I> {
                 completed && !close
             }
             Err(Failure::Client) => {
-                // nginx's code for a client that went away before its request was complete.
-                record.status = 499;
+                record.status = super::record::CLIENT_CLOSED;
                 record.error = Some("client_closed");
                 record.finish(0, false);
                 false
