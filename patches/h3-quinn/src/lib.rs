@@ -446,8 +446,11 @@ fn convert_write_error_to_stream_error(error: quinn::WriteError) -> StreamErrorI
 pub struct SendStream<B: Buf> {
     stream: quinn::SendStream,
     writing: Option<WriteBuf<B>>,
-    /// The peer's STOP_SENDING, watched once `poll_stopped` is first called.
+    /// The peer's STOP_SENDING or acknowledgement of every byte, watched once `poll_stopped`
+    /// is first called.
     stopped: Option<Stopped>,
+    /// What `stopped` resolved to (the finished future must not be polled again).
+    ended: Option<Option<u64>>,
 }
 
 /// What quinn's `SendStream::stopped` resolves to.
@@ -466,6 +469,7 @@ where
             stream: stream,
             writing: None,
             stopped: None,
+            ended: None,
         }
     }
 }
@@ -533,17 +537,19 @@ where
     }
 
     fn poll_stopped(&mut self, cx: &mut task::Context<'_>) -> Poll<Option<u64>> {
+        if let Some(ended) = self.ended {
+            return Poll::Ready(ended);
+        }
         let stream = &self.stream;
         let stopped = self.stopped.get_or_insert_with(|| Box::pin(stream.stopped()));
-        match ready!(stopped.as_mut().poll(cx)) {
-            Ok(Some(code)) => Poll::Ready(Some(code.into_inner())),
-            // Every byte was acknowledged, or the connection is gone: nothing to stop, and the
-            // finished future must not be polled again.
-            Ok(None) | Err(_) => {
-                self.stopped = Some(Box::pin(std::future::pending()));
-                Poll::Pending
-            }
-        }
+        let ended = match ready!(stopped.as_mut().poll(cx)) {
+            Ok(Some(code)) => Some(code.into_inner()),
+            // Finished and every byte acknowledged, or the connection is gone.
+            Ok(None) | Err(_) => None,
+        };
+        self.ended = Some(ended);
+        self.stopped = None;
+        Poll::Ready(ended)
     }
 }
 

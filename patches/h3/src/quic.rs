@@ -184,8 +184,10 @@ pub trait SendStream<B: Buf> {
     /// Get QUIC send stream id
     fn send_id(&self) -> StreamId;
 
-    /// Polls for the peer asking this side to stop sending (STOP_SENDING, RFC 9000 §3.5):
-    /// `Ready(Some(code))` once it has. A transport that cannot tell stays `Pending`.
+    /// Polls for the end of the stream's life: `Ready(Some(code))` once the peer asked this
+    /// side to stop sending (STOP_SENDING, RFC 9000 §3.5); `Ready(None)` once the stream is
+    /// finished and the peer acknowledged every byte, or the connection is gone. A transport
+    /// that cannot tell stays `Pending`.
     fn poll_stopped(&mut self, cx: &mut task::Context<'_>) -> Poll<Option<u64>> {
         let _ = cx;
         Poll::Pending

@@ -29,6 +29,11 @@ use crate::{Body, BoxError};
 //# H3_MESSAGE_ERROR.
 const MALFORMED: h3::error::Code = h3::error::Code::H3_MESSAGE_ERROR;
 
+//= https://www.rfc-editor.org/rfc/rfc9114#section-8.1
+//# H3_NO_ERROR (0x0100): No error. This is used when the connection or stream needs to be
+//# closed, but there is no error to signal.
+const H3_NO_ERROR: u32 = 0x100;
+
 /// How long a request that should carry no body may take to end its stream.
 const END_OF_BODYLESS_REQUEST: Duration = Duration::from_secs(1);
 
@@ -50,7 +55,8 @@ fn expects_no_body(parts: &http::request::Parts) -> bool {
 }
 
 /// Serves requests until the client closes, or drains once `shutdown` turns true: GOAWAY, then
-/// the requests in flight finish, then the client closes the connection (see [`linger`]).
+/// the requests in flight finish and their responses are acknowledged, then the connection
+/// closes with `H3_NO_ERROR`.
 pub async fn serve_connection(
     connection: quinn::Connection,
     proxy: Arc<ArcSwap<Proxy>>,
@@ -76,6 +82,8 @@ pub async fn serve_connection(
     let (mut draining, mut goaway_sent) = (false, false);
     loop {
         if draining && requests.is_empty() {
+            // Every response has been acknowledged (see `relay_body`): nothing is lost.
+            connection.close(H3_NO_ERROR.into(), b"shutdown");
             break;
         }
         tokio::select! {
@@ -109,19 +117,6 @@ pub async fn serve_connection(
         }
     }
     while requests.join_next().await.is_some() {}
-    linger(&connection).await;
-}
-
-/// Waits for the client to close the connection once every response is finished.
-///
-/// `finish()` only queues a response's last bytes, and closing the connection (or dropping
-/// its last handle, which closes it too) discards whatever is unsent: instead the client,
-/// which knows from GOAWAY or its own closing that nothing more will be served, closes once
-/// it has read every response, as RFC 9114 §5.2 lets a server wait for. A client that stays
-/// silent is closed by the QUIC idle timeout, and a shutdown by the drain timeout.
-async fn linger(connection: &quinn::Connection) {
-    let reason = connection.closed().await;
-    tracing::debug!(%reason, "http/3 connection closed");
 }
 
 async fn handle(
@@ -151,8 +146,9 @@ async fn handle(
     // cancels it: dropping `forward` drops the upstream exchange, as a reset does on HTTP/2.
     let response = tokio::select! {
         response = forward(proxy, info, request) => response,
-        code = std::future::poll_fn(|cx| send.poll_stopped(cx)) => {
-            tracing::debug!(%code, "http/3 request cancelled by the client");
+        stopped = std::future::poll_fn(|cx| send.poll_stopped(cx)) => {
+            // STOP_SENDING, or the connection is gone.
+            tracing::debug!(code = ?stopped, "http/3 request cancelled by the client");
             return send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
         }
     };
@@ -213,6 +209,14 @@ async fn relay_body(
     }
     if let Err(error) = send.finish().await {
         tracing::debug!(%error, "http/3 stream not finished");
+        return;
+    }
+    // `finish` only queues the last bytes, and closing the connection discards what is
+    // unsent: the request is done once the client has acknowledged all of its response (or
+    // stopped it, or the connection is gone), so a draining connection can close at once.
+    let acknowledged = std::future::poll_fn(|cx| send.poll_stopped(cx));
+    if tokio::time::timeout(idle, acknowledged).await.is_err() {
+        tracing::debug!("http/3 response never acknowledged within the stream idle timeout");
     }
 }
 

@@ -112,14 +112,16 @@ where
     S: quic::SendStream<B>,
     B: Buf,
 {
-    /// Polls for the client abandoning the request: `Ready(code)` once it sent STOP_SENDING
-    /// for the response (RFC 9114 §4.1.1: a client cancels a request by aborting its streams,
+    /// Polls for the end of the response stream's life. `Ready(Some(code))`: the client sent
+    /// STOP_SENDING (RFC 9114 §4.1.1: a client cancels a request by aborting its streams,
     /// typically with H3_REQUEST_CANCELLED), so a server can stop working on it.
-    pub fn poll_stopped(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Code> {
-        match self.inner.stream.poll_stopped(cx) {
-            std::task::Poll::Ready(Some(code)) => std::task::Poll::Ready(Code::from(code)),
-            _ => std::task::Poll::Pending,
-        }
+    /// `Ready(None)`: after [`RequestStream::finish`], the client acknowledged the whole
+    /// response, so closing the connection now loses nothing; or the connection is gone.
+    pub fn poll_stopped(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Code>> {
+        self.inner.stream.poll_stopped(cx).map(|code| code.map(Code::from))
     }
 
     /// Send the HTTP/3 response
