@@ -169,3 +169,128 @@ async fn the_demo_serves_https_and_routes_green_traffic() {
         "{text}"
     );
 }
+
+/// An HTTP/1.1 origin that sends back, as its body, the raw bytes of the request it received
+/// (head, chunked body and trailer section), once the request is complete.
+async fn raw_echo_origin() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // A chunked request ends with the last chunk and the trailer section's blank line.
+                while !(seen.windows(5).any(|w| w == b"\r\n0\r\n") && seen.ends_with(b"\r\n\r\n")) {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    seen.len()
+                );
+                let _ = stream.write_all(&[head.as_bytes(), &seen].concat()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Request trailers reach an HTTP/1.1 origin as the chunked body's trailer section, from every
+/// protocol: HTTP/2 and HTTP/3 trailers carry no `Trailer` announcement, which hyper's client
+/// required before it would send any (patched: `patches/README.md`).
+//= https://www.rfc-editor.org/rfc/rfc9112#section-7.1.2
+#[tokio::test]
+async fn request_trailers_are_forwarded_to_http1_origins() {
+    use support::{h2raw, h3raw};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TestDir::new("trailers");
+    let proxy = start(
+        &matrix_config("", &one_cluster(raw_echo_origin().await)),
+        &dir,
+    )
+    .await;
+    let post = [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", "/t"),
+    ];
+    let mut wrong = Vec::new();
+    for proto in PROTOCOLS {
+        let echoed = match proto {
+            Proto::H1Fast | Proto::H1General => {
+                let general = match proto {
+                    Proto::H1General => "connection: x-general\r\nx-general: 1\r\n",
+                    _ => "",
+                };
+                let request = format!(
+                    "POST /t HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n{general}\
+                     connection: close\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: 1\r\n\r\n"
+                );
+                let mut tcp = tokio::net::TcpStream::connect(proxy.listener_addr("plain").unwrap())
+                    .await
+                    .unwrap();
+                tcp.write_all(request.as_bytes()).await.unwrap();
+                let mut answer = Vec::new();
+                let _ = tcp.read_to_end(&mut answer).await;
+                String::from_utf8_lossy(&answer).into_owned()
+            }
+            Proto::H2c | Proto::H2 => {
+                let mut io = proto.h2_io(&proxy, &dir).await.unwrap();
+                let frames = [
+                    h2raw::headers(1, 0, &post),
+                    h2raw::frame(h2raw::DATA, 0, 1, b"hello"),
+                    h2raw::headers(1, h2raw::END_STREAM, &[("x-checksum", "1")]),
+                ];
+                h2raw::open(&mut io).await;
+                io.write_all(&frames.concat()).await.unwrap();
+                let mut body = Vec::new();
+                loop {
+                    let frames = h2raw::read_until_end(&mut io).await;
+                    let Some(last) = frames.last().cloned() else {
+                        break;
+                    };
+                    for frame in frames
+                        .iter()
+                        .filter(|f| f.kind == h2raw::DATA && f.stream == 1)
+                    {
+                        body.extend_from_slice(&frame.payload);
+                    }
+                    if last.stream == 1 && last.flags & h2raw::END_STREAM != 0 {
+                        break;
+                    }
+                    if matches!(last.kind, h2raw::GOAWAY | h2raw::RST_STREAM) {
+                        break;
+                    }
+                }
+                String::from_utf8_lossy(&body).into_owned()
+            }
+            Proto::H3 => {
+                let secure = proxy.listener_addr("secure").unwrap();
+                let (_endpoint, connection, _) = quic_connect(secure, &dir, QuicClient::default())
+                    .await
+                    .unwrap();
+                let _control = h3raw::open_control_stream(&connection).await;
+                let frames = [
+                    h3raw::headers(&post),
+                    h3raw::data(b"hello"),
+                    h3raw::headers(&[("x-checksum", "1")]),
+                ];
+                let (mut send, mut recv) = connection.open_bi().await.unwrap();
+                send.write_all(&frames.concat()).await.unwrap();
+                send.finish().unwrap();
+                let bytes = recv.read_to_end(1 << 16).await.unwrap_or_default();
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+        };
+        let trailer = echoed.find("\r\n0\r\n").map(|at| &echoed[at..]);
+        if !trailer.is_some_and(|t| t.to_ascii_lowercase().contains("x-checksum: 1\r\n")) {
+            wrong.push(format!("{proto:?}: {echoed:?}"));
+        }
+    }
+    assert_eq!(wrong, Vec::<String>::new());
+}
