@@ -208,20 +208,7 @@ impl Encoder {
                     }
                 }
 
-                let mut buf = Vec::new();
-                if title_case_headers {
-                    write_headers_title_case(&allowed_trailers, &mut buf);
-                } else {
-                    write_headers(&allowed_trailers, &mut buf);
-                }
-
-                if buf.is_empty() {
-                    return None;
-                }
-
-                Some(EncodedBuf {
-                    kind: BufKind::Trailers(b"0\r\n".chain(Bytes::from(buf)).chain(b"\r\n")),
-                })
+                trailer_section(&allowed_trailers, title_case_headers)
             }
             Kind::Chunked(None) if self.any_trailers => {
                 let mut valid = HeaderMap::new();
@@ -237,18 +224,7 @@ impl Encoder {
                         debug!("trailer field is not valid: {}", &name);
                     }
                 }
-                let mut buf = Vec::new();
-                if title_case_headers {
-                    write_headers_title_case(&valid, &mut buf);
-                } else {
-                    write_headers(&valid, &mut buf);
-                }
-                if buf.is_empty() {
-                    return None;
-                }
-                Some(EncodedBuf {
-                    kind: BufKind::Trailers(b"0\r\n".chain(Bytes::from(buf)).chain(b"\r\n")),
-                })
+                trailer_section(&valid, title_case_headers)
             }
             Kind::Chunked(None) => {
                 debug!("attempted to encode trailers, but the trailer header is not set");
@@ -305,6 +281,22 @@ impl Encoder {
             }
         }
     }
+}
+
+/// The last chunk and the trailer section carrying `fields`, or `None` if there are none.
+fn trailer_section<B>(fields: &HeaderMap, title_case_headers: bool) -> Option<EncodedBuf<B>> {
+    let mut buf = Vec::new();
+    if title_case_headers {
+        write_headers_title_case(fields, &mut buf);
+    } else {
+        write_headers(fields, &mut buf);
+    }
+    if buf.is_empty() {
+        return None;
+    }
+    Some(EncodedBuf {
+        kind: BufKind::Trailers(b"0\r\n".chain(Bytes::from(buf)).chain(b"\r\n")),
+    })
 }
 
 fn is_valid_trailer_field(name: &HeaderName) -> bool {
