@@ -43,6 +43,9 @@ pub enum FallbackReason {
     Empty,
     /// No region is healthy.
     Unhealthy,
+    /// No healthy region is within the latency budget: only a budget that is not a
+    /// non-negative number (NaN, negative) can cause it, as the fastest region always fits.
+    OverBudget,
     /// The chosen region's intensity is older than `stale_after`.
     Stale,
     /// The chosen region never had data; `unknown_intensity` stood in.
@@ -59,6 +62,7 @@ impl Reason {
             Self::Capacity => "capacity",
             Self::Fallback(FallbackReason::Empty) => "fallback:empty",
             Self::Fallback(FallbackReason::Unhealthy) => "fallback:unhealthy",
+            Self::Fallback(FallbackReason::OverBudget) => "fallback:over_budget",
             Self::Fallback(FallbackReason::Stale) => "fallback:stale",
             Self::Fallback(FallbackReason::NoData) => "fallback:no_data",
         }
@@ -81,8 +85,9 @@ pub fn decide(snapshot: &Snapshot, facts: &RequestFacts<'_>, config: &PolicyConf
     if regions.is_empty() {
         return none(Reason::Fallback(FallbackReason::Empty));
     }
-    let Some(Candidates { set, capped }) = candidates(snapshot, facts.shares, config) else {
-        return none(Reason::Fallback(FallbackReason::Unhealthy));
+    let Candidates { set, capped } = match candidates(snapshot, facts.shares, config) {
+        Ok(candidates) => candidates,
+        Err(fallback) => return none(Reason::Fallback(fallback)),
     };
     if config.policy == Policy::Off {
         return none(Reason::Off);
@@ -122,8 +127,13 @@ struct Candidates {
 
 /// Healthy regions within the latency budget of the fastest healthy region (regions never
 /// measured stay eligible, so that they get measured), minus those at `max_share` unless that
-/// would leave none. `None` when no region is healthy.
-fn candidates(snapshot: &Snapshot, shares: &[f64], config: &PolicyConfig) -> Option<Candidates> {
+/// would leave none. Never an empty set: no healthy region, or none within the budget, is a
+/// fallback, so the policies below always have a region to pick.
+fn candidates(
+    snapshot: &Snapshot,
+    shares: &[f64],
+    config: &PolicyConfig,
+) -> Result<Candidates, FallbackReason> {
     let regions = &snapshot.regions[..snapshot.regions.len().min(MAX_REGIONS)];
     let mut fastest = f64::INFINITY;
     let mut any_healthy = false;
@@ -134,7 +144,7 @@ fn candidates(snapshot: &Snapshot, shares: &[f64], config: &PolicyConfig) -> Opt
         }
     }
     if !any_healthy {
-        return None;
+        return Err(FallbackReason::Unhealthy);
     }
     let limit = fastest + config.latency_budget_ms;
     let capping = config.max_share < 1.0 && !shares.is_empty();
@@ -147,13 +157,11 @@ fn candidates(snapshot: &Snapshot, shares: &[f64], config: &PolicyConfig) -> Opt
             }
         }
     }
-    Some(match open {
-        0 => Candidates {
-            set: eligible,
-            capped: true,
-        },
-        set => Candidates { set, capped: false },
-    })
+    match (eligible, open) {
+        (0, _) => Err(FallbackReason::OverBudget),
+        (set, 0) => Ok(Candidates { set, capped: true }),
+        (_, set) => Ok(Candidates { set, capped: false }),
+    }
 }
 
 /// Indices of the set bits, lowest first.
@@ -255,7 +263,7 @@ pub fn weighted_probabilities(
     config: &PolicyConfig,
 ) -> Vec<f64> {
     let mut probabilities = vec![0.0; snapshot.regions.len()];
-    let Some(Candidates { set, .. }) = candidates(snapshot, facts.shares, config) else {
+    let Ok(Candidates { set, .. }) = candidates(snapshot, facts.shares, config) else {
         return probabilities;
     };
     let min = min_intensity(snapshot, set);

@@ -61,6 +61,13 @@ pub struct PolicyConfig {
     pub weight_exponent: f64,
 }
 
+impl PolicyConfig {
+    /// The latency budgets a policy accepts, in ms.
+    pub const LATENCY_BUDGET_MS: std::ops::RangeInclusive<f64> = 0.0..=60_000.0;
+    /// The capacity caps a policy accepts (fraction of traffic).
+    pub const MAX_SHARE: std::ops::RangeInclusive<f64> = 0.01..=1.0;
+}
+
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {

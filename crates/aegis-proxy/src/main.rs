@@ -116,11 +116,11 @@ enum Command {
         /// Policies to compare (default: all).
         #[arg(long, value_enum, value_delimiter = ',')]
         policy: Vec<SimPolicyArg>,
-        /// Latency budget over the nearest region, ms.
-        #[arg(long, default_value_t = 50.0)]
+        /// Latency budget over the nearest region, ms (0 to 60000, as in the config file).
+        #[arg(long, default_value_t = 50.0, value_parser = latency_budget)]
         latency_budget_ms: f64,
-        /// Largest fraction of traffic one region may take.
-        #[arg(long, default_value_t = 1.0)]
+        /// Largest fraction of traffic one region may take (0.01 to 1, as in the config file).
+        #[arg(long, default_value_t = 1.0, value_parser = traffic_share)]
         max_share: f64,
         /// Requests routed per trace hour.
         #[arg(long, default_value_t = 100)]
@@ -363,4 +363,30 @@ fn init_logging() {
         .with(access)
         .with(diagnostics)
         .init();
+}
+
+/// `--latency-budget-ms`: the range a cluster's `latency_budget_ms` accepts.
+fn latency_budget(text: &str) -> Result<f64, String> {
+    within(
+        text,
+        aegis_carbon::PolicyConfig::LATENCY_BUDGET_MS,
+        "ms, e.g. 50",
+    )
+}
+
+/// `--max-share`: the range a cluster's `max_share` accepts.
+fn traffic_share(text: &str) -> Result<f64, String> {
+    within(text, aegis_carbon::PolicyConfig::MAX_SHARE, "e.g. 0.5")
+}
+
+/// `text` as a number in `range` (NaN never is).
+fn within(text: &str, range: std::ops::RangeInclusive<f64>, example: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if range.contains(&value) => Ok(value),
+        _ => Err(format!(
+            "{text:?} is not a number in {}..={} ({example})",
+            range.start(),
+            range.end()
+        )),
+    }
 }

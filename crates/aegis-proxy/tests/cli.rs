@@ -435,15 +435,48 @@ fn the_example_config_validates_with_its_own_check_command() {
     }
 }
 
-#[test]
-fn simulate_prints_one_row_per_policy_and_rejects_unknown_zones() {
-    let dir = temp_dir("simulate");
+/// A two-hour trace of zones DE and NO in `dir`.
+fn two_zone_trace(dir: &std::path::Path) -> std::path::PathBuf {
     let trace = dir.join("trace.csv");
     std::fs::write(
         &trace,
         "datetime_utc,DE,NO\n2023-01-01T00:00:00Z,400,40\n2023-01-01T01:00:00Z,380,45\n",
     )
     .unwrap();
+    trace
+}
+
+/// A budget or cap the policy cannot use is a usage error naming the flag, never a panic
+/// (`--latency-budget-ms NaN` and `=-1` used to exit 101 from inside `decide`).
+#[test]
+fn simulate_refuses_budgets_and_caps_it_cannot_use() {
+    let dir = temp_dir("simulate-args");
+    let trace = two_zone_trace(&dir);
+    for (flag, value) in [
+        ("--latency-budget-ms", "NaN"),
+        ("--latency-budget-ms", "-1"),
+        ("--latency-budget-ms", "inf"),
+        ("--max-share", "0"),
+        ("--max-share", "2"),
+        ("--max-share", "NaN"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["simulate", "--trace"])
+            .arg(&trace)
+            .args(["--regions", "DE=1,NO=33"])
+            .arg(format!("{flag}={value}"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}
+
+#[test]
+fn simulate_prints_one_row_per_policy_and_rejects_unknown_zones() {
+    let dir = temp_dir("simulate");
+    let trace = two_zone_trace(&dir);
     let out = Command::new(BIN)
         .args(["simulate", "--trace"])
         .arg(&trace)

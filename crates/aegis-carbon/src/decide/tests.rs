@@ -153,6 +153,27 @@ fn off_leaves_the_choice_to_load_balancing() {
     assert_eq!(decide(&snapshot, &facts(), &config).reason, Reason::Off);
 }
 
+/// A budget that is not a non-negative number leaves no measured region eligible: a fallback,
+/// not an index past the end (`simulate --latency-budget-ms NaN` used to panic here).
+#[test]
+fn a_budget_nothing_fits_falls_back() {
+    let snapshot = Snapshot {
+        regions: vec![region(400.0, 1.0), region(30.0, 150.0)],
+    };
+    for budget in [f64::NAN, -1.0, f64::NEG_INFINITY] {
+        let config = PolicyConfig {
+            latency_budget_ms: budget,
+            ..greenest()
+        };
+        let d = decide(&snapshot, &facts(), &config);
+        assert_eq!(
+            (d.region, d.reason.as_str()),
+            (None, "fallback:over_budget"),
+            "{budget}"
+        );
+    }
+}
+
 /// A random snapshot of 1..=16 regions with random facts.
 #[derive(Debug, Clone)]
 struct Case {
@@ -209,6 +230,17 @@ impl Case {
 }
 
 quickcheck! {
+    fn total_whatever_the_budget_and_cap(case: Case, budget: u8, cap: u8) -> bool {
+        let mut case = case;
+        let budgets = [f64::NAN, -1.0, f64::NEG_INFINITY, 0.0, f64::INFINITY];
+        let caps = [f64::NAN, 0.0, -1.0, 2.0, 0.5];
+        case.config.latency_budget_ms = budgets[usize::from(budget) % budgets.len()];
+        case.config.max_share = caps[usize::from(cap) % caps.len()];
+        // Never a panic, and never a region that does not exist or is unhealthy.
+        let d = case.decide();
+        d.region.is_none_or(|i| i < case.regions.len() && case.regions[i].healthy)
+    }
+
     fn never_picks_an_unhealthy_region(case: Case) -> bool {
         case.decide().region.is_none_or(|i| case.regions[i].healthy)
     }

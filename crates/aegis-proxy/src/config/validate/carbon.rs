@@ -39,15 +39,15 @@ impl Checker<'_> {
             &format!("{key}.latency_budget_ms"),
             &c.latency_budget_ms,
             defaults.latency_budget_ms,
-            0.0,
-            60_000.0,
+            *aegis_carbon::PolicyConfig::LATENCY_BUDGET_MS.start(),
+            *aegis_carbon::PolicyConfig::LATENCY_BUDGET_MS.end(),
         );
         let max_share = self.float(
             &format!("{key}.max_share"),
             &c.max_share,
             defaults.max_share,
-            0.01,
-            1.0,
+            *aegis_carbon::PolicyConfig::MAX_SHARE.start(),
+            *aegis_carbon::PolicyConfig::MAX_SHARE.end(),
         );
         let hysteresis = self.float(
             &format!("{key}.hysteresis"),
