@@ -223,10 +223,7 @@ async fn request_trailers_are_forwarded_to_http1_origins() {
     for proto in PROTOCOLS {
         let echoed = match proto {
             Proto::H1Fast | Proto::H1General => {
-                let general = match proto {
-                    Proto::H1General => "connection: x-general\r\nx-general: 1\r\n",
-                    _ => "",
-                };
+                let general = proto.raw_h1_lines();
                 let request = format!(
                     "POST /t HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n{general}\
                      connection: close\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: 1\r\n\r\n"

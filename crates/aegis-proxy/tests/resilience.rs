@@ -409,10 +409,7 @@ async fn abandon_upload(
         Proto::H1Fast | Proto::H1General => {
             let plain = proxy.listener_addr("plain").unwrap();
             let mut tcp = tokio::net::TcpStream::connect(plain).await.unwrap();
-            let general = match proto {
-                Proto::H1General => "connection: x-general\r\nx-general: 1\r\n",
-                _ => "",
-            };
+            let general = proto.raw_h1_lines();
             let head = format!(
                 "POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100000\r\n{general}\r\n0123456789"
             );

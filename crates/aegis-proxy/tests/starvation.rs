@@ -263,11 +263,7 @@ async fn an_abandoned_request_cancels_its_upstream_request() {
         let held: Box<dyn std::any::Any + Send> = match proto {
             Proto::H1Fast | Proto::H1General => {
                 let mut tcp = tokio::net::TcpStream::connect(plain).await.unwrap();
-                let general = if proto == Proto::H1General {
-                    "connection: x-general\r\nx-general: 1\r\n"
-                } else {
-                    ""
-                };
+                let general = proto.raw_h1_lines();
                 let request = format!("GET /slow HTTP/1.1\r\nhost: localhost\r\n{general}\r\n");
                 tcp.write_all(request.as_bytes()).await.unwrap();
                 arrivals.recv().await.unwrap();

@@ -103,7 +103,7 @@ impl ProxyError {
             Self::Upstream(_) => "upstream_reset",
             Self::Overloaded => "overloaded",
             Self::NoEndpoint => "no_endpoint",
-            Self::ClientBody(_) => "client_closed",
+            Self::ClientBody(_) => super::record::CLIENT_CLOSED_REASON,
         }
     }
 

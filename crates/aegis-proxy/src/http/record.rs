@@ -49,6 +49,8 @@ pub struct RequestRecord {
 
 /// nginx's status for a request whose client went away before it was answered.
 pub const CLIENT_CLOSED: u16 = 499;
+/// The access log's `error` for it.
+pub const CLIENT_CLOSED_REASON: &str = "client_closed";
 
 /// The carbon side of a request: where it went, why, and what that emitted.
 #[derive(Debug, Clone)]
@@ -72,6 +74,17 @@ impl RequestRecord {
     /// the response was sent completely.
     pub fn finish(mut self, bytes_sent: u64, completed: bool) {
         self.write(bytes_sent, completed);
+    }
+
+    /// Counts and logs the request as abandoned by its client before it was answered: 499.
+    pub fn client_closed(mut self) {
+        self.write_client_closed();
+    }
+
+    fn write_client_closed(&mut self) {
+        self.status = CLIENT_CLOSED;
+        self.error.get_or_insert(CLIENT_CLOSED_REASON);
+        self.write(0, false);
     }
 
     fn write(&mut self, bytes_sent: u64, completed: bool) {
@@ -163,9 +176,7 @@ impl Drop for RequestRecord {
     fn drop(&mut self) {
         if !self.written {
             // Dropped unanswered: the request's future went away with its client.
-            self.status = CLIENT_CLOSED;
-            self.error.get_or_insert("client_closed");
-            self.write(0, false);
+            self.write_client_closed();
         }
     }
 }

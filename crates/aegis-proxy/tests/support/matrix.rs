@@ -30,6 +30,10 @@ pub enum Proto {
     H3,
 }
 
+/// The header fields that make the fast path hand an HTTP/1.1 request to the general path
+/// (a header that `Connection` names).
+const HANDOVER: [(&str, &str); 2] = [("connection", "x-general"), ("x-general", "1")];
+
 /// Every protocol, in the order tests report them.
 pub const PROTOCOLS: [Proto; 5] = [
     Proto::H1Fast,
@@ -130,6 +134,17 @@ impl Sent {
 }
 
 impl Proto {
+    /// For a raw HTTP/1.1 head: the header lines this protocol adds (the hand-over for
+    /// `H1General`, none for `H1Fast`), each ending in CRLF.
+    pub fn raw_h1_lines(self) -> String {
+        match self {
+            Self::H1General => HANDOVER
+                .map(|(name, value)| format!("{name}: {value}\r\n"))
+                .concat(),
+            _ => String::new(),
+        }
+    }
+
     /// Sends `sent` to the matrix proxy over this protocol on a new connection.
     pub async fn send(self, proxy: &Running, dir: &TestDir, sent: &Sent) -> anyhow::Result<Answer> {
         let plain = proxy.listener_addr("plain").expect("plain listener");
@@ -139,9 +154,9 @@ impl Proto {
             Self::H1Fast => http(plain, sent.request(sent.path.clone(), true), false).await,
             Self::H1General => {
                 let mut request = sent.request(sent.path.clone(), true);
-                let headers = request.headers_mut();
-                headers.append("connection", "x-general".parse()?);
-                headers.append("x-general", "1".parse()?);
+                for (name, value) in HANDOVER {
+                    request.headers_mut().append(name, value.parse()?);
+                }
                 http(plain, request, false).await
             }
             Self::H2c => http(plain, sent.request(absolute("http"), false), true).await,
@@ -186,10 +201,8 @@ impl Proto {
             Self::H1Fast | Self::H1General => {
                 anyhow::ensure!(n == 1, "one request at a time on HTTP/1.1");
                 let mut request = sent.request(sent.path.clone(), true);
-                if self == Self::H1General {
-                    request
-                        .headers_mut()
-                        .append("connection", "x-general".parse()?);
+                for (name, value) in HANDOVER.iter().filter(|_| self == Self::H1General) {
+                    request.headers_mut().append(*name, value.parse()?);
                 }
                 let io = TokioIo::new(TcpStream::connect(plain).await?);
                 let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;

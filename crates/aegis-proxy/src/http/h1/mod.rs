@@ -333,9 +333,7 @@ impl<I: ClientIo> Exchange<'_, I> {
                 completed && !close
             }
             Err(Failure::Client) => {
-                record.status = super::record::CLIENT_CLOSED;
-                record.error = Some("client_closed");
-                record.finish(0, false);
+                record.client_closed();
                 false
             }
             Err(Failure::Stale(error)) => {
