@@ -1,8 +1,9 @@
-//! The decision: filter regions by health, latency budget and capacity, then rank by carbon.
+//! The decision: filter regions by health, measured latency, freshness and capacity, then
+//! rank by carbon.
 //!
 //! Allocation-free: candidate sets are bitmasks, so a cluster has at most [`MAX_REGIONS`].
 
-use crate::snapshot::{Freshness, Policy, PolicyConfig, RequestFacts, Snapshot};
+use crate::snapshot::{Freshness, Policy, PolicyConfig, RegionState, RequestFacts, Snapshot};
 
 /// Most regions one cluster may have (candidate sets are `u128` bitmasks).
 pub const MAX_REGIONS: usize = 128;
@@ -29,7 +30,10 @@ pub enum Reason {
     Greenest,
     /// Drawn by intensity weights among eligible regions.
     Weighted,
-    /// Every eligible region had reached `max_share`: the least loaded one was taken.
+    /// The lowest-latency eligible region: the carbon-blind baseline.
+    Nearest,
+    /// `max_share` kept the request off a greener (or, for nearest, nearer) region: it went to
+    /// the next one in the policy's order.
     Capacity,
     /// The decision could not use carbon data as intended.
     Fallback(FallbackReason),
@@ -43,12 +47,15 @@ pub enum FallbackReason {
     Empty,
     /// No region is healthy.
     Unhealthy,
+    /// No healthy region has a latency estimate yet: none is chosen on a guess.
+    NoLatency,
     /// No healthy region is within the latency budget: only a budget that is not a
     /// non-negative number (NaN, negative) can cause it, as the fastest region always fits.
     OverBudget,
-    /// The chosen region's intensity is older than `stale_after`.
+    /// The chosen region's intensity is older than `stale_after` (no eligible region had
+    /// fresh data).
     Stale,
-    /// The chosen region never had data; `unknown_intensity` stood in.
+    /// The chosen region never had usable data; `unknown_intensity` stood in.
     NoData,
 }
 
@@ -59,9 +66,11 @@ impl Reason {
             Self::Off => "off",
             Self::Greenest => "greenest",
             Self::Weighted => "weighted",
+            Self::Nearest => "nearest",
             Self::Capacity => "capacity",
             Self::Fallback(FallbackReason::Empty) => "fallback:empty",
             Self::Fallback(FallbackReason::Unhealthy) => "fallback:unhealthy",
+            Self::Fallback(FallbackReason::NoLatency) => "fallback:no_latency",
             Self::Fallback(FallbackReason::OverBudget) => "fallback:over_budget",
             Self::Fallback(FallbackReason::Stale) => "fallback:stale",
             Self::Fallback(FallbackReason::NoData) => "fallback:no_data",
@@ -74,7 +83,15 @@ impl Reason {
     }
 }
 
-/// Chooses the region for one request. Pure: same inputs, same decision.
+/// Chooses the region for one request. Pure and total: same inputs, same decision, whatever
+/// the inputs (NaN, negative or infinite values included).
+///
+/// The rules, in order: only healthy regions with a latency estimate within the budget of the
+/// fastest healthy one; among those, only the best freshness class (fresh before stale before
+/// missing); among those, only regions under `max_share` (all of them when every one is at
+/// the cap); then the policy picks. Greenest never picks a region dirtier than the nearest one
+/// it could have taken instead, so it is never worse than carbon-blind routing; weighted
+/// spreads load on purpose and makes no such promise.
 pub fn decide(snapshot: &Snapshot, facts: &RequestFacts<'_>, config: &PolicyConfig) -> Decision {
     let none = |reason| Decision {
         region: None,
@@ -85,31 +102,28 @@ pub fn decide(snapshot: &Snapshot, facts: &RequestFacts<'_>, config: &PolicyConf
     if regions.is_empty() {
         return none(Reason::Fallback(FallbackReason::Empty));
     }
-    let Candidates { set, capped } = match candidates(snapshot, facts.shares, config) {
+    let candidates = match candidates(regions, facts.shares, config) {
         Ok(candidates) => candidates,
         Err(fallback) => return none(Reason::Fallback(fallback)),
     };
-    if config.policy == Policy::Off {
-        return none(Reason::Off);
-    }
-    let (region, reason) = if capped {
-        (least_shared(set, facts.shares), Reason::Capacity)
-    } else if config.policy == Policy::Weighted {
-        (
-            weighted(snapshot, set, config.weight_exponent, facts.random),
+    let (region, reason) = match config.policy {
+        Policy::Off => return none(Reason::Off),
+        Policy::Weighted => (
+            weighted(regions, &candidates, config.weight_exponent, facts.random),
             Reason::Weighted,
-        )
-    } else {
-        (
-            greenest(snapshot, set, facts, config.hysteresis),
+        ),
+        Policy::Nearest => (nearest(regions, candidates.open), Reason::Nearest),
+        Policy::Greenest => (
+            greenest(regions, &candidates, facts, config.hysteresis),
             Reason::Greenest,
-        )
+        ),
     };
     let chosen = &regions[region];
-    let reason = match chosen.freshness {
-        Freshness::Fresh => reason,
-        Freshness::Stale => Reason::Fallback(FallbackReason::Stale),
-        Freshness::Missing => Reason::Fallback(FallbackReason::NoData),
+    let reason = match class(chosen) {
+        Class::Fresh if candidates.displaced(regions, region, config.policy) => Reason::Capacity,
+        Class::Fresh => reason,
+        Class::Stale => Reason::Fallback(FallbackReason::Stale),
+        Class::Missing | Class::Unusable => Reason::Fallback(FallbackReason::NoData),
     };
     Decision {
         region: Some(region),
@@ -118,50 +132,115 @@ pub fn decide(snapshot: &Snapshot, facts: &RequestFacts<'_>, config: &PolicyConf
     }
 }
 
-/// The regions a policy may choose from.
-struct Candidates {
-    set: u128,
-    /// Every eligible region had reached `max_share`; `set` holds them all.
-    capped: bool,
+/// How far a region's intensity can be trusted, best first: ranking never lets a worse class
+/// beat a better one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Class {
+    Fresh,
+    Stale,
+    Missing,
+    /// Not a non-negative finite number: never ranked on its value.
+    Unusable,
 }
 
-/// Healthy regions within the latency budget of the fastest healthy region (regions never
-/// measured stay eligible, so that they get measured), minus those at `max_share` unless that
-/// would leave none. Never an empty set: no healthy region, or none within the budget, is a
-/// fallback, so the policies below always have a region to pick.
+fn class(region: &RegionState) -> Class {
+    if !(region.intensity.is_finite() && region.intensity >= 0.0) {
+        return Class::Unusable;
+    }
+    match region.freshness {
+        Freshness::Fresh => Class::Fresh,
+        Freshness::Stale => Class::Stale,
+        Freshness::Missing => Class::Missing,
+    }
+}
+
+/// The intensity a region is ranked on: unusable values rank last.
+fn rank(region: &RegionState) -> f64 {
+    match class(region) {
+        Class::Unusable => f64::MAX,
+        _ => region.intensity,
+    }
+}
+
+/// A latency estimate that can be compared: finite and non-negative.
+fn latency(region: &RegionState) -> Option<f64> {
+    region.latency_ms.filter(|l| l.is_finite() && *l >= 0.0)
+}
+
+/// The regions a policy may choose from.
+struct Candidates {
+    /// Healthy, within the budget, of the best freshness class.
+    eligible: u128,
+    /// `eligible` minus the regions at `max_share`; all of `eligible` when every one is.
+    open: u128,
+    /// Every eligible region is at `max_share`.
+    full: bool,
+}
+
+impl Candidates {
+    /// Whether `max_share` took the request away from where the policy would have sent it:
+    /// every eligible region is at the cap, or one the cap excluded was ahead of `chosen` in
+    /// the policy's order.
+    fn displaced(&self, regions: &[RegionState], chosen: usize, policy: Policy) -> bool {
+        let excluded = self.eligible & !self.open;
+        self.full
+            || match policy {
+                Policy::Nearest => members(excluded).any(|i| ahead_in_latency(regions, i, chosen)),
+                Policy::Weighted => excluded != 0,
+                _ => members(excluded).any(|i| rank(&regions[i]) < rank(&regions[chosen])),
+            }
+    }
+}
+
+/// Healthy regions with a latency estimate within the budget of the fastest healthy one, of
+/// the best freshness class among those, split by `max_share`. Never an empty set: no
+/// healthy region, no estimate or none within the budget is a fallback, so the policies
+/// below always have a region to pick.
 fn candidates(
-    snapshot: &Snapshot,
+    regions: &[RegionState],
     shares: &[f64],
     config: &PolicyConfig,
 ) -> Result<Candidates, FallbackReason> {
-    let regions = &snapshot.regions[..snapshot.regions.len().min(MAX_REGIONS)];
-    let mut fastest = f64::INFINITY;
-    let mut any_healthy = false;
-    for r in regions.iter().filter(|r| r.healthy) {
-        any_healthy = true;
-        if let Some(latency) = r.latency_ms {
-            fastest = fastest.min(latency);
-        }
-    }
-    if !any_healthy {
+    if !regions.iter().any(|r| r.healthy) {
         return Err(FallbackReason::Unhealthy);
     }
+    let fastest = regions
+        .iter()
+        .filter(|r| r.healthy)
+        .filter_map(latency)
+        .fold(f64::INFINITY, f64::min);
+    if fastest == f64::INFINITY {
+        return Err(FallbackReason::NoLatency);
+    }
     let limit = fastest + config.latency_budget_ms;
-    let capping = config.max_share < 1.0 && !shares.is_empty();
-    let (mut eligible, mut open) = (0u128, 0u128);
+    let mut within = 0u128;
     for (i, r) in regions.iter().enumerate() {
-        if r.healthy && r.latency_ms.is_none_or(|l| l <= limit) {
-            eligible |= 1 << i;
-            if !capping || share(shares, i) < config.max_share {
-                open |= 1 << i;
-            }
+        if r.healthy && latency(r).is_some_and(|l| l <= limit) {
+            within |= 1 << i;
         }
     }
-    match (eligible, open) {
-        (0, _) => Err(FallbackReason::OverBudget),
-        (set, 0) => Ok(Candidates { set, capped: true }),
-        (_, set) => Ok(Candidates { set, capped: false }),
-    }
+    let Some(best) = members(within).map(|i| class(&regions[i])).min() else {
+        return Err(FallbackReason::OverBudget);
+    };
+    let eligible = members(within)
+        .filter(|&i| class(&regions[i]) == best)
+        .fold(0u128, |set, i| set | 1 << i);
+    let capping = config.max_share < 1.0 && !shares.is_empty();
+    let open = members(eligible)
+        .filter(|&i| !capping || share(shares, i) < config.max_share)
+        .fold(0u128, |set, i| set | 1 << i);
+    Ok(match open {
+        0 => Candidates {
+            eligible,
+            open: eligible,
+            full: true,
+        },
+        open => Candidates {
+            eligible,
+            open,
+            full: false,
+        },
+    })
 }
 
 /// Indices of the set bits, lowest first.
@@ -180,37 +259,60 @@ fn share(shares: &[f64], i: usize) -> f64 {
     shares.get(i).copied().unwrap_or(0.0)
 }
 
-fn least_shared(candidates: u128, shares: &[f64]) -> usize {
-    let mut best = (candidates.trailing_zeros() as usize, f64::INFINITY);
-    for i in members(candidates) {
-        if share(shares, i) < best.1 {
-            best = (i, share(shares, i));
-        }
-    }
-    best.0
+/// Whether region `a` is nearer than `b` (lower latency; on a tie, the lower index).
+fn ahead_in_latency(regions: &[RegionState], a: usize, b: usize) -> bool {
+    let (la, lb) = (
+        latency(&regions[a]).unwrap_or(f64::INFINITY),
+        latency(&regions[b]).unwrap_or(f64::INFINITY),
+    );
+    la < lb || (la == lb && a < b)
 }
 
-/// Lowest intensity, ties broken by lower share (load); the current region is kept unless
-/// the best is greener by more than `hysteresis`.
+/// The lowest-latency region of a non-empty set: what carbon-blind routing picks.
+fn nearest(regions: &[RegionState], set: u128) -> usize {
+    members(set)
+        .reduce(|best, i| {
+            if ahead_in_latency(regions, i, best) {
+                i
+            } else {
+                best
+            }
+        })
+        .unwrap_or(0)
+}
+
+/// The lowest-ranked intensity of a non-empty set, ties broken by lower share (load).
+fn lowest(regions: &[RegionState], set: u128, shares: &[f64]) -> usize {
+    members(set)
+        .reduce(|best, i| {
+            let (a, b) = (rank(&regions[i]), rank(&regions[best]));
+            if a < b || (a == b && share(shares, i) < share(shares, best)) {
+                i
+            } else {
+                best
+            }
+        })
+        .unwrap_or(0)
+}
+
+/// The lowest intensity among the open regions; the current region is kept unless the best
+/// is greener by more than `hysteresis`, and never when it is dirtier than the nearest open
+/// region (so hysteresis cannot make greenest worse than carbon-blind routing).
 fn greenest(
-    snapshot: &Snapshot,
-    candidates: u128,
+    regions: &[RegionState],
+    candidates: &Candidates,
     facts: &RequestFacts<'_>,
     hysteresis: f64,
 ) -> usize {
-    let intensity = |i: usize| snapshot.regions[i].intensity;
-    let mut best = candidates.trailing_zeros() as usize;
-    for i in members(candidates & (candidates - 1)) {
-        let (a, b) = (intensity(i), intensity(best));
-        if a < b || (a == b && share(facts.shares, i) < share(facts.shares, best)) {
-            best = i;
-        }
-    }
+    let open = candidates.open;
+    let best = lowest(regions, open, facts.shares);
+    let near = rank(&regions[nearest(regions, open)]);
     match facts.current {
         Some(current)
             if current < MAX_REGIONS
-                && candidates & (1 << current) != 0
-                && intensity(current) <= intensity(best) * (1.0 + hysteresis) =>
+                && open & (1 << current) != 0
+                && rank(&regions[current]) <= rank(&regions[best]) * (1.0 + hysteresis)
+                && rank(&regions[current]) <= near =>
         {
             current
         }
@@ -222,31 +324,51 @@ fn greenest(
 /// 1 g/kWh so a zero-carbon grid gets a large finite weight.
 fn weight(min: f64, intensity: f64, exponent: f64) -> f64 {
     let ratio = min / intensity.max(1.0);
-    if exponent == 2.0 {
+    let w = if exponent == 2.0 {
         ratio * ratio
     } else {
         ratio.powf(exponent)
+    };
+    if w.is_finite() && w > 0.0 {
+        w
+    } else {
+        0.0
     }
 }
 
-fn min_intensity(snapshot: &Snapshot, candidates: u128) -> f64 {
-    members(candidates)
-        .map(|i| snapshot.regions[i].intensity.max(1.0))
-        .fold(f64::INFINITY, f64::min)
+/// The weight of every region of `set`, indexed like the snapshot, and their sum; uniform when
+/// no weight is positive (every region of the set unusable).
+fn weights(regions: &[RegionState], set: u128, exponent: f64) -> ([f64; MAX_REGIONS], f64) {
+    let min = members(set)
+        .map(|i| rank(&regions[i]).max(1.0))
+        .fold(f64::INFINITY, f64::min);
+    let mut weights = [0.0f64; MAX_REGIONS];
+    let mut total = 0.0;
+    for i in members(set) {
+        weights[i] = weight(min, rank(&regions[i]), exponent);
+        total += weights[i];
+    }
+    if total <= 0.0 || !total.is_finite() {
+        for i in members(set) {
+            weights[i] = 1.0;
+        }
+        total = f64::from(set.count_ones());
+    }
+    (weights, total)
 }
 
 /// Draws a region with probability proportional to its [`weight`].
-fn weighted(snapshot: &Snapshot, candidates: u128, exponent: f64, random: f64) -> usize {
-    let min = min_intensity(snapshot, candidates);
-    let mut weights = [0.0f64; MAX_REGIONS];
-    let mut total = 0.0;
-    for i in members(candidates) {
-        weights[i] = weight(min, snapshot.regions[i].intensity, exponent);
-        total += weights[i];
-    }
-    let mut target = random.clamp(0.0, 1.0) * total;
-    let mut last = 0;
-    for i in members(candidates) {
+fn weighted(regions: &[RegionState], candidates: &Candidates, exponent: f64, random: f64) -> usize {
+    let set = candidates.open;
+    let (weights, total) = weights(regions, set, exponent);
+    let random = if random.is_finite() {
+        random.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let mut target = random * total;
+    let mut last = set.trailing_zeros() as usize;
+    for i in members(set) {
         last = i;
         target -= weights[i];
         if target < 0.0 {
@@ -263,16 +385,14 @@ pub fn weighted_probabilities(
     config: &PolicyConfig,
 ) -> Vec<f64> {
     let mut probabilities = vec![0.0; snapshot.regions.len()];
-    let Ok(Candidates { set, .. }) = candidates(snapshot, facts.shares, config) else {
+    let regions = &snapshot.regions[..snapshot.regions.len().min(MAX_REGIONS)];
+    let Ok(candidates) = candidates(regions, facts.shares, config) else {
         return probabilities;
     };
-    let min = min_intensity(snapshot, set);
-    let total: f64 = members(set)
-        .map(|i| weight(min, snapshot.regions[i].intensity, config.weight_exponent))
-        .sum();
+    let set = candidates.open;
+    let (weights, total) = weights(regions, set, config.weight_exponent);
     for i in members(set) {
-        probabilities[i] =
-            weight(min, snapshot.regions[i].intensity, config.weight_exponent) / total;
+        probabilities[i] = weights[i] / total;
     }
     probabilities
 }

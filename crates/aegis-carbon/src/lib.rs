@@ -11,9 +11,13 @@
 
 mod decide;
 pub mod energy;
+pub mod latency;
 pub mod simulate;
 mod snapshot;
 pub mod trace;
 
 pub use decide::{decide, weighted_probabilities, Decision, FallbackReason, Reason, MAX_REGIONS};
-pub use snapshot::{Freshness, Policy, PolicyConfig, RegionState, RequestFacts, Snapshot};
+pub use snapshot::{
+    next_share, record_share, Freshness, Policy, PolicyConfig, RegionState, RequestFacts, Snapshot,
+    SHARE_WINDOW,
+};

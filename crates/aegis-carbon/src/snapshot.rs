@@ -11,6 +11,9 @@ pub enum Policy {
     Greenest,
     /// Eligible regions share traffic with weights that fall as intensity rises.
     Weighted,
+    /// The lowest-latency eligible region: carbon-blind, the baseline savings are measured
+    /// against.
+    Nearest,
 }
 
 /// How old a region's intensity value is.
@@ -34,7 +37,9 @@ pub struct RegionState {
     pub freshness: Freshness,
     /// At least one endpoint of the region can take requests.
     pub healthy: bool,
-    /// Measured latency to the region in milliseconds (EWMA), if known.
+    /// Network latency to the region in milliseconds, measured by probes (or the configured
+    /// prior before the first probe); `None` until there is an estimate. A region without one
+    /// is never eligible: flexible traffic never goes somewhere on a guess.
     pub latency_ms: Option<f64>,
 }
 
@@ -48,7 +53,7 @@ pub struct Snapshot {
 /// Settings of a cluster's carbon policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyConfig {
-    /// Off, greenest or weighted.
+    /// Off, greenest, weighted or nearest.
     pub policy: Policy,
     /// A region is eligible when its latency is within this many ms of the fastest healthy one.
     pub latency_budget_ms: f64,
@@ -90,4 +95,22 @@ pub struct RequestFacts<'a> {
     pub current: Option<usize>,
     /// A uniform random number in [0, 1), for the weighted policy.
     pub random: f64,
+}
+
+/// Requests over which each region's traffic share is smoothed (for `max_share`); the proxy and
+/// the simulator both use it, so simulated caps behave as the proxy's do.
+pub const SHARE_WINDOW: f64 = 100.0;
+
+/// Moves the shares one request towards `chosen` (an exponentially weighted moving average
+/// over [`SHARE_WINDOW`] requests).
+pub fn record_share(shares: &mut [f64], chosen: usize) {
+    for (i, share) in shares.iter_mut().enumerate() {
+        *share = next_share(*share, i == chosen);
+    }
+}
+
+/// One region's share after one more request, which it served (`hit`) or not.
+pub fn next_share(share: f64, hit: bool) -> f64 {
+    let target = if hit { 1.0 } else { 0.0 };
+    share + (target - share) / SHARE_WINDOW
 }

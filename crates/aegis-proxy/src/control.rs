@@ -90,6 +90,7 @@ impl Control {
         }
         let proxy = Arc::new(Proxy::new(&config, metrics.clone()));
         let feeds_stop = start_feeds(&config, proxy.carbon_feeds(), Instant::now());
+        proxy.probe_latency().await;
         proxy.start_health_checks();
         let control = Arc::new(Self {
             proxy: Arc::new(ArcSwap::new(proxy)),
@@ -216,6 +217,7 @@ impl Control {
             let stop = start_feeds(&config, proxy.carbon_feeds(), next_poll);
             let _ = std::mem::replace(&mut state.feeds_stop, stop).send(true);
         }
+        proxy.probe_latency().await;
         proxy.start_health_checks();
         self.proxy.store(proxy);
         drop(old);

@@ -86,6 +86,12 @@ impl Running {
         proxy.carbon_feeds().refresh().await;
     }
 
+    /// Probes the latency of every carbon-aware cluster's regions now instead of at the next
+    /// interval.
+    pub async fn probe_latency(&self) {
+        self.control.proxy.load_full().probe_latency().await;
+    }
+
     /// Applies a new configuration atomically, or keeps the running one and says why.
     pub async fn reload(&self, config: Config) -> Result<ReloadSummary, config::ConfigErrors> {
         self.control.reload(config).await

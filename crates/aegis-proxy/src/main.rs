@@ -27,6 +27,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 enum SimPolicyArg {
     RoundRobin,
     Nearest,
+    Static,
     Greenest,
     Weighted,
     Oracle,
@@ -37,6 +38,7 @@ impl From<SimPolicyArg> for SimPolicy {
         match p {
             SimPolicyArg::RoundRobin => Self::RoundRobin,
             SimPolicyArg::Nearest => Self::Nearest,
+            SimPolicyArg::Static => Self::Static,
             SimPolicyArg::Greenest => Self::Greenest,
             SimPolicyArg::Weighted => Self::Weighted,
             SimPolicyArg::Oracle => Self::Oracle,
@@ -122,9 +124,19 @@ enum Command {
         /// Largest fraction of traffic one region may take (0.01 to 1, as in the config file).
         #[arg(long, default_value_t = 1.0, value_parser = traffic_share)]
         max_share: f64,
-        /// Requests routed per trace hour.
-        #[arg(long, default_value_t = 100)]
-        requests_per_hour: usize,
+        /// Requests routed per trace hour (1 to 1000000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        requests_per_hour: u32,
+        /// Hours by which the intensities greenest and weighted see lag the truth (feed delay).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=8760))]
+        lag_hours: u16,
+        /// Output: markdown, csv or json.
+        #[arg(long, value_enum, default_value_t = simulate::Format::Markdown)]
+        format: simulate::Format,
+        /// Also write an SVG chart of each region's intensity and the region greenest (or the
+        /// first policy listed) chose each hour.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
     /// Start loopback origins and the proxy on HTTPS with a fresh CA; Ctrl-C to stop.
     Demo {
@@ -193,6 +205,9 @@ fn main() -> ExitCode {
             latency_budget_ms,
             max_share,
             requests_per_hour,
+            lag_hours,
+            format,
+            svg,
         } => {
             let policies: Vec<SimPolicy> = if policy.is_empty() {
                 SimPolicy::ALL.to_vec()
@@ -200,12 +215,14 @@ fn main() -> ExitCode {
                 policy.into_iter().map(Into::into).collect()
             };
             let mut config = SimConfig {
-                requests_per_hour,
+                requests_per_hour: requests_per_hour as usize,
+                lag_hours: usize::from(lag_hours),
                 ..SimConfig::default()
             };
             config.policy.latency_budget_ms = latency_budget_ms;
             config.policy.max_share = max_share;
-            match run_simulation(&trace, &regions, &policies, &config) {
+            let output = SimOutput { format, svg };
+            match run_simulation(&trace, &regions, &policies, &config, &output) {
                 Ok(table) => {
                     print!("{table}");
                     ExitCode::SUCCESS
@@ -228,23 +245,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// Where and how `simulate` writes its results.
+struct SimOutput {
+    format: simulate::Format,
+    svg: Option<PathBuf>,
+}
+
 fn run_simulation(
     trace: &Path,
     regions: &str,
     policies: &[SimPolicy],
     config: &SimConfig,
+    output: &SimOutput,
 ) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(trace)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", trace.display()))?;
     let trace = Trace::parse(&text)?;
     let (deployment, names) = simulate::deployment(regions, &trace)?;
-    Ok(simulate::report(
-        &trace,
-        &deployment,
-        &names,
-        policies,
-        config,
-    ))
+    let report = simulate::run(&trace, &deployment, &names, policies, config);
+    if let Some(path) = &output.svg {
+        let charted = report
+            .results
+            .iter()
+            .find(|r| r.policy == SimPolicy::Greenest)
+            .or_else(|| report.results.first())
+            .ok_or_else(|| anyhow::anyhow!("--svg needs at least one policy"))?;
+        let svg = simulate::chart::svg(&trace, &deployment, &names, charted)
+            .map_err(|e| anyhow::anyhow!("cannot draw the chart: {e}"))?;
+        std::fs::write(path, svg)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(report.render(output.format))
 }
 
 fn serve(workers: Option<usize>, config: Config, path: Option<PathBuf>) -> ExitCode {

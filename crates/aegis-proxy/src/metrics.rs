@@ -181,8 +181,11 @@ pub struct Metrics {
     pub carbon_emitted: Family<RegionLabels, FloatCounter>,
     /// Estimated grams the cluster's carbon-blind balancing would have emitted.
     pub carbon_baseline: Family<ClusterLabels, FloatCounter>,
-    /// Estimated grams saved against that baseline (requests that emitted less).
-    pub carbon_saved: Family<ClusterLabels, FloatCounter>,
+    /// Estimated grams saved against that baseline, signed: a request that emitted more than
+    /// the baseline would have lowers it.
+    pub carbon_saved: Family<ClusterLabels, FloatGauge>,
+    /// Each region's latency estimate (probe minimum, or the configured prior).
+    pub carbon_region_latency: Family<RegionClusterLabels, FloatGauge>,
     /// Active health checks by result.
     pub health_checks: Family<HealthCheckLabels, Counter>,
     /// Outlier ejections per endpoint.
@@ -223,6 +226,7 @@ impl Metrics {
             carbon_emitted: Family::default(),
             carbon_baseline: Family::default(),
             carbon_saved: Family::default(),
+            carbon_region_latency: Family::default(),
             health_checks: Family::default(),
             ejections: Family::default(),
             retries: Family::default(),
@@ -302,44 +306,63 @@ impl Metrics {
             "Configuration reloads by result",
             metrics.reloads.clone(),
         );
-        let carbon = aegis.sub_registry_with_prefix("carbon");
+        metrics.register_carbon(aegis.sub_registry_with_prefix("carbon"));
+        metrics
+    }
+}
+
+impl Metrics {
+    fn register_carbon(&self, carbon: &mut Registry) {
         carbon.register(
             "intensity_gco2_per_kwh",
             "Grid carbon intensity per region, by the feed it came from",
-            metrics.carbon_intensity.clone(),
+            self.carbon_intensity.clone(),
         );
         carbon.register(
             "data_age_seconds",
             "Age of each region's carbon-intensity value",
-            metrics.carbon_data_age.clone(),
+            self.carbon_data_age.clone(),
         );
         carbon.register(
             "feed_errors",
             "Carbon feed failures by reason",
-            metrics.carbon_feed_errors.clone(),
+            self.carbon_feed_errors.clone(),
         );
         carbon.register(
             "requests",
             "Carbon routing decisions by cluster, region and reason",
-            metrics.carbon_requests.clone(),
+            self.carbon_requests.clone(),
         );
         carbon.register(
             "emitted_grams",
             "Estimated grams CO2eq of proxied requests, by region",
-            metrics.carbon_emitted.clone(),
+            self.carbon_emitted.clone(),
         );
         carbon.register(
             "baseline_grams",
-            "Estimated grams CO2eq under the cluster's carbon-blind balancing",
-            metrics.carbon_baseline.clone(),
+            "Estimated grams CO2eq the carbon-blind baseline ([carbon] baseline) would have emitted",
+            self.carbon_baseline.clone(),
         );
         carbon.register(
             "saved_grams",
-            "Estimated grams CO2eq saved against carbon-blind balancing",
-            metrics.carbon_saved.clone(),
+            "Estimated grams CO2eq saved against the baseline, signed (negative: emitted more)",
+            self.carbon_saved.clone(),
         );
-        metrics
+        carbon.register(
+            "region_latency_seconds",
+            "Latency estimate of each region of a carbon-aware cluster (minimum of recent probes, or rtt_ms before the first)",
+            self.carbon_region_latency.clone(),
+        );
     }
+}
+
+/// Labels with a cluster and one of its regions.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionClusterLabels {
+    /// Cluster name.
+    pub cluster: Arc<str>,
+    /// Region name.
+    pub region: Arc<str>,
 }
 
 /// Labels of `aegis_upstream_healthy`.

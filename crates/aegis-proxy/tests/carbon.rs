@@ -90,7 +90,7 @@ async fn traffic_follows_the_greener_region_when_the_feed_changes() {
     let requests =
         "aegis_carbon_requests_total{cluster=\"api\",region=\"eu-central\",reason=\"greenest\"}";
     assert_eq!(metric(&text, requests), Some(5.0), "{text}");
-    let saved = metric(&text, "aegis_carbon_saved_grams_total{cluster=\"api\"}").unwrap_or(0.0);
+    let saved = metric(&text, "aegis_carbon_saved_grams{cluster=\"api\"}").unwrap_or(0.0);
     assert!(saved > 0.0, "{text}");
 }
 
@@ -431,6 +431,14 @@ async fn electricitymaps_bad_token_null_and_garbage_fall_back() {
 }
 
 /// An origin port with nothing listening.
+/// Gives both regions a configured round-trip time, the latency estimate that stands until a
+/// probe succeeds (a dead region's never does).
+fn with_rtt(config: String) -> String {
+    config
+        .replace("zone = \"DE\"", "zone = \"DE\"\nrtt_ms = 1")
+        .replace("zone = \"NO\"", "zone = \"NO\"\nrtt_ms = 1")
+}
+
 async fn closed_port() -> std::net::SocketAddr {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     closed.local_addr().unwrap()
@@ -444,7 +452,13 @@ async fn a_dead_green_region_is_ejected_and_traffic_moves_on() {
     dir.write("carbon.json", r#"{"DE": 400, "NO": 40}"#);
     let extra = "retry = { attempts = 0 }\noutlier = { consecutive_failures = 3 }";
     let proxy = start(
-        &carbon_config(&dir, central, dead_north, extra, r#"["file"]"#),
+        &with_rtt(carbon_config(
+            &dir,
+            central,
+            dead_north,
+            extra,
+            r#"["file"]"#,
+        )),
         &dir,
     )
     .await;
@@ -481,7 +495,13 @@ async fn a_connect_failure_in_the_green_region_is_retried_in_another() {
     dir.write("carbon.json", r#"{"DE": 400, "NO": 40}"#);
     let extra = "outlier = { consecutive_failures = 3 }";
     let proxy = start(
-        &carbon_config(&dir, central, dead_north, extra, r#"["file"]"#),
+        &with_rtt(carbon_config(
+            &dir,
+            central,
+            dead_north,
+            extra,
+            r#"["file"]"#,
+        )),
         &dir,
     )
     .await;
@@ -571,7 +591,8 @@ async fn uk_carbon_intensity_feed_drives_routing() {
     let dir = TestDir::new("uk");
     let central = spawn_origin("central").await.unwrap();
     let north = spawn_origin("north").await.unwrap();
-    let settings = format!("uk = {{ base_url = \"http://{api}\" }}");
+    // The UK API's figures are direct emissions: the static values must say so too.
+    let settings = format!("uk = {{ base_url = \"http://{api}\" }}\nbasis = \"direct\"");
     let proxy = start(
         &provider_config(&dir, central, north, "uk", &settings),
         &dir,
@@ -637,7 +658,7 @@ async fn watttime_feed_logs_in_renews_its_token_and_converts_units() {
     let central = spawn_origin("central").await.unwrap();
     let north = spawn_origin("north").await.unwrap();
     let settings = format!(
-        "watttime = {{ base_url = \"http://{api}\", username_env = \"AEGIS_TEST_WT_USER\", password_env = \"AEGIS_TEST_WT_PASSWORD\" }}"
+        "watttime = {{ base_url = \"http://{api}\", username_env = \"AEGIS_TEST_WT_USER\", password_env = \"AEGIS_TEST_WT_PASSWORD\" }}\nsignal = \"marginal\"\nbasis = \"direct\""
     );
     let proxy = start(
         &provider_config(&dir, central, north, "watttime", &settings),
@@ -667,7 +688,9 @@ async fn a_feed_that_never_answers_times_out_and_falls_back() {
     let dir = TestDir::new("emtimeout");
     let central = spawn_origin("central").await.unwrap();
     let north = spawn_origin("north").await.unwrap();
-    let config = api_config(&dir, central, north, api, "AEGIS_TEST_EM_TOKEN_UNSET")
+    #[allow(clippy::disallowed_methods)]
+    std::env::set_var("AEGIS_TEST_EM_TOKEN_E", "token-e");
+    let config = api_config(&dir, central, north, api, "AEGIS_TEST_EM_TOKEN_E")
         .replace("timeout_ms = 2000", "timeout_ms = 100");
     let proxy = start(&config, &dir).await;
     proxy.refresh_carbon().await;

@@ -55,17 +55,81 @@ fn all_unhealthy_falls_back() {
 }
 
 #[test]
-fn stale_data_is_labelled() {
-    let mut r = region(10.0, 1.0);
-    r.freshness = Freshness::Stale;
+fn fresh_data_beats_stale_and_stale_beats_missing() {
+    let with = |intensity, freshness| RegionState {
+        freshness,
+        ..region(intensity, 1.0)
+    };
+    // A week-old 10 g loses to a fresh 300 g; a missing 500 g stand-in loses to a stale 600 g.
+    let snapshot = Snapshot {
+        regions: vec![with(10.0, Freshness::Stale), with(300.0, Freshness::Fresh)],
+    };
+    let d = decide(&snapshot, &facts(), &greenest());
+    assert_eq!((d.region, d.reason.as_str()), (Some(1), "greenest"));
+    let snapshot = Snapshot {
+        regions: vec![
+            with(500.0, Freshness::Missing),
+            with(600.0, Freshness::Stale),
+        ],
+    };
+    let d = decide(&snapshot, &facts(), &greenest());
+    assert_eq!((d.region, d.reason.as_str()), (Some(1), "fallback:stale"));
+    let snapshot = Snapshot {
+        regions: vec![with(500.0, Freshness::Missing)],
+    };
+    let d = decide(&snapshot, &facts(), &greenest());
+    assert_eq!((d.region, d.reason.as_str()), (Some(0), "fallback:no_data"));
+}
+
+#[test]
+fn unusable_values_never_win() {
+    for bad in [f64::NAN, -5.0, f64::INFINITY, f64::NEG_INFINITY] {
+        let snapshot = Snapshot {
+            regions: vec![region(bad, 1.0), region(700.0, 1.0)],
+        };
+        for policy in [Policy::Greenest, Policy::Weighted] {
+            let config = PolicyConfig {
+                policy,
+                ..greenest()
+            };
+            for random in [0.0, 0.5, 0.999] {
+                let facts = RequestFacts { random, ..facts() };
+                assert_eq!(decide(&snapshot, &facts, &config).region, Some(1), "{bad}");
+            }
+            let p = weighted_probabilities(&snapshot, &facts(), &config);
+            assert_eq!(p, vec![0.0, 1.0], "{bad}");
+        }
+    }
+}
+
+/// A region with no latency estimate never takes traffic on a guess: the old rule kept it
+/// eligible "so that it gets measured", and a far green region took every cold-start request.
+#[test]
+fn no_latency_estimate_no_traffic() {
+    let unmeasured = RegionState {
+        latency_ms: None,
+        ..region(30.0, 0.0)
+    };
+    let snapshot = Snapshot {
+        regions: vec![region(400.0, 1.0), unmeasured.clone()],
+    };
+    let d = decide(&snapshot, &facts(), &greenest());
+    assert_eq!((d.region, d.reason.as_str()), (Some(0), "greenest"));
     let d = decide(
         &Snapshot {
-            regions: vec![r, region(500.0, 1.0)],
+            regions: vec![unmeasured],
         },
         &facts(),
         &greenest(),
     );
-    assert_eq!((d.region, d.reason.as_str()), (Some(0), "fallback:stale"));
+    assert_eq!((d.region, d.reason.as_str()), (None, "fallback:no_latency"));
+    // The budget counts from the fastest *healthy* region.
+    let mut down = region(500.0, 1.0);
+    down.healthy = false;
+    let snapshot = Snapshot {
+        regions: vec![down, region(400.0, 100.0), region(30.0, 140.0)],
+    };
+    assert_eq!(decide(&snapshot, &facts(), &greenest()).region, Some(2));
 }
 
 #[test]
@@ -90,29 +154,50 @@ fn max_share_moves_traffic_to_the_next_greenest() {
         regions: vec![region(50.0, 1.0), region(100.0, 1.0), region(300.0, 1.0)],
     };
     let config = PolicyConfig {
+        max_share: 0.4,
+        ..greenest()
+    };
+    let decide_with = |shares: &[f64]| {
+        let d = decide(&snapshot, &RequestFacts { shares, ..facts() }, &config);
+        (d.region, d.reason.as_str())
+    };
+    assert_eq!(decide_with(&[0.3, 0.3, 0.4]), (Some(0), "greenest"));
+    // The cap diverts the request, and says so.
+    assert_eq!(decide_with(&[0.6, 0.3, 0.1]), (Some(1), "capacity"));
+    assert_eq!(decide_with(&[0.4, 0.4, 0.2]), (Some(2), "capacity"));
+    // Every region at the cap: the greenest, not the least loaded (which was the dirtiest).
+    assert_eq!(decide_with(&[0.45, 0.45, 0.45]), (Some(0), "capacity"));
+}
+
+#[test]
+fn hysteresis_never_keeps_a_region_dirtier_than_the_nearest() {
+    // Current 105 g is within 10 % of the best (100 g) but dirtier than the nearest (102 g).
+    let snapshot = Snapshot {
+        regions: vec![region(102.0, 1.0), region(105.0, 5.0), region(100.0, 9.0)],
+    };
+    let facts = RequestFacts {
+        current: Some(1),
+        ..facts()
+    };
+    assert_eq!(decide(&snapshot, &facts, &greenest()).region, Some(2));
+}
+
+#[test]
+fn nearest_is_carbon_blind_and_overflows_by_latency() {
+    let snapshot = Snapshot {
+        regions: vec![region(50.0, 9.0), region(400.0, 1.0), region(300.0, 5.0)],
+    };
+    let config = PolicyConfig {
+        policy: Policy::Nearest,
         max_share: 0.5,
         ..greenest()
     };
-    let shares = [0.6, 0.3, 0.1];
-    let d = decide(
-        &snapshot,
-        &RequestFacts {
-            shares: &shares,
-            ..facts()
-        },
-        &config,
-    );
-    assert_eq!((d.region, d.reason), (Some(1), Reason::Greenest));
-    let shares = [0.5, 0.5, 0.5];
-    let d = decide(
-        &snapshot,
-        &RequestFacts {
-            shares: &shares,
-            ..facts()
-        },
-        &config,
-    );
-    assert_eq!(d.reason, Reason::Capacity);
+    let with = |shares: &[f64]| {
+        let d = decide(&snapshot, &RequestFacts { shares, ..facts() }, &config);
+        (d.region, d.reason.as_str())
+    };
+    assert_eq!(with(&[0.2, 0.3, 0.5]), (Some(1), "nearest"));
+    assert_eq!(with(&[0.0, 0.6, 0.4]), (Some(2), "capacity"));
 }
 
 #[test]
@@ -205,7 +290,9 @@ impl Arbitrary for Case {
             current: bool::arbitrary(g).then(|| usize::arbitrary(g) % n),
             random: unit(g) * 0.999,
             config: PolicyConfig {
-                policy: *g.choose(&[Policy::Greenest, Policy::Weighted]).unwrap(),
+                policy: *g
+                    .choose(&[Policy::Greenest, Policy::Weighted, Policy::Nearest])
+                    .unwrap(),
                 latency_budget_ms: unit(g) * 100.0,
                 max_share: 0.2 + unit(g) * 0.8,
                 hysteresis: unit(g) * 0.3,
@@ -216,6 +303,26 @@ impl Arbitrary for Case {
 }
 
 impl Case {
+    /// The fastest healthy region's latency.
+    fn fastest(&self) -> f64 {
+        self.regions
+            .iter()
+            .filter(|r| r.healthy)
+            .filter_map(|r| r.latency_ms.filter(|l| l.is_finite() && *l >= 0.0))
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// Healthy regions within the budget.
+    fn within(&self) -> impl Iterator<Item = usize> + '_ {
+        let limit = self.fastest() + self.config.latency_budget_ms;
+        (0..self.regions.len()).filter(move |&j| {
+            self.regions[j].healthy
+                && self.regions[j]
+                    .latency_ms
+                    .is_some_and(|l| l.is_finite() && l >= 0.0 && l <= limit)
+        })
+    }
+
     fn decide(&self) -> Decision {
         let snapshot = Snapshot {
             regions: self.regions.clone(),
@@ -245,27 +352,64 @@ quickcheck! {
         case.decide().region.is_none_or(|i| case.regions[i].healthy)
     }
 
-    fn never_picks_a_region_over_the_latency_budget(case: Case) -> bool {
-        let fastest = case.regions.iter().filter(|r| r.healthy).filter_map(|r| r.latency_ms).fold(f64::INFINITY, f64::min);
-        case.decide().region.is_none_or(|i| {
-            case.regions[i].latency_ms.is_none_or(|l| l <= fastest + case.config.latency_budget_ms)
-        })
+    fn never_picks_a_region_over_the_latency_budget_or_unmeasured(case: Case) -> bool {
+        let limit = case.fastest() + case.config.latency_budget_ms;
+        case.decide().region.is_none_or(|i| case.regions[i].latency_ms.is_some_and(|l| l <= limit))
     }
 
-    fn falls_back_only_without_a_healthy_region(case: Case) -> bool {
-        let any_healthy = case.regions.iter().any(|r| r.healthy);
-        case.decide().region.is_some() == any_healthy
+    fn falls_back_only_without_a_measured_healthy_region(case: Case) -> bool {
+        let any = case.regions.iter().any(|r| r.healthy && r.latency_ms.is_some());
+        case.decide().region.is_some() == any
+    }
+
+    fn freshness_ranks_first(case: Case) -> bool {
+        let Some(i) = case.decide().region else { return true };
+        case.within().all(|j| class(&case.regions[i]) <= class(&case.regions[j]))
     }
 
     fn respects_max_share_unless_every_region_is_full(case: Case) -> bool {
-        let Some(i) = case.decide().region else { return true };
+        let d = case.decide();
+        let Some(i) = d.region else { return true };
         let max = case.config.max_share;
-        let fastest = case.regions.iter().filter(|r| r.healthy).filter_map(|r| r.latency_ms).fold(f64::INFINITY, f64::min);
-        let mut eligible = (0..case.regions.len()).filter(|&j| {
-            case.regions[j].healthy
-                && case.regions[j].latency_ms.is_none_or(|l| l <= fastest + case.config.latency_budget_ms)
-        });
-        max >= 1.0 || case.shares[i] < max || eligible.all(|j| case.shares[j] >= max)
+        let chosen = class(&case.regions[i]);
+        let mut peers = case.within().filter(|&j| class(&case.regions[j]) == chosen);
+        max >= 1.0 || case.shares[i] < max || peers.all(|j| case.shares[j] >= max)
+    }
+
+    fn greenest_is_never_dirtier_than_the_nearest_open_region(case: Case) -> TestResult {
+        let mut case = case;
+        case.config.policy = Policy::Greenest;
+        let Some(i) = case.decide().region else { return TestResult::discard() };
+        let chosen = class(&case.regions[i]);
+        let max = case.config.max_share;
+        let open: Vec<usize> = case.within()
+            .filter(|&j| class(&case.regions[j]) == chosen && case.shares[j] < max)
+            .collect();
+        let Some(&near) = open.iter().min_by(|&&a, &&b| {
+            case.regions[a].latency_ms.unwrap().total_cmp(&case.regions[b].latency_ms.unwrap()).then(a.cmp(&b))
+        }) else { return TestResult::discard() };
+        TestResult::from_bool(rank(&case.regions[i]) <= rank(&case.regions[near]))
+    }
+
+    fn hostile_values_never_panic_nor_win(case: Case, bad: Vec<(u8, u8)>) -> bool {
+        let mut case = case;
+        let hostile = [f64::NAN, -1.0, f64::INFINITY, f64::NEG_INFINITY, -0.0, 1e308];
+        for (who, what) in bad {
+            let n = case.regions.len();
+            let value = hostile[usize::from(what) % hostile.len()];
+            match what % 3 {
+                0 => case.regions[usize::from(who) % n].intensity = value,
+                1 => case.regions[usize::from(who) % n].latency_ms = Some(value),
+                _ => case.shares[usize::from(who) % n] = value,
+            }
+        }
+        let d = case.decide();
+        let usable = |r: &RegionState| r.intensity.is_finite() && r.intensity >= 0.0;
+        d.region.is_none_or(|i| {
+            i < case.regions.len()
+                && case.regions[i].healthy
+                && (usable(&case.regions[i]) || !case.within().any(|j| usable(&case.regions[j])))
+        })
     }
 
     fn lower_intensity_never_loses_weighted_share(case: Case, who: usize, cut: u16) -> TestResult {
@@ -291,10 +435,10 @@ quickcheck! {
         case.current = None;
         let d = case.decide();
         let Some(i) = d.region else { return TestResult::discard() };
-        let fastest = case.regions.iter().filter(|r| r.healthy).filter_map(|r| r.latency_ms).fold(f64::INFINITY, f64::min);
-        let min = case.regions.iter()
-            .filter(|r| r.healthy && r.latency_ms.is_none_or(|l| l <= fastest + case.config.latency_budget_ms))
-            .map(|r| r.intensity)
+        let chosen = class(&case.regions[i]);
+        let min = case.within()
+            .filter(|&j| class(&case.regions[j]) == chosen)
+            .map(|j| case.regions[j].intensity)
             .fold(f64::INFINITY, f64::min);
         TestResult::from_bool(case.regions[i].intensity == min)
     }

@@ -103,6 +103,8 @@ pub struct RegionConfig {
     pub uk_region: Option<u32>,
     /// WattTime region.
     pub watttime_region: Option<String>,
+    /// Configured round-trip time in ms, the latency estimate before the first probe.
+    pub rtt_ms: Option<f64>,
 }
 
 /// A carbon-intensity feed.
@@ -130,6 +132,68 @@ impl FeedKind {
             Self::Electricitymaps => "electricitymaps",
             Self::Uk => "uk",
             Self::Watttime => "watttime",
+        }
+    }
+}
+
+/// The kind of intensity a feed reports. A decision only ranks regions on one kind: an
+/// average and a marginal figure of the same grid can differ by a factor of two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// Average intensity of the electricity consumed (Electricity Maps, UK Carbon Intensity).
+    Average,
+    /// Marginal intensity: the plant that answers extra demand (WattTime).
+    Marginal,
+}
+
+/// Which emissions an intensity counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// Life-cycle emissions (construction, fuel supply, operation).
+    Lifecycle,
+    /// Direct (operational, combustion) emissions only.
+    Direct,
+}
+
+impl Signal {
+    /// The name in configuration and the admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Average => "average",
+            Self::Marginal => "marginal",
+        }
+    }
+}
+
+impl Basis {
+    /// The name in configuration and the admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lifecycle => "lifecycle",
+            Self::Direct => "direct",
+        }
+    }
+}
+
+/// What saved grams are counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Baseline {
+    /// Carbon-blind routing to the lowest-latency region, under the cluster's own cap.
+    #[default]
+    Nearest,
+    /// Carbon-blind balancing over every endpoint (regions weighted by endpoint count).
+    RoundRobin,
+}
+
+impl Baseline {
+    /// The name in configuration, metrics and the admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Nearest => "nearest",
+            Self::RoundRobin => "round_robin",
         }
     }
 }
@@ -163,6 +227,8 @@ pub struct ElectricityMapsConfig {
     pub token_env: String,
     /// Deadline for each API call.
     pub timeout: Duration,
+    /// Emission factors asked for.
+    pub basis: Basis,
 }
 
 /// `[carbon]`, validated.
@@ -188,6 +254,31 @@ pub struct CarbonConfig {
     pub region_header: Option<http::HeaderName>,
     /// Energy per request.
     pub energy: aegis_carbon::energy::EnergyModel,
+    /// What saved grams are counted against.
+    pub baseline: Baseline,
+    /// Signal and basis of the `file` and `static` values.
+    pub declared: (Signal, Basis),
+    /// How often regions are probed for latency.
+    pub probe_interval: Duration,
+    /// Deadline of one latency probe.
+    pub probe_timeout: Duration,
+}
+
+impl CarbonConfig {
+    /// The signal and basis of what `feed` reports.
+    pub fn quantity(&self, feed: FeedKind) -> (Signal, Basis) {
+        match feed {
+            FeedKind::File | FeedKind::Static => self.declared,
+            FeedKind::Electricitymaps => (
+                Signal::Average,
+                self.electricitymaps
+                    .as_ref()
+                    .map_or(Basis::Lifecycle, |e| e.basis),
+            ),
+            FeedKind::Uk => (Signal::Average, Basis::Direct),
+            FeedKind::Watttime => (Signal::Marginal, Basis::Direct),
+        }
+    }
 }
 
 /// A cluster's carbon policy setting.
@@ -624,6 +715,7 @@ impl Config {
                     "intensity": r.intensity,
                     "uk_region": r.uk_region,
                     "watttime_region": r.watttime_region,
+                    "rtt_ms": r.rtt_ms,
                 });
                 (r.name.clone(), value)
             })
@@ -635,6 +727,7 @@ impl Config {
             "file": c.file.as_ref().map(|p| p.display().to_string()),
             "electricitymaps": c.electricitymaps.as_ref().map(|e| json!({
                 "base_url": e.base_url, "token_env": e.token_env, "timeout_ms": ms(e.timeout),
+                "basis": e.basis.name(),
             })),
             "watttime": c.watttime.as_ref().map(|w| json!({
                 "base_url": w.api.base_url, "username_env": w.username_env,
@@ -647,6 +740,11 @@ impl Config {
             "region_header": c.region_header.as_ref().map(|h| h.as_str()),
             "wh_per_request": c.energy.wh_per_request,
             "wh_per_mb": c.energy.wh_per_mb,
+            "baseline": c.baseline.name(),
+            "signal": c.declared.0.name(),
+            "basis": c.declared.1.name(),
+            "probe_interval_ms": ms(c.probe_interval),
+            "probe_timeout_ms": ms(c.probe_timeout),
         });
         json!({
             "admin": self.admin.as_ref().map(|a| json!({

@@ -42,9 +42,11 @@ pub struct RawRegion {
     /// Static intensity in gCO2eq/kWh, the `static` feed's value for this region.
     pub intensity: Option<Spanned<f64>>,
     /// UK Carbon Intensity API region id (1..=17), for the `uk` feed.
-    pub uk_region: Option<u32>,
+    pub uk_region: Option<Spanned<u32>>,
     /// WattTime region (e.g. `CAISO_NORTH`), for the `watttime` feed.
     pub watttime_region: Option<String>,
+    /// Round-trip time to the region in ms: the latency estimate until the first probe.
+    pub rtt_ms: Option<Spanned<f64>>,
 }
 
 /// `[carbon]`.
@@ -73,6 +75,16 @@ pub struct RawCarbon {
     pub wh_per_request: Option<Spanned<f64>>,
     /// Energy model: watt-hours per megabyte of body.
     pub wh_per_mb: Option<Spanned<f64>>,
+    /// What saved grams are counted against: `nearest` (default) or `round_robin`.
+    pub baseline: Option<super::Baseline>,
+    /// The kind of value the `file` and `static` feeds hold: `average` (default) or `marginal`.
+    pub signal: Option<super::Signal>,
+    /// Emissions the `file` and `static` values count: `lifecycle` (default) or `direct`.
+    pub basis: Option<super::Basis>,
+    /// How often each carbon-aware cluster's regions are probed for latency.
+    pub probe_interval_ms: Option<Spanned<u64>>,
+    /// Deadline of one latency probe.
+    pub probe_timeout_ms: Option<Spanned<u64>>,
 }
 
 /// `electricitymaps = { ... }` in `[carbon]`.
@@ -85,6 +97,8 @@ pub struct RawElectricityMaps {
     pub token_env: Option<String>,
     /// Deadline per API call.
     pub timeout_ms: Option<Spanned<u64>>,
+    /// Emission factors asked for (`emissionFactorType`): `lifecycle` (default) or `direct`.
+    pub basis: Option<super::Basis>,
 }
 
 /// `uk = { ... }` in `[carbon]`.

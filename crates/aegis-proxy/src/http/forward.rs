@@ -27,7 +27,7 @@ use crate::carbon_feed::CarbonFeeds;
 use crate::config::{Config, UpstreamProtocol};
 use crate::metrics::{ClusterLabels, EndpointLabels, Metrics, RetryLabels, UpstreamErrorLabels};
 use crate::route::RouteTable;
-use crate::upstream::{Cluster, InFlight, UpstreamBody, UpstreamTlsGroup};
+use crate::upstream::{Choice, Cluster, InFlight, UpstreamBody, UpstreamTlsGroup};
 use crate::{Body, BoxError};
 use aegis_carbon::energy::EnergyModel;
 use http::header::HeaderName;
@@ -45,6 +45,14 @@ pub struct Proxy {
     region_names: Vec<Arc<str>>,
     region_header: Option<HeaderName>,
     energy: EnergyModel,
+    probe: ProbeSettings,
+}
+
+/// How often and how patiently regions are probed for latency.
+#[derive(Debug, Clone, Copy)]
+struct ProbeSettings {
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
 }
 
 impl Proxy {
@@ -65,7 +73,7 @@ impl Proxy {
         let clusters: Vec<Arc<Cluster>> = config
             .clusters
             .iter()
-            .map(|c| Arc::new(Cluster::new(c, &config.regions)))
+            .map(|c| Arc::new(Cluster::new(c, &config.regions, config.carbon.baseline)))
             .collect();
         Self {
             route_names: config
@@ -85,6 +93,10 @@ impl Proxy {
                 .collect(),
             region_header: config.carbon.region_header.clone(),
             energy: config.carbon.energy,
+            probe: ProbeSettings {
+                interval: config.carbon.probe_interval,
+                timeout: config.carbon.probe_timeout,
+            },
         }
     }
 
@@ -98,12 +110,28 @@ impl Proxy {
         &self.clusters
     }
 
-    /// Starts the active health checks of every cluster that has them. They stop by themselves
-    /// once this proxy (and so its clusters) is dropped.
+    /// Starts the active health checks of every cluster that has them, and the latency probes
+    /// of every carbon-aware cluster. They stop by themselves once this proxy (and so its
+    /// clusters) is dropped.
     pub fn start_health_checks(&self) {
         for cluster in &self.clusters {
             crate::upstream::checker::spawn(cluster, &self.metrics);
+            crate::upstream::latency::spawn(
+                cluster,
+                self.probe.interval,
+                self.probe.timeout,
+                &self.metrics,
+            );
         }
+    }
+
+    /// Probes the latency of every region of every carbon-aware cluster once, now (at start
+    /// and reload, so the first request already has estimates, and from tests).
+    pub async fn probe_latency(&self) {
+        let rounds = self.clusters.iter().map(|cluster| {
+            crate::upstream::latency::probe_round(cluster, self.probe.timeout, &self.metrics)
+        });
+        futures_util::future::join_all(rounds).await;
     }
 
     /// The metrics this proxy records into.
@@ -323,9 +351,8 @@ where
     rewrite_request(&mut parts, conn, cluster, authority.as_ref())?;
 
     let response = if cluster.retry.attempts == 0 {
-        let (index, region) =
-            choose_endpoint(proxy, cluster, record, &[]).ok_or(ProxyError::NoEndpoint)?;
-        attempt(proxy, cluster, index, region, parts, body, record).await
+        let index = choose_endpoint(proxy, cluster, record, &[]).ok_or(ProxyError::NoEndpoint)?;
+        attempt(proxy, cluster, index, parts, body, record).await
     } else {
         send_with_retries(proxy, cluster, parts, body, record).await
     };
@@ -379,21 +406,12 @@ async fn send_with_retries(
     let mut attempts = 0;
     let mut _retry_permit = None;
     loop {
-        let (index, region) = choose_endpoint(proxy, cluster, record, &tried[..attempts])
+        let index = choose_endpoint(proxy, cluster, record, &tried[..attempts])
             .ok_or(ProxyError::NoEndpoint)?;
         tried[attempts] = index;
         attempts += 1;
         let head = clone_head(&parts);
-        let result = attempt(
-            proxy,
-            cluster,
-            index,
-            region,
-            head,
-            body.boxed_unsync(),
-            record,
-        )
-        .await;
+        let result = attempt(proxy, cluster, index, head, body.boxed_unsync(), record).await;
         let Err(error) = result else {
             return result;
         };
@@ -484,7 +502,6 @@ async fn attempt(
     proxy: &Proxy,
     cluster: &Cluster,
     index: usize,
-    region: Option<usize>,
     parts: http::request::Parts,
     body: UpstreamBody,
     record: &mut RequestRecord,
@@ -515,7 +532,7 @@ async fn attempt(
         ),
         Err(_) => true,
     };
-    note_outcome(proxy, cluster, index, region, elapsed, failed);
+    note_outcome(proxy, cluster, index, failed);
     let response = match sent {
         Err(_) => return Err(ProxyError::UpstreamTimeout(cluster.request_timeout)),
         Ok(result) => result?,
@@ -524,18 +541,9 @@ async fn attempt(
     Ok(response)
 }
 
-/// Feeds one attempt's outcome to the region latency estimate and to outlier ejection.
-pub(super) fn note_outcome(
-    proxy: &Proxy,
-    cluster: &Cluster,
-    index: usize,
-    region: Option<usize>,
-    elapsed: std::time::Duration,
-    failed: bool,
-) {
-    if let (Some(carbon), Some(local)) = (&cluster.carbon, region) {
-        carbon.observe_latency(local, elapsed.as_secs_f64() * 1000.0);
-    }
+/// Feeds one attempt's outcome to outlier ejection. (Region latency comes from probes, not
+/// from traffic: a response's time includes the application's, and a failure's says nothing.)
+pub(super) fn note_outcome(proxy: &Proxy, cluster: &Cluster, index: usize, failed: bool) {
     if let Some(time) = cluster.record_outcome(index, failed) {
         let endpoint = &cluster.endpoints[index];
         let labels = EndpointLabels {
@@ -566,19 +574,22 @@ pub(super) fn note_latency(
 
 /// Picks the endpoint, never one in `tried`: within the region the carbon policy chooses (or,
 /// for a retry with nothing left there, anywhere in the cluster), by the cluster's load
-/// balancing. Returns its index and, when the cluster has regions, its local region.
+/// balancing.
 pub(super) fn choose_endpoint(
     proxy: &Proxy,
     cluster: &Cluster,
     record: &mut RequestRecord,
     tried: &[usize],
-) -> Option<(usize, Option<usize>)> {
+) -> Option<usize> {
     let mut rng = rand::rng();
     let Some(carbon) = &cluster.carbon else {
-        return cluster.pick_index(None, tried, &mut rng).map(|i| (i, None));
+        return cluster.pick_index(None, tried, &mut rng);
     };
     let table = proxy.carbon.current();
-    let decision = carbon.decide(&table, &cluster.endpoints, rng.random());
+    let Choice {
+        decision,
+        baseline_intensity,
+    } = carbon.decide(&table, &cluster.endpoints, rng.random());
     let among = decision
         .region
         .map(|local| carbon.endpoints[local].as_slice());
@@ -587,22 +598,34 @@ pub(super) fn choose_endpoint(
         .or_else(|| cluster.pick_index(None, tried, &mut rng))?;
     let local = carbon.region_of(index);
     carbon.record_choice(local);
+    if let Some(previous) = carbon.note_leader(local, decision.reason) {
+        let name = |local: usize| &*proxy.region_names[carbon.regions[local]];
+        tracing::info!(
+            cluster = %cluster.name,
+            from = previous.map(name),
+            to = name(local),
+            reason = decision.reason.as_str(),
+            intensity = decision.intensity,
+            "carbon routing moved to another region"
+        );
+    }
     let global = carbon.regions[local];
     record.carbon = Some(CarbonRecord {
         region: proxy.region_names[global].clone(),
         intensity: table.regions.get(global).map_or(0.0, |v| v.intensity),
-        baseline_intensity: carbon.baseline_intensity(&table),
+        baseline_intensity,
         policy: policy_name(carbon.policy.policy),
         reason: decision.reason.as_str(),
         energy: proxy.energy,
     });
-    Some((index, Some(local)))
+    Some(index)
 }
 
 fn policy_name(policy: aegis_carbon::Policy) -> &'static str {
     match policy {
         aegis_carbon::Policy::Greenest => "greenest",
         aegis_carbon::Policy::Weighted => "weighted",
+        aegis_carbon::Policy::Nearest => "nearest",
         _ => "off",
     }
 }

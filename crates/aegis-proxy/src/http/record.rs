@@ -59,7 +59,7 @@ pub struct CarbonRecord {
     pub region: Arc<str>,
     /// That region's intensity, gCO2eq/kWh.
     pub intensity: f64,
-    /// Intensity carbon-blind balancing would have averaged.
+    /// Intensity of where the cluster's baseline would have sent the request (NaN: nowhere).
     pub baseline_intensity: f64,
     /// Cluster policy name.
     pub policy: &'static str,
@@ -143,11 +143,12 @@ impl RequestRecord {
             cluster: cluster.clone(),
         };
         metrics.carbon_emitted.get_or_create(&region).inc_by(grams);
-        metrics
-            .carbon_baseline
-            .get_or_create(&cluster)
-            .inc_by(baseline);
-        if baseline > grams {
+        // No baseline (no region the baseline could have used): neither saved nor lost.
+        if baseline.is_finite() {
+            metrics
+                .carbon_baseline
+                .get_or_create(&cluster)
+                .inc_by(baseline);
             metrics
                 .carbon_saved
                 .get_or_create(&cluster)

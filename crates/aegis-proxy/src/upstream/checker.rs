@@ -8,7 +8,7 @@
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Uri};
+use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use tokio::time::MissedTickBehavior;
 
@@ -75,15 +75,39 @@ async fn check_endpoint(cluster: Weak<Cluster>, index: usize, metrics: Arc<Metri
 
 /// One check: `Err` says why it failed.
 async fn probe(cluster: &Cluster, index: usize, check: &HealthCheckConfig) -> Result<(), String> {
+    let host = check.host.as_deref();
+    let status = tokio::time::timeout(
+        check.timeout,
+        exchange(cluster, index, Method::GET, &check.path, host),
+    )
+    .await
+    .map_err(|_| format!("no response within {:?}", check.timeout))??;
+    if check.expected_status.contains(&status.as_u16()) {
+        Ok(())
+    } else {
+        Err(format!("status {}", status.as_u16()))
+    }
+}
+
+/// One body-less request to endpoint `index` over its own pooled client, as health checks and
+/// latency probes send it: the status once the response head arrives, with the body read
+/// (bounded) and dropped in the background so a keep-alive connection goes back to the pool.
+pub(super) async fn exchange(
+    cluster: &Cluster,
+    index: usize,
+    method: Method,
+    path: &str,
+    host: Option<&str>,
+) -> Result<StatusCode, String> {
     let endpoint = &cluster.endpoints[index];
-    let host = check.host.as_deref().unwrap_or(&endpoint.label);
+    let host = host.unwrap_or(&endpoint.label);
     let uri = Uri::builder()
         .scheme("http")
         .authority(host)
-        .path_and_query(check.path.as_str())
+        .path_and_query(path)
         .build()
         .map_err(|e| format!("bad check request: {e}"))?;
-    let mut request = Request::builder().method(Method::GET).uri(uri).header(
+    let mut request = Request::builder().method(method).uri(uri).header(
         header::USER_AGENT,
         HeaderValue::from_static("aegis-health-check"),
     );
@@ -94,24 +118,15 @@ async fn probe(cluster: &Cluster, index: usize, check: &HealthCheckConfig) -> Re
     let request = request
         .body(body)
         .map_err(|e| format!("bad check request: {e}"))?;
-    let exchange = async {
-        let response = endpoint
-            .client
-            .request(request)
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        let status = response.status().as_u16();
-        // Read the body so a keep-alive connection goes back to the pool.
-        let _ = Limited::new(response.into_body(), MAX_CHECK_BODY)
-            .collect()
-            .await;
-        if check.expected_status.contains(&status) {
-            Ok(())
-        } else {
-            Err(format!("status {status}"))
-        }
-    };
-    tokio::time::timeout(check.timeout, exchange)
+    let response = endpoint
+        .client
+        .request(request)
         .await
-        .map_err(|_| format!("no response within {:?}", check.timeout))?
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = response.status();
+    // Read the body so a keep-alive connection goes back to the pool.
+    let _ = Limited::new(response.into_body(), MAX_CHECK_BODY)
+        .collect()
+        .await;
+    Ok(status)
 }

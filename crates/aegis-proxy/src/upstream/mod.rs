@@ -8,6 +8,7 @@
 pub mod checker;
 pub mod connector;
 pub mod health;
+pub mod latency;
 pub mod pool;
 mod regions;
 
@@ -23,13 +24,13 @@ use rand::Rng;
 use rustls::pki_types::ServerName;
 
 use crate::config::{
-    ClusterConfig, EndpointAddr, HealthCheckConfig, LbPolicy, OutlierConfig, RegionConfig,
-    RetryConfig, UpstreamProtocol,
+    Baseline, ClusterConfig, EndpointAddr, HealthCheckConfig, LbPolicy, OutlierConfig,
+    RegionConfig, RetryConfig, UpstreamProtocol,
 };
 use crate::limit::Slot;
 use crate::BoxError;
 pub use connector::{ConnectError, Connector, EndpointTls, UpstreamTlsGroup};
-pub use regions::ClusterCarbon;
+pub use regions::{Choice, ClusterCarbon};
 
 /// The body type sent upstream.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -125,7 +126,7 @@ pub struct Admission {
 impl Cluster {
     /// Builds the cluster and one pooled client per endpoint; `regions` names the regions that
     /// `config.endpoint_regions` points into.
-    pub fn new(config: &ClusterConfig, regions: &[RegionConfig]) -> Self {
+    pub fn new(config: &ClusterConfig, regions: &[RegionConfig], baseline: Baseline) -> Self {
         let endpoints = config
             .endpoints
             .iter()
@@ -142,7 +143,7 @@ impl Cluster {
             request_timeout: config.request_timeout,
             protocol: config.protocol,
             endpoints,
-            carbon: ClusterCarbon::new(config),
+            carbon: ClusterCarbon::new(config, regions, baseline),
             health_check: config.health_check.clone(),
             outlier: config.outlier.clone(),
             retry: config.retry.clone(),
@@ -335,7 +336,7 @@ mod tests {
             max_pending_requests: 2,
             max_pending_per_connection: 1,
         };
-        Cluster::new(&config, &[])
+        Cluster::new(&config, &[], Baseline::Nearest)
     }
 
     #[tokio::test]

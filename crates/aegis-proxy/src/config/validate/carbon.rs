@@ -10,9 +10,17 @@ use super::{
 };
 use crate::config::raw::{RawCarbon, RawCluster, RawRegion};
 use crate::config::{
-    ApiFeedConfig, CarbonConfig, CarbonPolicyKind, ElectricityMapsConfig, FeedKind, RegionConfig,
-    WattTimeConfig,
+    ApiFeedConfig, Baseline, Basis, CarbonConfig, CarbonPolicyKind, ElectricityMapsConfig,
+    FeedKind, RegionConfig, Signal, WattTimeConfig,
 };
+
+/// The region ids the UK Carbon Intensity API defines (1 North Scotland .. 17 Wales); 18 and
+/// up are the nations, which the regional endpoint does not serve.
+const UK_REGIONS: std::ops::RangeInclusive<u32> = 1..=17;
+/// Default interval between latency probes of a carbon-aware cluster's regions.
+const DEFAULT_PROBE_INTERVAL_MS: u64 = 10_000;
+/// Default deadline of one latency probe.
+const DEFAULT_PROBE_TIMEOUT_MS: u64 = 2_000;
 
 impl Checker<'_> {
     pub(super) fn cluster_carbon(
@@ -81,12 +89,37 @@ impl Checker<'_> {
             )?),
             None => None,
         };
+        let rtt_ms = match &raw.rtt_ms {
+            Some(v) => Some(self.float(
+                &format!("{key}.rtt_ms"),
+                &Some(v.clone()),
+                0.0,
+                *aegis_carbon::PolicyConfig::LATENCY_BUDGET_MS.start(),
+                *aegis_carbon::PolicyConfig::LATENCY_BUDGET_MS.end(),
+            )?),
+            None => None,
+        };
+        let uk_region = match &raw.uk_region {
+            Some(id) if !UK_REGIONS.contains(id.get_ref()) => {
+                self.error(
+                    format!("{key}.uk_region"),
+                    id,
+                    format!(
+                        "{} is not a UK Carbon Intensity region id (1..=17)",
+                        id.get_ref()
+                    ),
+                );
+                return None;
+            }
+            other => other.as_ref().map(|id| *id.get_ref()),
+        };
         Some(RegionConfig {
             name: name.to_owned(),
             zone: raw.zone.get_ref().clone(),
             intensity,
-            uk_region: raw.uk_region,
+            uk_region,
             watttime_region: raw.watttime_region.clone(),
+            rtt_ms,
         })
     }
 
@@ -104,6 +137,10 @@ impl Checker<'_> {
                 unknown_intensity: DEFAULT_UNKNOWN_INTENSITY,
                 region_header: Some(http::HeaderName::from_static("x-aegis-region")),
                 energy: defaults,
+                baseline: Baseline::default(),
+                declared: (Signal::Average, Basis::Lifecycle),
+                probe_interval: Duration::from_millis(DEFAULT_PROBE_INTERVAL_MS),
+                probe_timeout: Duration::from_millis(DEFAULT_PROBE_TIMEOUT_MS),
             });
         };
         if c.feeds.get_ref().is_empty() {
@@ -170,7 +207,17 @@ impl Checker<'_> {
             },
             None => Some(Some(http::HeaderName::from_static("x-aegis-region"))),
         };
-        Some(CarbonConfig {
+        let probe_interval = self.duration(
+            "carbon.probe_interval_ms",
+            &c.probe_interval_ms,
+            DEFAULT_PROBE_INTERVAL_MS,
+        );
+        let probe_timeout = self.duration(
+            "carbon.probe_timeout_ms",
+            &c.probe_timeout_ms,
+            DEFAULT_PROBE_TIMEOUT_MS,
+        );
+        let config = CarbonConfig {
             feeds: c.feeds.get_ref().clone(),
             file,
             electricitymaps: electricitymaps?,
@@ -184,7 +231,46 @@ impl Checker<'_> {
                 wh_per_request: wh_request?,
                 wh_per_mb: wh_mb?,
             },
-        })
+            baseline: c.baseline.unwrap_or_default(),
+            declared: (
+                c.signal.unwrap_or(Signal::Average),
+                c.basis.unwrap_or(Basis::Lifecycle),
+            ),
+            probe_interval: probe_interval?,
+            probe_timeout: probe_timeout?,
+        };
+        self.one_quantity(&config, &c.feeds);
+        Some(config)
+    }
+
+    /// Rejects a feed chain that would rank regions on different quantities: each region takes
+    /// its value from the first feed that has one, so a mixed chain compares, say, an average
+    /// life-cycle figure with a marginal direct one.
+    fn one_quantity(&mut self, config: &CarbonConfig, feeds: &Spanned<Vec<FeedKind>>) {
+        let Some(&first) = config.feeds.first() else {
+            return;
+        };
+        let describe = |feed: FeedKind| {
+            let (signal, basis) = config.quantity(feed);
+            format!("{} reports {} {}", feed.name(), signal.name(), basis.name())
+        };
+        if let Some(&other) = config
+            .feeds
+            .iter()
+            .find(|&&f| config.quantity(f) != config.quantity(first))
+        {
+            self.error(
+                "carbon.feeds",
+                feeds,
+                format!(
+                    "feeds of different kinds would be ranked together: {}, {}; list feeds of one \
+                     signal and basis (set carbon.signal and carbon.basis for file and static \
+                     values, carbon.electricitymaps.basis for Electricity Maps)",
+                    describe(first),
+                    describe(other)
+                ),
+            );
+        }
     }
 
     /// Base URL (checked, or `default`) and timeout of an API feed.
@@ -247,15 +333,41 @@ impl Checker<'_> {
             raw.and_then(|r| r.timeout_ms.as_ref()),
             "https://api.watttime.org",
         )?;
+        let username_env = raw
+            .and_then(|r| r.username_env.clone())
+            .unwrap_or_else(|| "WATTTIME_USERNAME".to_owned());
+        let password_env = raw
+            .and_then(|r| r.password_env.clone())
+            .unwrap_or_else(|| "WATTTIME_PASSWORD".to_owned());
+        let user = self.secret_set("carbon.watttime.username_env", &username_env, &c.feeds);
+        let password = self.secret_set("carbon.watttime.password_env", &password_env, &c.feeds);
+        user.zip(password)?;
         Some(Some(WattTimeConfig {
             api,
-            username_env: raw
-                .and_then(|r| r.username_env.clone())
-                .unwrap_or_else(|| "WATTTIME_USERNAME".to_owned()),
-            password_env: raw
-                .and_then(|r| r.password_env.clone())
-                .unwrap_or_else(|| "WATTTIME_PASSWORD".to_owned()),
+            username_env,
+            password_env,
         }))
+    }
+
+    /// Checks that the environment variable a feed reads its credential from is set: an unset
+    /// one would make the feed poll unauthenticated and fail at every poll.
+    fn secret_set(
+        &mut self,
+        key: &str,
+        variable: &str,
+        feeds: &Spanned<Vec<FeedKind>>,
+    ) -> Option<()> {
+        if (self.env)(variable).is_some_and(|v| !v.is_empty()) {
+            return Some(());
+        }
+        self.error(
+            key.to_owned(),
+            feeds,
+            format!(
+                "environment variable {variable} is not set (the feed needs it to authenticate)"
+            ),
+        );
+        None
     }
 
     pub(super) fn electricitymaps(
@@ -291,12 +403,15 @@ impl Checker<'_> {
             &raw.and_then(|r| r.timeout_ms.clone()),
             DEFAULT_FEED_TIMEOUT_MS,
         )?;
+        let token_env = raw
+            .and_then(|r| r.token_env.clone())
+            .unwrap_or_else(|| "ELECTRICITYMAPS_TOKEN".to_owned());
+        self.secret_set("carbon.electricitymaps.token_env", &token_env, &c.feeds)?;
         Some(Some(ElectricityMapsConfig {
             base_url: base_url.0,
-            token_env: raw
-                .and_then(|r| r.token_env.clone())
-                .unwrap_or_else(|| "ELECTRICITYMAPS_TOKEN".to_owned()),
+            token_env,
             timeout,
+            basis: raw.and_then(|r| r.basis).unwrap_or(Basis::Lifecycle),
         }))
     }
 

@@ -363,9 +363,8 @@ impl<I: ClientIo> Exchange<'_, I> {
         let mut attempts = 0;
         let mut _retry_permit = None;
         loop {
-            let (index, region) =
-                forward::choose_endpoint(proxy, cluster, record, &tried[..attempts])
-                    .ok_or(ProxyError::NoEndpoint)?;
+            let index = forward::choose_endpoint(proxy, cluster, record, &tried[..attempts])
+                .ok_or(ProxyError::NoEndpoint)?;
             tried[attempts] = index;
             attempts += 1;
             let endpoint = &cluster.endpoints[index];
@@ -394,7 +393,7 @@ impl<I: ClientIo> Exchange<'_, I> {
             let error = match sent {
                 Ok(done) => {
                     let failed = done.head.status.is_server_error();
-                    forward::note_outcome(proxy, cluster, index, region, elapsed, failed);
+                    forward::note_outcome(proxy, cluster, index, failed);
                     forward::note_latency(proxy, cluster, record, elapsed);
                     return Ok(done);
                 }
@@ -403,7 +402,7 @@ impl<I: ClientIo> Exchange<'_, I> {
                 Err(Failure::Proxy(error)) => error,
                 Err(Failure::Stale(error)) => reset(error),
             };
-            forward::note_outcome(proxy, cluster, index, region, elapsed, true);
+            forward::note_outcome(proxy, cluster, index, true);
             let reason = forward::retry_reason(&error, idempotent);
             let Some(reason) = reason.filter(|_| !*streamed) else {
                 return Err(error.into());
