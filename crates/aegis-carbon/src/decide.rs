@@ -132,6 +132,73 @@ pub fn decide(snapshot: &Snapshot, facts: &RequestFacts<'_>, config: &PolicyConf
     }
 }
 
+/// Whether a region could take the next request, and if not why: what an operator reads to
+/// understand a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Eligibility {
+    /// The policy may choose it.
+    Eligible,
+    /// No endpoint of the region is available.
+    Unhealthy,
+    /// No latency estimate yet.
+    NoLatency,
+    /// Farther than the budget allows from the fastest healthy region.
+    OverBudget,
+    /// Another eligible region has better data (fresh before stale before missing).
+    WorseData,
+    /// At `max_share` while another eligible region is not.
+    AtCapacity,
+}
+
+impl Eligibility {
+    /// A stable label: `eligible`, `unhealthy`, `no_latency`, `over_budget`, `worse_data`,
+    /// `at_capacity`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Eligible => "eligible",
+            Self::Unhealthy => "unhealthy",
+            Self::NoLatency => "no_latency",
+            Self::OverBudget => "over_budget",
+            Self::WorseData => "worse_data",
+            Self::AtCapacity => "at_capacity",
+        }
+    }
+}
+
+/// The [`Eligibility`] of every region, by the same rules as [`decide`].
+pub fn eligibility(
+    snapshot: &Snapshot,
+    facts: &RequestFacts<'_>,
+    config: &PolicyConfig,
+) -> Vec<Eligibility> {
+    let regions = &snapshot.regions[..snapshot.regions.len().min(MAX_REGIONS)];
+    let fastest = regions
+        .iter()
+        .filter(|r| r.healthy)
+        .filter_map(latency)
+        .fold(f64::INFINITY, f64::min);
+    let limit = fastest + config.latency_budget_ms;
+    let sets = candidates(regions, facts.shares, config).ok();
+    let mut out: Vec<Eligibility> = regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let bit = 1u128 << i;
+            match (&sets, latency(r)) {
+                _ if !r.healthy => Eligibility::Unhealthy,
+                (_, None) => Eligibility::NoLatency,
+                (_, Some(l)) if l > limit || limit.is_nan() => Eligibility::OverBudget,
+                (Some(c), _) if c.open & bit != 0 => Eligibility::Eligible,
+                (Some(c), _) if c.eligible & bit != 0 => Eligibility::AtCapacity,
+                _ => Eligibility::WorseData,
+            }
+        })
+        .collect();
+    out.resize(snapshot.regions.len(), Eligibility::OverBudget);
+    out
+}
+
 /// How far a region's intensity can be trusted, best first: ranking never lets a worse class
 /// beat a better one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

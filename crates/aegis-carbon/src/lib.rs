@@ -16,7 +16,10 @@ pub mod simulate;
 mod snapshot;
 pub mod trace;
 
-pub use decide::{decide, weighted_probabilities, Decision, FallbackReason, Reason, MAX_REGIONS};
+pub use decide::{
+    decide, eligibility, weighted_probabilities, Decision, Eligibility, FallbackReason, Reason,
+    MAX_REGIONS,
+};
 pub use snapshot::{
     next_share, record_share, Freshness, Policy, PolicyConfig, RegionState, RequestFacts, Snapshot,
     SHARE_WINDOW,

@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz`, `/ready`, `/metrics` (Prometheus), `/config` (redacted),
-//! `/clusters` (endpoint health) and `POST /reload`.
+//! `/clusters` (endpoint health), `/carbon` (why traffic goes where it goes) and
+//! `POST /reload`.
 //!
 //! Not a way in: only IP, `localhost` or configured Host values are served (no DNS
 //! rebinding); `POST` needs the bearer token when one is configured, and otherwise a loopback
@@ -22,6 +23,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::AdminConfig;
 use crate::control::Control;
+
+mod carbon;
 
 /// What the admin pages show and control.
 #[derive(Debug)]
@@ -99,9 +102,10 @@ async fn handle(state: &AdminState, request: &Request<Incoming>) -> Response<Ful
         "/metrics" => metrics(state),
         "/config" => json(state.control.config_json.load().as_str().to_owned()),
         "/clusters" => json(clusters(&state.control)),
+        "/carbon" => json(carbon::page(&state.control.proxy.load())),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz /ready /metrics /config /clusters, or POST /reload\n",
+            "not found: try /healthz /ready /metrics /config /clusters /carbon, or POST /reload\n",
         ),
     }
 }

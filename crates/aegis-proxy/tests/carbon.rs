@@ -206,12 +206,18 @@ impl FakeElectricityMaps {
                     let service = hyper::service::service_fn(
                         move |req: http::Request<hyper::body::Incoming>| {
                             hits.fetch_add(1, Ordering::SeqCst);
-                            let zone = req
-                                .uri()
-                                .query()
-                                .and_then(|q| q.strip_prefix("zone="))
-                                .unwrap_or("")
-                                .to_owned();
+                            let query = req.uri().query().unwrap_or("");
+                            let param = |name: &str| {
+                                query
+                                    .split('&')
+                                    .find_map(|p| p.strip_prefix(name))
+                                    .unwrap_or("")
+                            };
+                            // Asked for the life-cycle factors the config declares, or nothing.
+                            let zone = match param("emissionFactorType=") {
+                                "lifecycle" => param("zone=").to_owned(),
+                                _ => String::new(),
+                            };
                             let authorized =
                                 req.headers().get("auth-token").is_some_and(|t| t == token);
                             let answer = if req.uri().path().ends_with("/forecast") {

@@ -259,6 +259,56 @@ fn a_budget_nothing_fits_falls_back() {
     }
 }
 
+#[test]
+fn every_region_says_why_it_is_or_is_not_eligible() {
+    let mut down = region(10.0, 1.0);
+    down.healthy = false;
+    let unmeasured = RegionState {
+        latency_ms: None,
+        ..region(20.0, 0.0)
+    };
+    let stale = RegionState {
+        freshness: Freshness::Stale,
+        ..region(30.0, 1.0)
+    };
+    let snapshot = Snapshot {
+        regions: vec![
+            down,
+            unmeasured,
+            region(40.0, 500.0),
+            stale,
+            region(50.0, 1.0),
+            region(60.0, 2.0),
+        ],
+    };
+    let shares = [0.0, 0.0, 0.0, 0.0, 0.6, 0.1];
+    let facts = RequestFacts {
+        shares: &shares,
+        ..facts()
+    };
+    let config = PolicyConfig {
+        max_share: 0.5,
+        ..greenest()
+    };
+    let labels: Vec<&str> = eligibility(&snapshot, &facts, &config)
+        .iter()
+        .map(Eligibility::as_str)
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "unhealthy",
+            "no_latency",
+            "over_budget",
+            "worse_data",
+            "at_capacity",
+            "eligible"
+        ]
+    );
+    let d = decide(&snapshot, &facts, &config);
+    assert_eq!((d.region, d.reason.as_str()), (Some(5), "capacity"));
+}
+
 /// A random snapshot of 1..=16 regions with random facts.
 #[derive(Debug, Clone)]
 struct Case {
@@ -346,6 +396,15 @@ quickcheck! {
         // Never a panic, and never a region that does not exist or is unhealthy.
         let d = case.decide();
         d.region.is_none_or(|i| i < case.regions.len() && case.regions[i].healthy)
+    }
+
+    fn the_decision_picks_an_eligible_region(case: Case) -> bool {
+        let Some(i) = case.decide().region else { return true };
+        let snapshot = Snapshot { regions: case.regions.clone() };
+        let facts = RequestFacts { shares: &case.shares, current: case.current, random: case.random };
+        let why = eligibility(&snapshot, &facts, &case.config);
+        // Every region at the cap: the chosen one is "at capacity", never worse.
+        matches!(why[i], Eligibility::Eligible | Eligibility::AtCapacity)
     }
 
     fn never_picks_an_unhealthy_region(case: Case) -> bool {

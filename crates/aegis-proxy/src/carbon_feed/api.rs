@@ -94,6 +94,35 @@ impl ApiClient {
     }
 }
 
+/// Pause after a 429 without a usable `Retry-After`.
+const DEFAULT_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A feed's pause after the API said "too many requests": no call until it is over.
+#[derive(Debug, Default)]
+pub(super) struct Backoff {
+    until: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Backoff {
+    /// Whether the feed is still paused.
+    pub(super) fn paused(&self) -> bool {
+        let until = self.until.lock().map(|p| *p).unwrap_or(None);
+        until.is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    /// Pauses for the answer's `Retry-After` seconds (RFC 9110 §10.2.3; the HTTP-date form
+    /// and garbage fall back to a minute).
+    pub(super) fn pause(&self, headers: &HeaderMap) {
+        let wait = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map_or(DEFAULT_BACKOFF, Duration::from_secs);
+        if let Ok(mut until) = self.until.lock() {
+            *until = Some(std::time::Instant::now() + wait);
+        }
+    }
+}
+
 fn public_roots_client() -> std::sync::Arc<rustls::ClientConfig> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use aegis_carbon::trace::Trace;
 
-use super::Reading;
+use super::{Reading, Sample};
 
 /// Reads a wide CSV trace (the row in force now, measured at its timestamp) or a JSON object
 /// `{"ZONE": gCO2eq/kWh, ...}` (measured at the file's modification time).
@@ -29,7 +29,7 @@ pub(super) fn parse_json(text: &str, measured: SystemTime) -> Result<Reading, &'
     let object = value.as_object().ok_or("malformed_json")?;
     Ok(object
         .iter()
-        .filter_map(|(zone, v)| Some((zone.clone(), (v.as_f64().filter(|v| *v >= 0.0)?, measured))))
+        .filter_map(|(zone, v)| Some((zone.clone(), Sample::measured(v.as_f64()?, measured))))
         .collect())
 }
 
@@ -45,6 +45,6 @@ pub(super) fn parse_csv(text: &str, now: SystemTime) -> Result<Reading, &'static
         .zones
         .iter()
         .zip(&trace.values[row])
-        .map(|(zone, &v)| (zone.clone(), (v, measured)))
+        .map(|(zone, &v)| (zone.clone(), Sample::measured(v, measured)))
         .collect())
 }

@@ -38,6 +38,25 @@ pub struct RegionIntensity {
     pub measured: Option<SystemTime>,
     /// Whether it may be trusted for ranking.
     pub freshness: Freshness,
+    /// The provider marked the value as estimated (or it is a forecast).
+    pub estimated: bool,
+}
+
+/// Readings above this many gCO2eq/kWh are rejected: the dirtiest grids (lignite and oil) stay
+/// well under it, on any signal and basis, so a larger number is a unit or provider error.
+pub const MAX_PLAUSIBLE_INTENSITY: f64 = 2_000.0;
+
+/// Whether a reading may be used: `Err` names why not (for the feed-error counter).
+pub fn check_plausible(intensity: f64) -> Result<(), &'static str> {
+    if !intensity.is_finite() {
+        Err("not_finite")
+    } else if intensity < 0.0 {
+        Err("negative")
+    } else if intensity > MAX_PLAUSIBLE_INTENSITY {
+        Err("implausible")
+    } else {
+        Ok(())
+    }
 }
 
 /// Every region's intensity, indexed like [`crate::Config::regions`].
@@ -72,19 +91,45 @@ struct Known {
     published: u64,
 }
 
-/// Values one feed read, by zone, with the time they were measured.
-pub(crate) type Reading = HashMap<String, (f64, SystemTime)>;
+/// One value a feed read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sample {
+    /// gCO2eq/kWh, as the provider sent it (checked by [`check_plausible`] before use).
+    pub(crate) intensity: f64,
+    /// When it was measured (or, for a forecast, the period it is for).
+    pub(crate) measured: SystemTime,
+    /// The provider marked it as estimated, or it is a forecast.
+    pub(crate) estimated: bool,
+}
+
+impl Sample {
+    /// A measured (not estimated) value.
+    pub(crate) fn measured(intensity: f64, measured: SystemTime) -> Self {
+        Self {
+            intensity,
+            measured,
+            estimated: false,
+        }
+    }
+}
+
+/// Values one feed read, by zone.
+pub(crate) type Reading = HashMap<String, Sample>;
 
 /// Parses one response body (or file) exactly as `feed` does, and returns the intensities it
 /// found. Exposed for the fuzz targets: network input must give an error, never a panic.
 pub fn parse_feed_response(feed: FeedKind, body: &[u8]) -> Result<Vec<f64>, &'static str> {
     let now = SystemTime::now();
-    let value = |v: Option<(f64, SystemTime)>| v.map(|(intensity, _)| intensity);
+    let value = |v: Option<Sample>| v.map(|sample| sample.intensity);
     Ok(match feed {
         FeedKind::Electricitymaps => {
             // One body is either a `latest` or a `forecast` answer: try both.
-            let latest = electricitymaps::parse_latest(body);
-            let forecast = electricitymaps::parse_forecast(body, now);
+            let asked = electricitymaps::Asked {
+                zone: "DE",
+                basis: "lifecycle",
+            };
+            let latest = electricitymaps::parse_latest(body, &asked);
+            let forecast = electricitymaps::parse_forecast(body, &asked, now);
             match (latest, forecast) {
                 (Err(e), Err(_)) => return Err(e),
                 (latest, forecast) => {
@@ -104,7 +149,7 @@ pub fn parse_feed_response(feed: FeedKind, body: &[u8]) -> Result<Vec<f64>, &'st
                 true => file::parse_json(text, now)?,
                 false => file::parse_csv(text, now)?,
             };
-            reading.values().map(|&(v, _)| v).collect()
+            reading.values().map(|sample| sample.intensity).collect()
         }
         FeedKind::Static => Vec::new(),
     })
@@ -139,6 +184,11 @@ impl CarbonFeeds {
     /// The current table (lock-free).
     pub fn current(&self) -> Arc<IntensityTable> {
         self.table.load_full()
+    }
+
+    /// The `[carbon]` settings these feeds run with.
+    pub fn config(&self) -> &CarbonConfig {
+        &self.config
     }
 
     /// The regions, as configured.
@@ -193,6 +243,25 @@ impl CarbonFeeds {
         self.publish(ticket, readings);
     }
 
+    /// Drops the values no ranking may use (not finite, negative, implausible), counting each
+    /// with its reason: one bad number must change nothing.
+    fn keep_plausible(&self, feed: FeedKind, reading: &mut Reading) {
+        reading.retain(|zone, sample| match check_plausible(sample.intensity) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.metrics
+                    .carbon_feed_errors
+                    .get_or_create(&FeedErrorLabels {
+                        feed: feed.name(),
+                        reason,
+                    })
+                    .inc();
+                tracing::warn!(feed = feed.name(), zone = %zone, value = sample.intensity, reason, "carbon feed value rejected");
+                false
+            }
+        });
+    }
+
     fn publish(&self, ticket: u64, readings: HashMap<FeedKind, Reading>) {
         // Each reading is inserted whole, so even a lock poisoned by a panic holds valid data.
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
@@ -200,7 +269,8 @@ impl CarbonFeeds {
             return;
         }
         known.published = ticket;
-        for (feed, reading) in readings {
+        for (feed, mut reading) in readings {
+            self.keep_plausible(feed, &mut reading);
             known.readings.entry(feed).or_default().extend(reading);
         }
         let table = self.merge(&known.readings, &self.current(), SystemTime::now());
@@ -241,21 +311,43 @@ impl CarbonFeeds {
             .map(|(i, region)| {
                 for feed in &self.config.feeds {
                     let value = match feed {
-                        FeedKind::Static => region.intensity.map(|v| (v, now, "static")),
+                        FeedKind::Static => region
+                            .intensity
+                            .map(|v| (Sample::measured(v, now), "static")),
                         _ => feed_key(*feed, region)
                             .and_then(|key| readings.get(feed)?.get(&key))
-                            .map(|&(v, at)| (v, at, feed.name())),
+                            .map(|&sample| (sample, feed.name())),
                     };
-                    if let Some((intensity, measured, source)) =
-                        value.filter(|&(_, at, _)| fresh(at))
-                    {
+                    if let Some((sample, source)) = value.filter(|(s, _)| fresh(s.measured)) {
                         return RegionIntensity {
-                            intensity,
+                            intensity: sample.intensity,
                             source,
-                            measured: Some(measured),
+                            measured: Some(sample.measured),
                             freshness: Freshness::Fresh,
+                            estimated: sample.estimated,
                         };
                     }
+                }
+                // No fresh value: the newest any feed ever delivered, marked stale (also when
+                // it was already stale at its first reading), else the table's last.
+                let newest = self
+                    .config
+                    .feeds
+                    .iter()
+                    .filter_map(|&feed| {
+                        let key = feed_key(feed, region)?;
+                        let sample = readings.get(&feed)?.get(&key)?;
+                        Some((*sample, feed.name()))
+                    })
+                    .max_by_key(|(sample, _)| sample.measured);
+                if let Some((sample, source)) = newest {
+                    return RegionIntensity {
+                        intensity: sample.intensity,
+                        source,
+                        measured: Some(sample.measured),
+                        freshness: Freshness::Stale,
+                        estimated: sample.estimated,
+                    };
                 }
                 match previous.regions.get(i).filter(|p| p.measured.is_some()) {
                     Some(last) => RegionIntensity {
@@ -271,6 +363,7 @@ impl CarbonFeeds {
                         source: "unknown",
                         measured: None,
                         freshness: Freshness::Missing,
+                        estimated: false,
                     },
                 }
             })

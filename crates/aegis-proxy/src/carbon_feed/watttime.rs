@@ -1,16 +1,17 @@
 //! The `watttime` feed: WattTime API v3. `GET /login` with HTTP basic auth gives a bearer token
 //! (valid 30 minutes, renewed after 25 or on a 401); `GET /v3/forecast?region=R&signal_type=co2_moer`
 //! gives marginal emissions in lbs CO2/MWh, converted to gCO2/kWh. The first forecast point
-//! (the current five minutes) is used. Credentials come from environment variables.
+//! (the current five minutes) is used. Credentials come from environment variables. A 429
+//! pauses the feed for `Retry-After` seconds; an answer without `meta.units` is rejected.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use http::StatusCode;
 
-use super::api::ApiClient;
-use super::Reading;
+use super::api::{ApiClient, Backoff};
+use super::{Reading, Sample};
 use crate::config::WattTimeConfig;
 
 /// Grams per pound; lbs/MWh times this over 1000 kWh/MWh is g/kWh.
@@ -24,6 +25,7 @@ pub(super) struct WattTime {
     api: ApiClient,
     basic: Option<String>,
     token: Mutex<Option<(String, Instant)>>,
+    backoff: Backoff,
 }
 
 impl WattTime {
@@ -40,6 +42,7 @@ impl WattTime {
             api: ApiClient::new(&config.api.base_url, config.api.timeout),
             basic,
             token: Mutex::new(None),
+            backoff: Backoff::default(),
         }
     }
 
@@ -47,19 +50,26 @@ impl WattTime {
     pub(super) async fn read(&self, regions: &[&str]) -> (Reading, Vec<&'static str>) {
         let mut reading = Reading::new();
         let mut errors = Vec::new();
+        if self.backoff.paused() {
+            return (reading, vec!["rate_limited"]);
+        }
         for region in regions {
             match self.forecast(region).await {
                 Ok(Some(value)) => {
                     reading.insert(key(region), value);
                 }
                 Ok(None) => errors.push("null_value"),
+                Err("rate_limited") => {
+                    errors.push("rate_limited");
+                    break;
+                }
                 Err(reason) => errors.push(reason),
             }
         }
         (reading, errors)
     }
 
-    async fn forecast(&self, region: &str) -> Result<Option<(f64, SystemTime)>, &'static str> {
+    async fn forecast(&self, region: &str) -> Result<Option<Sample>, &'static str> {
         let path = format!("/v3/forecast?region={region}&signal_type=co2_moer");
         for attempt in 0..2 {
             let token = self.token(attempt > 0).await?;
@@ -70,7 +80,10 @@ impl WattTime {
                 // An expired token: log in again once.
                 StatusCode::UNAUTHORIZED if attempt == 0 => continue,
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err("unauthorized"),
-                StatusCode::TOO_MANY_REQUESTS => return Err("rate_limited"),
+                StatusCode::TOO_MANY_REQUESTS => {
+                    self.backoff.pause(&response.headers);
+                    return Err("rate_limited");
+                }
                 StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => return Err("unknown_zone"),
                 _ => return Err("http_status"),
             }
@@ -112,12 +125,13 @@ pub(super) fn key(region: &str) -> String {
 
 /// `{"data":[{"point_time":"2024-01-01T00:00:00+00:00","value":870.2},...],
 /// "meta":{"units":"lbs_co2_per_mwh",...}}`.
-pub(super) fn parse_forecast(body: &[u8]) -> Result<Option<(f64, SystemTime)>, &'static str> {
+pub(super) fn parse_forecast(body: &[u8]) -> Result<Option<Sample>, &'static str> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "malformed_json")?;
+    // Without units the number could be a percentile or kg: never guess.
     let units = value
         .pointer("/meta/units")
         .and_then(serde_json::Value::as_str);
-    if units.is_some_and(|u| u != "lbs_co2_per_mwh") {
+    if units != Some("lbs_co2_per_mwh") {
         return Err("unexpected_units");
     }
     let point = value.pointer("/data/0").ok_or("malformed_json")?;
@@ -128,23 +142,31 @@ pub(super) fn parse_forecast(body: &[u8]) -> Result<Option<(f64, SystemTime)>, &
         .get("point_time")
         .and_then(super::json_time)
         .ok_or("malformed_json")?;
-    Ok(Some((lbs_per_mwh * GRAMS_PER_POUND / 1000.0, measured)))
+    Ok(Some(Sample::measured(
+        lbs_per_mwh * GRAMS_PER_POUND / 1000.0,
+        measured,
+    )))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
 
     #[test]
     fn converts_pounds_per_megawatt_hour() {
         let body = br#"{"data":[{"point_time":"2024-01-01T00:00:00+00:00","value":1000.0}],"meta":{"units":"lbs_co2_per_mwh","region":"CAISO_NORTH"}}"#;
-        let (value, at) = parse_forecast(body).unwrap().unwrap();
-        assert!((value - 453.592_37).abs() < 1e-9);
+        let sample = parse_forecast(body).unwrap().unwrap();
+        assert!((sample.intensity - 453.592_37).abs() < 1e-9);
         assert_eq!(
-            at,
+            sample.measured,
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_067_200)
         );
         let percent = br#"{"data":[{"point_time":"2024-01-01T00:00:00+00:00","value":50}],"meta":{"units":"percentile"}}"#;
         assert_eq!(parse_forecast(percent), Err("unexpected_units"));
+        let unlabelled =
+            br#"{"data":[{"point_time":"2024-01-01T00:00:00+00:00","value":50}],"meta":{}}"#;
+        assert_eq!(parse_forecast(unlabelled), Err("unexpected_units"));
     }
 }

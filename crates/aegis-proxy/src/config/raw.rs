@@ -91,7 +91,7 @@ pub struct RawCarbon {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawElectricityMaps {
-    /// API base URL; default `https://api.electricitymap.org`.
+    /// API base URL; default `https://api.electricitymaps.com`.
     pub base_url: Option<Spanned<String>>,
     /// Environment variable holding the token; default `ELECTRICITYMAPS_TOKEN`.
     pub token_env: Option<String>,

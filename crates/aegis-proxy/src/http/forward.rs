@@ -105,6 +105,11 @@ impl Proxy {
         &self.carbon
     }
 
+    /// The name of every configured region, indexed like [`Config::regions`].
+    pub fn region_names(&self) -> &[Arc<str>] {
+        &self.region_names
+    }
+
     /// The upstream clusters, in configuration order.
     pub fn clusters(&self) -> &[Arc<Cluster>] {
         &self.clusters

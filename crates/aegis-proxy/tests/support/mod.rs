@@ -625,3 +625,52 @@ impl H3Client {
 }
 
 pub const TLS_H3: &str = "protocols = [\"http/1.1\", \"h2\", \"h3\"]";
+
+/// How a [`tunable_origin`] answers, changeable while it runs.
+#[derive(Default)]
+pub struct Tuning {
+    /// Milliseconds to wait before answering (a stand-in for network distance).
+    pub delay_ms: AtomicUsize,
+    /// Status to answer with; 0 means 200.
+    pub status: AtomicUsize,
+    /// Requests received, probes included.
+    pub hits: AtomicUsize,
+}
+
+/// An HTTP/1.1 origin (keep-alive) whose delay and status a test can change at any time.
+pub async fn tunable_origin(delay_ms: usize) -> (SocketAddr, Arc<Tuning>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tuning = Arc::new(Tuning::default());
+    tuning.delay_ms.store(delay_ms, Ordering::SeqCst);
+    let shared = tuning.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tuning = shared.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |_: Request<hyper::body::Incoming>| {
+                        let tuning = tuning.clone();
+                        async move {
+                            tuning.hits.fetch_add(1, Ordering::SeqCst);
+                            let delay = tuning.delay_ms.load(Ordering::SeqCst) as u64;
+                            if delay > 0 {
+                                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                            }
+                            let status = match tuning.status.load(Ordering::SeqCst) {
+                                0 => 200,
+                                s => s as u16,
+                            };
+                            let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+                            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, tuning)
+}

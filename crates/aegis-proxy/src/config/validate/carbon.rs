@@ -383,7 +383,7 @@ impl Checker<'_> {
         let base_url = raw
             .and_then(|r| r.base_url.clone())
             .map(|u| (u.get_ref().clone(), Some(u)))
-            .unwrap_or_else(|| ("https://api.electricitymap.org".to_owned(), None));
+            .unwrap_or_else(|| ("https://api.electricitymaps.com".to_owned(), None));
         let uri_ok = base_url
             .0
             .parse::<http::Uri>()
