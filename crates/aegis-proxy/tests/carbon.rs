@@ -614,6 +614,59 @@ async fn uk_carbon_intensity_feed_drives_routing() {
     assert_eq!(metric(&text, series), Some(320.0), "{text}");
 }
 
+/// One call for every region to a Carbon Aware SDK WebAPI, answered in its documented
+/// `EmissionsData` shape; the newest point per location wins.
+#[tokio::test]
+async fn carbon_aware_sdk_feed_drives_routing_with_one_call() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let handler: std::sync::Arc<Handler> = std::sync::Arc::new(
+        move |parts: &http::request::Parts| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let query = parts.uri.query().unwrap_or("");
+            if parts.uri.path() != "/emissions/bylocations"
+                || !query.contains("locations=germanywestcentral&locations=norwayeast&time=")
+            {
+                return (400, r#"{"title":"Bad Request","status":400}"#.into());
+            }
+            let now = aegis_proxy::carbon_feed::unix_now();
+            let at = |secs: i64| aegis_proxy::carbon_feed::rfc3339(secs).replace('Z', "+00:00");
+            (
+                200,
+                format!(
+                    r#"[{{"location":"germanywestcentral","time":"{}","rating":380,"duration":"00:05:00"}},{{"location":"norwayeast","time":"{}","rating":900,"duration":"00:05:00"}},{{"location":"norwayeast","time":"{}","rating":31.5,"duration":"00:05:00"}}]"#,
+                    at(now - 60),
+                    at(now - 600),
+                    at(now - 60),
+                ),
+            )
+        },
+    );
+    let api = fake_api(handler).await;
+    let dir = TestDir::new("sdk");
+    let central = spawn_origin("central").await.unwrap();
+    let north = spawn_origin("north").await.unwrap();
+    let settings = format!(
+        "carbon_aware_sdk = {{ base_url = \"http://{api}\", signal = \"average\", basis = \"lifecycle\" }}"
+    );
+    let config = provider_config(&dir, central, north, "carbon_aware_sdk", &settings)
+        .replace("uk_region = 13", "sdk_location = \"germanywestcentral\"")
+        .replace("uk_region = 1\n", "sdk_location = \"norwayeast\"\n");
+    let proxy = start(&config, &dir).await;
+    proxy.refresh_carbon().await;
+    assert_eq!(
+        region_of(proxy.listener_addr("public").unwrap()).await.0,
+        "eu-north"
+    );
+    // One call per refresh for both regions (the start's first poll, then this refresh).
+    assert!((1..=2).contains(&calls.load(Ordering::SeqCst)));
+    let text = metrics(&proxy).await;
+    let series =
+        "aegis_carbon_intensity_gco2_per_kwh{region=\"eu-north\",source=\"carbon_aware_sdk\"}";
+    assert_eq!(metric(&text, series), Some(31.5), "{text}");
+}
+
 #[tokio::test]
 async fn watttime_feed_logs_in_renews_its_token_and_converts_units() {
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 mod api;
+mod carbon_aware_sdk;
 mod electricitymaps;
 mod file;
 mod uk;
@@ -77,6 +78,7 @@ pub struct CarbonFeeds {
     electricitymaps: Option<electricitymaps::ElectricityMaps>,
     uk: Option<uk::UkCarbonIntensity>,
     watttime: Option<watttime::WattTime>,
+    carbon_aware_sdk: Option<carbon_aware_sdk::CarbonAwareSdk>,
     config: CarbonConfig,
     regions: Vec<RegionConfig>,
     metrics: Arc<Metrics>,
@@ -143,6 +145,10 @@ pub fn parse_feed_response(feed: FeedKind, body: &[u8]) -> Result<Vec<f64>, &'st
         }
         FeedKind::Uk => value(uk::parse_regional(body)?).into_iter().collect(),
         FeedKind::Watttime => value(watttime::parse_forecast(body)?).into_iter().collect(),
+        FeedKind::CarbonAwareSdk => carbon_aware_sdk::parse_bylocations(body, now)?
+            .values()
+            .map(|sample| sample.intensity)
+            .collect(),
         FeedKind::File => {
             let text = std::str::from_utf8(body).map_err(|_| "not utf-8")?;
             let reading = match text.trim_start().starts_with('{') {
@@ -168,6 +174,10 @@ impl CarbonFeeds {
                 .map(electricitymaps::ElectricityMaps::new),
             uk: config.uk.as_ref().map(uk::UkCarbonIntensity::new),
             watttime: config.watttime.as_ref().map(watttime::WattTime::new),
+            carbon_aware_sdk: config
+                .carbon_aware_sdk
+                .as_ref()
+                .map(carbon_aware_sdk::CarbonAwareSdk::new),
             config,
             regions,
             metrics,
@@ -239,6 +249,14 @@ impl CarbonFeeds {
                 self.feed_error("watttime", reason);
             }
             readings.insert(FeedKind::Watttime, reading);
+        }
+        if let Some(api) = &self.carbon_aware_sdk {
+            let locations: Vec<&str> = self.regions.iter().map(sdk_location).collect();
+            let (reading, errors) = api.read(&locations).await;
+            for reason in errors {
+                self.feed_error("carbon_aware_sdk", reason);
+            }
+            readings.insert(FeedKind::CarbonAwareSdk, reading);
         }
         self.publish(ticket, readings);
     }
@@ -416,10 +434,11 @@ pub(crate) fn json_time(value: &serde_json::Value) -> Option<SystemTime> {
 }
 
 /// Every value of the `source` label.
-const SOURCES: [&str; 6] = [
+const SOURCES: [&str; 7] = [
     "electricitymaps",
     "watttime",
     "uk",
+    "carbon_aware_sdk",
     "file",
     "static",
     "unknown",
@@ -431,8 +450,14 @@ fn feed_key(feed: FeedKind, region: &RegionConfig) -> Option<String> {
         FeedKind::File | FeedKind::Electricitymaps => Some(region.zone.clone()),
         FeedKind::Uk => region.uk_region.map(uk::key),
         FeedKind::Watttime => region.watttime_region.as_deref().map(watttime::key),
+        FeedKind::CarbonAwareSdk => Some(carbon_aware_sdk::key(sdk_location(region))),
         FeedKind::Static => None,
     }
+}
+
+/// The Carbon Aware SDK location of `region`: its `sdk_location`, else its zone.
+fn sdk_location(region: &RegionConfig) -> &str {
+    region.sdk_location.as_deref().unwrap_or(&region.zone)
 }
 
 /// Seconds since the Unix epoch, as RFC 3339 UTC (for writing test traces).

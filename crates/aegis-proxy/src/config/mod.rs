@@ -105,6 +105,8 @@ pub struct RegionConfig {
     pub watttime_region: Option<String>,
     /// Configured round-trip time in ms, the latency estimate before the first probe.
     pub rtt_ms: Option<f64>,
+    /// Carbon Aware SDK location (a cloud region name such as `eastus`).
+    pub sdk_location: Option<String>,
 }
 
 /// A carbon-intensity feed.
@@ -121,6 +123,8 @@ pub enum FeedKind {
     Uk,
     /// The WattTime API (v3 marginal emissions forecast).
     Watttime,
+    /// A Green Software Foundation Carbon Aware SDK WebAPI (`/emissions/bylocations`).
+    CarbonAwareSdk,
 }
 
 impl FeedKind {
@@ -132,6 +136,7 @@ impl FeedKind {
             Self::Electricitymaps => "electricitymaps",
             Self::Uk => "uk",
             Self::Watttime => "watttime",
+            Self::CarbonAwareSdk => "carbon_aware_sdk",
         }
     }
 }
@@ -207,6 +212,17 @@ pub struct ApiFeedConfig {
     pub timeout: Duration,
 }
 
+/// Settings of the Carbon Aware SDK feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdkFeedConfig {
+    /// Base URL and deadline.
+    pub api: ApiFeedConfig,
+    /// What the SDK's data source reports.
+    pub signal: Signal,
+    /// Which emissions it counts.
+    pub basis: Basis,
+}
+
 /// Settings of the WattTime feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WattTimeConfig {
@@ -244,6 +260,8 @@ pub struct CarbonConfig {
     pub uk: Option<ApiFeedConfig>,
     /// Settings of the WattTime feed.
     pub watttime: Option<WattTimeConfig>,
+    /// Settings of the Carbon Aware SDK feed.
+    pub carbon_aware_sdk: Option<SdkFeedConfig>,
     /// How often feeds are read.
     pub poll_interval: Duration,
     /// Values older than this are stale.
@@ -277,6 +295,10 @@ impl CarbonConfig {
             ),
             FeedKind::Uk => (Signal::Average, Basis::Direct),
             FeedKind::Watttime => (Signal::Marginal, Basis::Direct),
+            FeedKind::CarbonAwareSdk => self
+                .carbon_aware_sdk
+                .as_ref()
+                .map_or(self.declared, |sdk| (sdk.signal, sdk.basis)),
         }
     }
 }
@@ -716,6 +738,7 @@ impl Config {
                     "uk_region": r.uk_region,
                     "watttime_region": r.watttime_region,
                     "rtt_ms": r.rtt_ms,
+                    "sdk_location": r.sdk_location,
                 });
                 (r.name.clone(), value)
             })
@@ -734,6 +757,10 @@ impl Config {
                 "password_env": w.password_env, "timeout_ms": ms(w.api.timeout),
             })),
             "uk": c.uk.as_ref().map(|u| json!({"base_url": u.base_url, "timeout_ms": ms(u.timeout)})),
+            "carbon_aware_sdk": c.carbon_aware_sdk.as_ref().map(|s| json!({
+                "base_url": s.api.base_url, "timeout_ms": ms(s.api.timeout),
+                "signal": s.signal.name(), "basis": s.basis.name(),
+            })),
             "poll_interval_ms": ms(c.poll_interval),
             "stale_after_ms": ms(c.stale_after),
             "unknown_intensity": c.unknown_intensity,

@@ -47,6 +47,8 @@ pub struct RawRegion {
     pub watttime_region: Option<String>,
     /// Round-trip time to the region in ms: the latency estimate until the first probe.
     pub rtt_ms: Option<Spanned<f64>>,
+    /// Carbon Aware SDK location (e.g. `eastus`), for the `carbon_aware_sdk` feed.
+    pub sdk_location: Option<String>,
 }
 
 /// `[carbon]`.
@@ -63,6 +65,8 @@ pub struct RawCarbon {
     pub uk: Option<RawApiFeed>,
     /// Settings of the `watttime` feed.
     pub watttime: Option<RawWattTime>,
+    /// Settings of the `carbon_aware_sdk` feed.
+    pub carbon_aware_sdk: Option<RawSdkFeed>,
     /// How often feeds are read.
     pub poll_interval_ms: Option<Spanned<u64>>,
     /// A value older than this is stale: the next feed is used.
@@ -99,6 +103,20 @@ pub struct RawElectricityMaps {
     pub timeout_ms: Option<Spanned<u64>>,
     /// Emission factors asked for (`emissionFactorType`): `lifecycle` (default) or `direct`.
     pub basis: Option<super::Basis>,
+}
+
+/// `carbon_aware_sdk = { ... }` in `[carbon]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSdkFeed {
+    /// Base URL of the SDK's WebAPI (required: there is no public instance).
+    pub base_url: Spanned<String>,
+    /// Deadline per API call.
+    pub timeout_ms: Option<Spanned<u64>>,
+    /// What the SDK's data source reports: `average` or `marginal` (required).
+    pub signal: super::Signal,
+    /// Which emissions it counts: `lifecycle` or `direct` (required).
+    pub basis: super::Basis,
 }
 
 /// `uk = { ... }` in `[carbon]`.

@@ -11,7 +11,7 @@ use super::{
 use crate::config::raw::{RawCarbon, RawCluster, RawRegion};
 use crate::config::{
     ApiFeedConfig, Baseline, Basis, CarbonConfig, CarbonPolicyKind, ElectricityMapsConfig,
-    FeedKind, RegionConfig, Signal, WattTimeConfig,
+    FeedKind, RegionConfig, SdkFeedConfig, Signal, WattTimeConfig,
 };
 
 /// The region ids the UK Carbon Intensity API defines (1 North Scotland .. 17 Wales); 18 and
@@ -120,6 +120,7 @@ impl Checker<'_> {
             uk_region,
             watttime_region: raw.watttime_region.clone(),
             rtt_ms,
+            sdk_location: raw.sdk_location.clone(),
         })
     }
 
@@ -132,6 +133,7 @@ impl Checker<'_> {
                 electricitymaps: None,
                 uk: None,
                 watttime: None,
+                carbon_aware_sdk: None,
                 poll_interval: Duration::from_millis(DEFAULT_CARBON_POLL_MS),
                 stale_after: Duration::from_millis(DEFAULT_CARBON_STALE_MS),
                 unknown_intensity: DEFAULT_UNKNOWN_INTENSITY,
@@ -161,6 +163,7 @@ impl Checker<'_> {
         let electricitymaps = self.electricitymaps(c);
         let uk = self.uk(c);
         let watttime = self.watttime(c);
+        let carbon_aware_sdk = self.carbon_aware_sdk(c);
         let poll = self.duration(
             "carbon.poll_interval_ms",
             &c.poll_interval_ms,
@@ -223,6 +226,7 @@ impl Checker<'_> {
             electricitymaps: electricitymaps?,
             uk: uk?,
             watttime: watttime?,
+            carbon_aware_sdk: carbon_aware_sdk?,
             poll_interval: poll?,
             stale_after: stale?,
             unknown_intensity: unknown?,
@@ -320,6 +324,31 @@ impl Checker<'_> {
             "https://api.carbonintensity.org.uk",
         )?;
         Some(Some(api))
+    }
+
+    pub(super) fn carbon_aware_sdk(&mut self, c: &RawCarbon) -> Option<Option<SdkFeedConfig>> {
+        if !c.feeds.get_ref().contains(&FeedKind::CarbonAwareSdk) {
+            return Some(None);
+        }
+        let Some(raw) = c.carbon_aware_sdk.as_ref() else {
+            self.error(
+                "carbon.feeds",
+                &c.feeds,
+                "the carbon_aware_sdk feed needs carbon.carbon_aware_sdk = { base_url = \"...\", signal = \"...\", basis = \"...\" }",
+            );
+            return None;
+        };
+        let api = self.api_feed(
+            "carbon.carbon_aware_sdk",
+            Some(&raw.base_url),
+            raw.timeout_ms.as_ref(),
+            "",
+        )?;
+        Some(Some(SdkFeedConfig {
+            api,
+            signal: raw.signal,
+            basis: raw.basis,
+        }))
     }
 
     pub(super) fn watttime(&mut self, c: &RawCarbon) -> Option<Option<WattTimeConfig>> {
@@ -438,3 +467,6 @@ impl Checker<'_> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests;

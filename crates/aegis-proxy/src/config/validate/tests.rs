@@ -4,11 +4,11 @@ use std::path::Path;
 
 use super::*;
 
-fn no_env(_: &str) -> Option<String> {
+pub(super) fn no_env(_: &str) -> Option<String> {
     None
 }
 
-fn errors(text: &str) -> Vec<String> {
+pub(super) fn errors(text: &str) -> Vec<String> {
     match parse(text, Path::new("/nonexistent"), &no_env) {
         Ok(_) => panic!("config unexpectedly valid:\n{text}"),
         Err(e) => e.0.iter().map(ToString::to_string).collect(),
@@ -417,88 +417,6 @@ fn empty_protocols_and_quic_without_h3() {
             "listeners[0].protocols, line 8: must list at least one protocol",
             "listeners[0].quic: is set but protocols do not include \"h3\"",
         ]
-    );
-}
-
-const CARBON: &str = r#"
-[[listeners]]
-name = "public"
-listen = "127.0.0.1:8080"
-
-[[routes]]
-cluster = "api"
-
-[regions.eu-central]
-zone = "DE"
-intensity = 350
-
-[regions.eu-north]
-zone = "NO"
-
-[carbon]
-feeds = ["file", "static"]
-file = { path = "carbon.csv" }
-
-[clusters.api]
-carbon = "greenest"
-max_share = 0.6
-regions = { eu-central = ["127.0.0.1:9000"], eu-north = ["127.0.0.1:9001", "127.0.0.1:9002"] }
-"#;
-
-#[test]
-fn regions_and_carbon_parse() {
-    let config = parse(CARBON, Path::new("/etc/aegis"), &no_env).unwrap();
-    assert_eq!(config.regions.len(), 2);
-    assert_eq!(config.regions[0].intensity, Some(350.0));
-    assert_eq!(
-        config.carbon.file.as_deref(),
-        Some(Path::new("/etc/aegis/carbon.csv"))
-    );
-    let cluster = &config.clusters[0];
-    assert_eq!(cluster.endpoint_regions, [Some(0), Some(1), Some(1)]);
-    assert_eq!(cluster.carbon.policy, aegis_carbon::Policy::Greenest);
-    assert_eq!(cluster.carbon.max_share, 0.6);
-}
-
-#[test]
-fn cluster_region_must_exist() {
-    let text = CARBON.replace(
-        "eu-north = [\"127.0.0.1:9001\"",
-        "eu-west = [\"127.0.0.1:9001\"",
-    );
-    assert_eq!(
-        errors(&text),
-        ["clusters.api.regions.eu-west, line 23: no region named \"eu-west\" in [regions]"]
-    );
-}
-
-#[test]
-fn carbon_policy_needs_regions() {
-    let text = CARBON.replace(
-        "regions = { eu-central = [\"127.0.0.1:9000\"], eu-north = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"] }",
-        "endpoints = [\"127.0.0.1:9000\"]",
-    );
-    assert_eq!(
-        errors(&text),
-        ["clusters.api.carbon, line 20: a carbon policy needs endpoints grouped by regions"]
-    );
-}
-
-#[test]
-fn max_share_is_a_fraction() {
-    let text = CARBON.replace("max_share = 0.6", "max_share = 60");
-    assert_eq!(
-        errors(&text),
-        ["clusters.api.max_share, line 22: 60 is outside 0.01..=1"]
-    );
-}
-
-#[test]
-fn file_feed_needs_a_path() {
-    let text = CARBON.replace("file = { path = \"carbon.csv\" }\n", "");
-    assert_eq!(
-        errors(&text),
-        ["carbon.feeds, line 17: the file feed needs carbon.file = { path = \"...\" }"]
     );
 }
 
