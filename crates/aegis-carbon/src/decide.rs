@@ -268,34 +268,37 @@ fn candidates(
     shares: &[f64],
     config: &PolicyConfig,
 ) -> Result<Candidates, FallbackReason> {
-    if !regions.iter().any(|r| r.healthy) {
+    let mut any_healthy = false;
+    let mut fastest = f64::INFINITY;
+    for r in regions.iter().filter(|r| r.healthy) {
+        any_healthy = true;
+        if let Some(l) = latency(r) {
+            fastest = fastest.min(l);
+        }
+    }
+    if !any_healthy {
         return Err(FallbackReason::Unhealthy);
     }
-    let fastest = regions
-        .iter()
-        .filter(|r| r.healthy)
-        .filter_map(latency)
-        .fold(f64::INFINITY, f64::min);
     if fastest == f64::INFINITY {
         return Err(FallbackReason::NoLatency);
     }
     let limit = fastest + config.latency_budget_ms;
-    let mut within = 0u128;
+    let capping = config.max_share < 1.0 && !shares.is_empty();
+    // One pass: per freshness class, the regions within the budget and those under the cap.
+    let (mut by_class, mut open_by_class) = ([0u128; 4], [0u128; 4]);
     for (i, r) in regions.iter().enumerate() {
         if r.healthy && latency(r).is_some_and(|l| l <= limit) {
-            within |= 1 << i;
+            let c = class(r) as usize;
+            by_class[c] |= 1 << i;
+            if !capping || share(shares, i) < config.max_share {
+                open_by_class[c] |= 1 << i;
+            }
         }
     }
-    let Some(best) = members(within).map(|i| class(&regions[i])).min() else {
+    let Some(best) = (0..4).find(|&c| by_class[c] != 0) else {
         return Err(FallbackReason::OverBudget);
     };
-    let eligible = members(within)
-        .filter(|&i| class(&regions[i]) == best)
-        .fold(0u128, |set, i| set | 1 << i);
-    let capping = config.max_share < 1.0 && !shares.is_empty();
-    let open = members(eligible)
-        .filter(|&i| !capping || share(shares, i) < config.max_share)
-        .fold(0u128, |set, i| set | 1 << i);
+    let (eligible, open) = (by_class[best], open_by_class[best]);
     Ok(match open {
         0 => Candidates {
             eligible,
@@ -328,10 +331,7 @@ fn share(shares: &[f64], i: usize) -> f64 {
 
 /// Whether region `a` is nearer than `b` (lower latency; on a tie, the lower index).
 fn ahead_in_latency(regions: &[RegionState], a: usize, b: usize) -> bool {
-    let (la, lb) = (
-        latency(&regions[a]).unwrap_or(f64::INFINITY),
-        latency(&regions[b]).unwrap_or(f64::INFINITY),
-    );
+    let (la, lb) = (latency_or_max(&regions[a]), latency_or_max(&regions[b]));
     la < lb || (la == lb && a < b)
 }
 
@@ -362,6 +362,29 @@ fn lowest(regions: &[RegionState], set: u128, shares: &[f64]) -> usize {
         .unwrap_or(0)
 }
 
+/// [`lowest`] and [`nearest`] of a non-empty set in one pass (the request path's common case).
+fn lowest_and_nearest(regions: &[RegionState], set: u128, shares: &[f64]) -> (usize, usize) {
+    let first = set.trailing_zeros() as usize;
+    let (mut best, mut near) = (first, first);
+    let (mut best_rank, mut near_latency) =
+        (rank(&regions[first]), latency_or_max(&regions[first]));
+    for i in members(set & (set - 1)) {
+        let r = &regions[i];
+        let (rank_i, latency_i) = (rank(r), latency_or_max(r));
+        if rank_i < best_rank || (rank_i == best_rank && share(shares, i) < share(shares, best)) {
+            (best, best_rank) = (i, rank_i);
+        }
+        if latency_i < near_latency {
+            (near, near_latency) = (i, latency_i);
+        }
+    }
+    (best, near)
+}
+
+fn latency_or_max(region: &RegionState) -> f64 {
+    latency(region).unwrap_or(f64::INFINITY)
+}
+
 /// The lowest intensity among the open regions; the current region is kept unless the best
 /// is greener by more than `hysteresis`, and never when it is dirtier than the nearest open
 /// region (so hysteresis cannot make greenest worse than carbon-blind routing).
@@ -372,8 +395,8 @@ fn greenest(
     hysteresis: f64,
 ) -> usize {
     let open = candidates.open;
-    let best = lowest(regions, open, facts.shares);
-    let near = rank(&regions[nearest(regions, open)]);
+    let (best, near) = lowest_and_nearest(regions, open, facts.shares);
+    let near = rank(&regions[near]);
     match facts.current {
         Some(current)
             if current < MAX_REGIONS
