@@ -348,21 +348,8 @@ fn nearest(regions: &[RegionState], set: u128) -> usize {
         .unwrap_or(0)
 }
 
-/// The lowest-ranked intensity of a non-empty set, ties broken by lower share (load).
-fn lowest(regions: &[RegionState], set: u128, shares: &[f64]) -> usize {
-    members(set)
-        .reduce(|best, i| {
-            let (a, b) = (rank(&regions[i]), rank(&regions[best]));
-            if a < b || (a == b && share(shares, i) < share(shares, best)) {
-                i
-            } else {
-                best
-            }
-        })
-        .unwrap_or(0)
-}
-
-/// [`lowest`] and [`nearest`] of a non-empty set in one pass (the request path's common case).
+/// The lowest-ranked intensity of a non-empty set (ties broken by lower share, i.e. load) and
+/// its [`nearest`] region, in one pass.
 fn lowest_and_nearest(regions: &[RegionState], set: u128, shares: &[f64]) -> (usize, usize) {
     let first = set.trailing_zeros() as usize;
     let (mut best, mut near) = (first, first);
