@@ -272,8 +272,10 @@ fn candidates(
     let mut fastest = f64::INFINITY;
     for r in regions.iter().filter(|r| r.healthy) {
         any_healthy = true;
-        if let Some(l) = latency(r) {
-            fastest = fastest.min(l);
+        // `latency` is finite: a plain comparison, not `f64::min`'s NaN handling.
+        match latency(r) {
+            Some(l) if l < fastest => fastest = l,
+            _ => {}
         }
     }
     if !any_healthy {
@@ -284,21 +286,30 @@ fn candidates(
     }
     let limit = fastest + config.latency_budget_ms;
     let capping = config.max_share < 1.0 && !shares.is_empty();
-    // One pass: per freshness class, the regions within the budget and those under the cap.
-    let (mut by_class, mut open_by_class) = ([0u128; 4], [0u128; 4]);
+    // One pass: the regions within the budget, by freshness class, and those under the cap
+    // (locals rather than an array indexed by class, so they stay in registers).
+    let (mut fresh, mut stale, mut missing, mut unusable, mut under_cap) = (0u128, 0, 0, 0, 0);
     for (i, r) in regions.iter().enumerate() {
         if r.healthy && latency(r).is_some_and(|l| l <= limit) {
-            let c = class(r) as usize;
-            by_class[c] |= 1 << i;
+            let bit = 1u128 << i;
+            match class(r) {
+                Class::Fresh => fresh |= bit,
+                Class::Stale => stale |= bit,
+                Class::Missing => missing |= bit,
+                Class::Unusable => unusable |= bit,
+            }
             if !capping || share(shares, i) < config.max_share {
-                open_by_class[c] |= 1 << i;
+                under_cap |= bit;
             }
         }
     }
-    let Some(best) = (0..4).find(|&c| by_class[c] != 0) else {
+    let Some(eligible) = [fresh, stale, missing, unusable]
+        .into_iter()
+        .find(|&set| set != 0)
+    else {
         return Err(FallbackReason::OverBudget);
     };
-    let (eligible, open) = (by_class[best], open_by_class[best]);
+    let open = eligible & under_cap;
     Ok(match open {
         0 => Candidates {
             eligible,
@@ -348,24 +359,17 @@ fn nearest(regions: &[RegionState], set: u128) -> usize {
         .unwrap_or(0)
 }
 
-/// The lowest-ranked intensity of a non-empty set (ties broken by lower share, i.e. load) and
-/// its [`nearest`] region, in one pass.
-fn lowest_and_nearest(regions: &[RegionState], set: u128, shares: &[f64]) -> (usize, usize) {
-    let first = set.trailing_zeros() as usize;
-    let (mut best, mut near) = (first, first);
-    let (mut best_rank, mut near_latency) =
-        (rank(&regions[first]), latency_or_max(&regions[first]));
+/// The lowest-ranked intensity of a non-empty set, ties broken by lower share (load).
+fn lowest(regions: &[RegionState], set: u128, shares: &[f64]) -> usize {
+    let mut best = set.trailing_zeros() as usize;
+    let mut best_rank = rank(&regions[best]);
     for i in members(set & (set - 1)) {
-        let r = &regions[i];
-        let (rank_i, latency_i) = (rank(r), latency_or_max(r));
-        if rank_i < best_rank || (rank_i == best_rank && share(shares, i) < share(shares, best)) {
-            (best, best_rank) = (i, rank_i);
-        }
-        if latency_i < near_latency {
-            (near, near_latency) = (i, latency_i);
+        let r = rank(&regions[i]);
+        if r < best_rank || (r == best_rank && share(shares, i) < share(shares, best)) {
+            (best, best_rank) = (i, r);
         }
     }
-    (best, near)
+    best
 }
 
 fn latency_or_max(region: &RegionState) -> f64 {
@@ -382,14 +386,15 @@ fn greenest(
     hysteresis: f64,
 ) -> usize {
     let open = candidates.open;
-    let (best, near) = lowest_and_nearest(regions, open, facts.shares);
-    let near = rank(&regions[near]);
+    let best = lowest(regions, open, facts.shares);
     match facts.current {
+        // The common case: still the greenest. Nothing is greener, so nothing nearer is.
+        Some(current) if current == best => best,
         Some(current)
             if current < MAX_REGIONS
                 && open & (1 << current) != 0
                 && rank(&regions[current]) <= rank(&regions[best]) * (1.0 + hysteresis)
-                && rank(&regions[current]) <= near =>
+                && rank(&regions[current]) <= rank(&regions[nearest(regions, open)]) =>
         {
             current
         }
@@ -413,41 +418,59 @@ fn weight(min: f64, intensity: f64, exponent: f64) -> f64 {
     }
 }
 
-/// The weight of every region of `set`, indexed like the snapshot, and their sum; uniform when
-/// no weight is positive (every region of the set unusable).
-fn weights(regions: &[RegionState], set: u128, exponent: f64) -> ([f64; MAX_REGIONS], f64) {
-    let min = members(set)
-        .map(|i| rank(&regions[i]).max(1.0))
-        .fold(f64::INFINITY, f64::min);
-    let mut weights = [0.0f64; MAX_REGIONS];
-    let mut total = 0.0;
-    for i in members(set) {
-        weights[i] = weight(min, rank(&regions[i]), exponent);
-        total += weights[i];
-    }
-    if total <= 0.0 || !total.is_finite() {
-        for i in members(set) {
-            weights[i] = 1.0;
+/// The weights of a set of regions: computed on demand (no per-region array to fill), uniform
+/// when no weight is positive (every region of the set unusable).
+struct Weights {
+    min: f64,
+    exponent: f64,
+    uniform: bool,
+    total: f64,
+}
+
+impl Weights {
+    fn new(regions: &[RegionState], set: u128, exponent: f64) -> Self {
+        let min = members(set)
+            .map(|i| rank(&regions[i]).max(1.0))
+            .fold(f64::INFINITY, f64::min);
+        let mut weights = Self {
+            min,
+            exponent,
+            uniform: false,
+            total: 0.0,
+        };
+        let total: f64 = members(set).map(|i| weights.of(&regions[i])).sum();
+        if total > 0.0 && total.is_finite() {
+            weights.total = total;
+        } else {
+            weights.uniform = true;
+            weights.total = f64::from(set.count_ones());
         }
-        total = f64::from(set.count_ones());
+        weights
     }
-    (weights, total)
+
+    fn of(&self, region: &RegionState) -> f64 {
+        if self.uniform {
+            1.0
+        } else {
+            weight(self.min, rank(region), self.exponent)
+        }
+    }
 }
 
 /// Draws a region with probability proportional to its [`weight`].
 fn weighted(regions: &[RegionState], candidates: &Candidates, exponent: f64, random: f64) -> usize {
     let set = candidates.open;
-    let (weights, total) = weights(regions, set, exponent);
+    let weights = Weights::new(regions, set, exponent);
     let random = if random.is_finite() {
         random.clamp(0.0, 1.0)
     } else {
         0.0
     };
-    let mut target = random * total;
+    let mut target = random * weights.total;
     let mut last = set.trailing_zeros() as usize;
     for i in members(set) {
         last = i;
-        target -= weights[i];
+        target -= weights.of(&regions[i]);
         if target < 0.0 {
             return i;
         }
@@ -467,9 +490,9 @@ pub fn weighted_probabilities(
         return probabilities;
     };
     let set = candidates.open;
-    let (weights, total) = weights(regions, set, config.weight_exponent);
+    let weights = Weights::new(regions, set, config.weight_exponent);
     for i in members(set) {
-        probabilities[i] = weights[i] / total;
+        probabilities[i] = weights.of(&regions[i]) / weights.total;
     }
     probabilities
 }
