@@ -105,7 +105,15 @@ pub fn parse_rfc3339(stamp: &str) -> Option<i64> {
         .splitn(3, ':')
         .map(|p| p.split('.').next()?.parse::<i64>().ok());
     let (hh, mm, ss) = (t.next()??, t.next()??, t.next().flatten().unwrap_or(0));
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+    // Years outside 0..=9999 (RFC 3339 §5.6 has four digits) would overflow the day count on
+    // hostile provider input; hours, minutes and seconds are bounded the same way.
+    let in_range = (0..=9999).contains(&y)
+        && (1..=12).contains(&m)
+        && (1..=31).contains(&day)
+        && (0..=23).contains(&hh)
+        && (0..=59).contains(&mm)
+        && (0..=60).contains(&ss);
+    if !in_range {
         return None;
     }
     Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss - offset)
@@ -164,6 +172,21 @@ mod tests {
     fn names_the_bad_line() {
         let e = Trace::parse("datetime_utc,DE\n2023-01-01T00:00:00Z,x\n").unwrap_err();
         assert_eq!(e.to_string(), "line 2: bad value \"x\"");
+    }
+
+    #[test]
+    fn unbounded_fields_are_rejected_not_overflowed() {
+        for stamp in [
+            "99999999999999999-01-01T00:00:00Z",
+            "-9223372036854775808-01-01T00:00:00Z",
+            "2024-01-01T-1:00:00Z",
+            "2024-01-01T00:-5:00Z",
+            "2024-01-01T00:00:-1Z",
+            "10000-01-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(stamp), None, "{stamp}");
+        }
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59Z"), Some(253_402_300_799));
     }
 
     #[test]
