@@ -95,6 +95,10 @@ async fn cold_start_respects_the_latency_budget_from_the_first_request() {
     let far = region(&page, "far");
     assert_eq!(far["why"], "over_budget");
     assert_eq!(far["latency_from"], "probe");
+    assert_eq!(
+        (far["signal"].as_str(), far["basis"].as_str()),
+        (Some("average"), Some("lifecycle"))
+    );
     assert!(far["latency_ms"].as_f64().unwrap() >= 150.0, "{page:#}");
     assert!(
         page["clusters"]["api"]["fastest_healthy_latency_ms"]

@@ -1,7 +1,7 @@
 //! `GET /carbon`: why carbon-aware traffic goes where it goes. Per cluster, the decision the
-//! next request would get, and per region its intensity (value, source, age, freshness,
-//! estimated), measured latency (and whether from a probe or the configured prior), health,
-//! current traffic share, and whether it is eligible, or why not.
+//! next request would get, and per region its intensity (value, source, signal and basis, age,
+//! freshness, estimated), measured latency (and whether from a probe or the configured prior),
+//! health, current traffic share, and whether it is eligible, or why not.
 
 use std::time::{Duration, SystemTime};
 
@@ -27,10 +27,14 @@ pub(super) fn page(proxy: &Proxy) -> String {
         .iter()
         .filter_map(|cluster| {
             let carbon = cluster.carbon.as_ref()?;
-            Some((
-                cluster.name.to_string(),
-                cluster_view(proxy, cluster, carbon, &table),
-            ))
+            let view = cluster_view(
+                proxy,
+                cluster,
+                carbon,
+                &table,
+                (signal.name(), basis.name()),
+            );
+            Some((cluster.name.to_string(), view))
         })
         .collect();
     let page = json!({
@@ -48,6 +52,7 @@ fn cluster_view(
     cluster: &Cluster,
     carbon: &ClusterCarbon,
     table: &IntensityTable,
+    (signal, basis): (&str, &str),
 ) -> Value {
     let snapshot = carbon.snapshot(table, &cluster.endpoints);
     let shares = carbon.shares();
@@ -77,6 +82,9 @@ fn cluster_view(
                 "zone": proxy.carbon_feeds().regions().get(global).map(|r| r.zone.as_str()),
                 "intensity": value.map(|v| v.intensity),
                 "source": value.map(|v| v.source),
+                // One chain, one kind of value (validate rejects a mixed chain).
+                "signal": signal,
+                "basis": basis,
                 "age_seconds": value.and_then(age),
                 "freshness": freshness(state.freshness),
                 "estimated": value.is_some_and(|v| v.estimated),

@@ -145,6 +145,7 @@ impl FeedKind {
 /// average and a marginal figure of the same grid can differ by a factor of two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Signal {
     /// Average intensity of the electricity consumed (Electricity Maps, UK Carbon Intensity).
     Average,
@@ -155,6 +156,7 @@ pub enum Signal {
 /// Which emissions an intensity counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Basis {
     /// Life-cycle emissions (construction, fuel supply, operation).
     Lifecycle,
@@ -185,6 +187,7 @@ impl Basis {
 /// What saved grams are counted against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Baseline {
     /// Carbon-blind routing to the lowest-latency region, under the cluster's own cap.
     #[default]

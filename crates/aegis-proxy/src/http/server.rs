@@ -101,6 +101,7 @@ pub async fn serve_connection<I>(
             Ok::<_, Infallible>(response.map(|body| stream.hold(body, in_flight)))
         })
     });
+    let io = super::linger::Lingering::new(io);
     let connection = hyper.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let mut idle_check = pin!(tokio::time::sleep(hyper.idle_timeout));
