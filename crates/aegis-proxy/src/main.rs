@@ -232,15 +232,29 @@ fn main() -> ExitCode {
         }
         Command::Demo { listen, admin } => {
             let dir = std::env::temp_dir().join(format!("aegis-demo-{}", std::process::id()));
-            let options = DemoOptions { listen, admin, dir };
-            block_on(cli.workers, async move {
+            let options = DemoOptions {
+                listen,
+                admin,
+                dir: dir.clone(),
+            };
+            let code = block_on(cli.workers, async move {
                 let stop = StopSignals::install()?;
                 let running = demo::start(&options).await?;
                 eprintln!("{}", demo::instructions(&options, &running));
                 stop.wait().await;
                 running.shutdown().await;
                 Ok(())
-            })
+            });
+            // The demo's CA and keys are throwaway: they leave with the demo, however it ends.
+            if let Err(error) = std::fs::remove_dir_all(&dir) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    eprintln!(
+                        "cannot remove the demo's keys in {}: {error}",
+                        dir.display()
+                    );
+                }
+            }
+            code
         }
     }
 }

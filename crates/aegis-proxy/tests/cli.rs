@@ -508,3 +508,19 @@ fn simulate_prints_one_row_per_policy_and_rejects_unknown_zones() {
         "error: --regions: zone \"FR\" is not in the trace (it has DE, NO)"
     );
 }
+
+/// The demo's CA and keys are throwaway: after SIGTERM the folder it printed is gone.
+#[test]
+fn demo_removes_its_keys_on_exit() {
+    let (mut child, _, lines) =
+        spawn_with_log(&["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let dir = std::env::temp_dir().join(format!("aegis-demo-{}", child.id()));
+    // The instructions name the CA in that folder once everything is up.
+    let ca = dir.join("ca.pem").display().to_string();
+    let printed = lines.iter().find(|line| line.contains(&ca));
+    assert!(printed.is_some(), "no instructions naming {ca}");
+    assert!(dir.join("server.key").exists());
+    terminate(&child);
+    assert!(child.wait().unwrap().success());
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}

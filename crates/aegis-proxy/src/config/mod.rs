@@ -404,8 +404,8 @@ pub struct ListenerTls {
 /// A protocol a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum Protocol {
-    /// HTTP/1.1 over TCP.
-    #[serde(rename = "http/1.1")]
+    /// HTTP/1.1 over TCP (`h1`, Caddy's spelling, is accepted too).
+    #[serde(rename = "http/1.1", alias = "h1")]
     Http1,
     /// HTTP/2 over TCP (ALPN `h2`, or h2c by prior knowledge without TLS).
     #[serde(rename = "h2")]

@@ -157,6 +157,11 @@ impl Checker<'_> {
             self.error_no_line("routes", "at least one route is required");
         }
         let listeners = self.listeners(&raw.listeners);
+        self.admin_apart_from_listeners(
+            &raw,
+            admin.as_ref().and_then(Option::as_ref),
+            listeners.as_deref(),
+        );
         let names: Vec<&str> = raw.clusters.keys().map(String::as_str).collect();
         let routes: Vec<_> = raw
             .routes
@@ -216,6 +221,29 @@ impl Checker<'_> {
             out.push(self.listener(&key, l, addr));
         }
         out.into_iter().collect()
+    }
+
+    /// The admin listener cannot share a listener's address: `run` would fail to bind one of
+    /// them (port 0 asks for a fresh port each time and never clashes).
+    fn admin_apart_from_listeners(
+        &mut self,
+        raw: &RawConfig,
+        admin: Option<&crate::config::AdminConfig>,
+        listeners: Option<&[ListenerConfig]>,
+    ) {
+        let (Some(admin), Some(listeners), Some(raw_admin)) = (admin, listeners, &raw.admin) else {
+            return;
+        };
+        if admin.listen.port() == 0 {
+            return;
+        }
+        if let Some(i) = listeners.iter().position(|l| l.addr == admin.listen) {
+            self.error(
+                "admin.listen",
+                &raw_admin.listen,
+                format!("{} is already used by listeners[{i}]", admin.listen),
+            );
+        }
     }
 
     fn listener(
@@ -808,6 +836,11 @@ fn host_match(pattern: &str) -> Option<HostMatch> {
 /// Parses `host:port` or `[v6]:port`.
 fn endpoint_addr(text: &str) -> Result<EndpointAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(format!(
+                "\"{text}\" has port 0, which no endpoint listens on"
+            ));
+        }
         return Ok(EndpointAddr {
             host: addr.ip().to_string(),
             port: addr.port(),

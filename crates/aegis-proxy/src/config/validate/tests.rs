@@ -401,7 +401,7 @@ fn unknown_protocol_is_named() {
     );
     assert_eq!(
         errors(&text),
-        ["listeners[0].protocols[1], line 8: unknown variant `spdy`, expected one of `http/1.1`, `h2`, `h3`"]
+        ["listeners[0].protocols[1], line 8: unknown variant `spdy`, expected one of `h1`, `http/1.1`, `h2`, `h3`"]
     );
 }
 
@@ -508,5 +508,33 @@ fn connection_limits_must_be_positive() {
             "server.max_connections, line 3: must be greater than 0",
             "listeners[0].max_connections, line 10: must be greater than 0",
         ]
+    );
+}
+
+#[test]
+fn caddys_h1_spelling_is_accepted() {
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nprotocols = [\"h1\", \"h2\"]",
+    );
+    let config = parse(&text, Path::new("."), &no_env).unwrap();
+    assert_eq!(config.listeners[0].protocols_list(), ["http/1.1", "h2"]);
+}
+
+#[test]
+fn the_admin_address_cannot_be_a_listeners() {
+    let text = VALID.replace("listen = \"127.0.0.1:9901\"", "listen = \"127.0.0.1:8080\"");
+    assert_eq!(
+        errors(&text),
+        ["admin.listen, line 3: 127.0.0.1:8080 is already used by listeners[0]"]
+    );
+}
+
+#[test]
+fn an_endpoint_on_port_0_is_rejected() {
+    let text = VALID.replace("\"127.0.0.1:9001\"", "\"127.0.0.1:0\"");
+    assert_eq!(
+        errors(&text),
+        ["clusters.api.endpoints[1], line 16: \"127.0.0.1:0\" has port 0, which no endpoint listens on"]
     );
 }
