@@ -173,12 +173,8 @@ pub fn eligibility(
     config: &PolicyConfig,
 ) -> Vec<Eligibility> {
     let regions = &snapshot.regions[..snapshot.regions.len().min(MAX_REGIONS)];
-    let fastest = regions
-        .iter()
-        .filter(|r| r.healthy)
-        .filter_map(latency)
-        .fold(f64::INFINITY, f64::min);
-    let limit = fastest + config.latency_budget_ms;
+    let limit =
+        fastest_healthy_latency(regions).unwrap_or(f64::INFINITY) + config.latency_budget_ms;
     let sets = candidates(regions, facts.shares, config).ok();
     let mut out: Vec<Eligibility> = regions
         .iter()
@@ -259,6 +255,18 @@ impl Candidates {
     }
 }
 
+/// The lowest usable latency estimate of a healthy region: what the budget counts from.
+pub fn fastest_healthy_latency(regions: &[RegionState]) -> Option<f64> {
+    let mut fastest = None;
+    for l in regions.iter().filter(|r| r.healthy).filter_map(latency) {
+        // `latency` is finite: a plain comparison, not `f64::min`'s NaN handling.
+        if fastest.is_none_or(|f| l < f) {
+            fastest = Some(l);
+        }
+    }
+    fastest
+}
+
 /// Healthy regions with a latency estimate within the budget of the fastest healthy one, of
 /// the best freshness class among those, split by `max_share`. Never an empty set: no
 /// healthy region, no estimate or none within the budget is a fallback, so the policies
@@ -268,22 +276,12 @@ fn candidates(
     shares: &[f64],
     config: &PolicyConfig,
 ) -> Result<Candidates, FallbackReason> {
-    let mut any_healthy = false;
-    let mut fastest = f64::INFINITY;
-    for r in regions.iter().filter(|r| r.healthy) {
-        any_healthy = true;
-        // `latency` is finite: a plain comparison, not `f64::min`'s NaN handling.
-        match latency(r) {
-            Some(l) if l < fastest => fastest = l,
-            _ => {}
-        }
-    }
-    if !any_healthy {
+    if !regions.iter().any(|r| r.healthy) {
         return Err(FallbackReason::Unhealthy);
     }
-    if fastest == f64::INFINITY {
+    let Some(fastest) = fastest_healthy_latency(regions) else {
         return Err(FallbackReason::NoLatency);
-    }
+    };
     let limit = fastest + config.latency_budget_ms;
     let capping = config.max_share < 1.0 && !shares.is_empty();
     // One pass: the regions within the budget, by freshness class, and those under the cap

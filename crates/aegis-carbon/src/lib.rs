@@ -17,8 +17,8 @@ mod snapshot;
 pub mod trace;
 
 pub use decide::{
-    decide, eligibility, weighted_probabilities, Decision, Eligibility, FallbackReason, Reason,
-    MAX_REGIONS,
+    decide, eligibility, fastest_healthy_latency, weighted_probabilities, Decision, Eligibility,
+    FallbackReason, Reason, MAX_REGIONS,
 };
 pub use snapshot::{
     next_share, record_share, Freshness, Policy, PolicyConfig, RegionState, RequestFacts, Snapshot,

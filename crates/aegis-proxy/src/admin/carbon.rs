@@ -63,12 +63,7 @@ fn cluster_view(
     };
     let why = eligibility(&snapshot, &facts, &carbon.policy);
     let next = aegis_carbon::decide(&snapshot, &facts, &carbon.policy);
-    let fastest = snapshot
-        .regions
-        .iter()
-        .filter(|r| r.healthy)
-        .filter_map(|r| r.latency_ms)
-        .fold(f64::INFINITY, f64::min);
+    let fastest = aegis_carbon::fastest_healthy_latency(&snapshot.regions);
     let names = proxy.region_names();
     let regions: Vec<Value> = carbon
         .regions
@@ -105,7 +100,7 @@ fn cluster_view(
         "policy": format!("{:?}", carbon.policy.policy).to_lowercase(),
         "latency_budget_ms": carbon.policy.latency_budget_ms,
         "max_share": carbon.policy.max_share,
-        "fastest_healthy_latency_ms": fastest.is_finite().then_some(fastest),
+        "fastest_healthy_latency_ms": fastest,
         "next": {
             "region": next.region.map(|local| &*names[carbon.regions[local]]),
             "reason": next.reason.as_str(),
