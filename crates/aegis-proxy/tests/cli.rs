@@ -120,7 +120,7 @@ fn run_refuses_a_broken_config_before_binding() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.contains("listeners[0].bogus, line 4: unknown field `bogus`"),
+        stderr.contains("listeners[0].bogus, line 4: unknown key `bogus`"),
         "{stderr}"
     );
 }

@@ -46,13 +46,27 @@ pub enum TlsError {
         /// The file that was empty of certificates.
         path: PathBuf,
     },
-    /// rustls rejected the configuration (for example a key that does not match the certificate).
+    /// The private key is not the key of the chain's first certificate.
+    #[error("the private key does not belong to the certificate")]
+    KeyMismatch,
+    /// rustls rejected the configuration.
     #[error("tls configuration rejected: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
     /// The certificate authority bundle could not be used.
     #[error("certificate authority rejected: {0}")]
     Roots(String),
     /// Certificate generation failed.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+}
+
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                Self::KeyMismatch
+            }
+            other => Self::Rustls(other),
+        }
+    }
 }

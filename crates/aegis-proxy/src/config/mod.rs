@@ -3,6 +3,7 @@
 //! [`raw`] mirrors the file; [`validate`] turns it into [`Config`] and reports every mistake at
 //! once, each with its key path and line ([`ConfigError`]).
 
+mod document;
 pub mod raw;
 mod resilience;
 mod validate;

@@ -46,49 +46,39 @@ const DEFAULT_BACKLOG: u64 = 4096;
 /// More trusted proxies than this in front of one listener is a misconfiguration.
 const MAX_TRUSTED_HOPS: u64 = 16;
 
-/// Parses TOML text and validates it, reading `*_env` secrets through `env`.
+/// Parses TOML text and validates it, reading `*_env` secrets through `env`. Every mistake is
+/// reported, schema and semantic alike, in file order.
 pub(super) fn parse(
     text: &str,
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let raw = deserialize(text)?;
+    let document = super::document::read(text)?;
     let mut checker = Checker {
         text,
         base_dir,
         env,
         errors: Vec::new(),
     };
-    let config = checker.config(raw);
-    if checker.errors.is_empty() {
+    let config = checker.config(document.raw);
+    let mut errors = document.errors;
+    let repaired = document.repaired;
+    errors.extend(
+        checker
+            .errors
+            .into_iter()
+            .filter(|e| !repaired.covers(&e.key)),
+    );
+    if errors.is_empty() {
         // `config` is complete whenever no error was recorded.
-        config.ok_or_else(|| ConfigErrors(Vec::new()))
-    } else {
-        Err(ConfigErrors(checker.errors))
+        return config.ok_or_else(|| ConfigErrors(Vec::new()));
     }
-}
-
-fn deserialize(text: &str) -> Result<RawConfig, ConfigErrors> {
-    let located = |key: String, e: &toml::de::Error| ConfigError {
-        key,
-        line: e.span().map(|s| line_of(text, s.start)),
-        message: e.message().trim_end().to_owned(),
-    };
-    let deserializer = toml::Deserializer::parse(text)
-        .map_err(|e| ConfigErrors(vec![located(String::new(), &e)]))?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        // `Spanned` wraps values in a private struct that shows up as a path segment.
-        let key = e
-            .path()
-            .to_string()
-            .replace(".$__serde_spanned_private_value", "");
-        let key = if key == "." { String::new() } else { key };
-        ConfigErrors(vec![located(key, e.inner())])
-    })
+    errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+    Err(ConfigErrors(errors))
 }
 
 /// 1-based line number of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
+pub(super) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]
         .iter()
@@ -445,6 +435,7 @@ impl Checker<'_> {
                 };
                 Some(self.load(&format!("{key}.key"), &t.key, || {
                     aegis_tls::quic_server_config(options)
+                        .map_err(|e| pair_error(e, &cert_path, &key_path))
                 })?)
             }
             false => None,
@@ -457,7 +448,7 @@ impl Checker<'_> {
             client_roots,
         };
         let server_config = self.load(&format!("{key}.key"), &t.key, || {
-            aegis_tls::server_config(options)
+            aegis_tls::server_config(options).map_err(|e| pair_error(e, &cert_path, &key_path))
         })?;
         let tls = ListenerTls {
             cert: cert_path,
@@ -505,7 +496,7 @@ impl Checker<'_> {
             self.error(
                 format!("{key}.cluster"),
                 &r.cluster,
-                format!("no cluster named \"{}\"", r.cluster.get_ref()),
+                no_such("cluster", r.cluster.get_ref(), clusters),
             );
         }
         Some(RouteConfig {
@@ -623,7 +614,7 @@ impl Checker<'_> {
                         self.error(
                             format!("{key}.regions.{region}"),
                             regions,
-                            format!("no region named \"{region}\" in [regions]"),
+                            no_such("region", region, region_names),
                         );
                     }
                     for (i, e) in endpoints.iter().enumerate() {
@@ -684,6 +675,7 @@ impl Checker<'_> {
                         key: k?,
                     },
                     cert_path,
+                    key_path,
                 )))
             }
             (None, None) => Some(None),
@@ -703,7 +695,7 @@ impl Checker<'_> {
             }
         }
         let (client_auth, cert) = match client_auth? {
-            Some((auth, path)) => (Some(auth), Some(path)),
+            Some((auth, path, key_path)) => (Some(auth), Some((path, key_path))),
             None => (None, None),
         };
         let alpn = match protocol {
@@ -716,10 +708,15 @@ impl Checker<'_> {
             kx: kx_policy(t.pq_only),
             alpn: vec![alpn],
         };
-        let client_config = self.load(key, cluster, || aegis_tls::client_config(options))?;
+        let client_config = self.load(key, cluster, || {
+            aegis_tls::client_config(options).map_err(|e| match &cert {
+                Some((cert_path, key_path)) => pair_error(e, cert_path, key_path),
+                None => e.to_string(),
+            })
+        })?;
         Some(UpstreamTls {
             ca: ca_path,
-            cert,
+            cert: cert.map(|(cert_path, _)| cert_path),
             server_name: t.server_name.as_ref().map(|n| n.get_ref().clone()),
             pq_only: t.pq_only,
             client_config,
@@ -801,6 +798,34 @@ impl Checker<'_> {
     }
 }
 
+/// A TLS error, naming both files when the key is not the certificate's.
+fn pair_error(e: aegis_tls::TlsError, cert: &Path, key: &Path) -> String {
+    match e {
+        aegis_tls::TlsError::KeyMismatch => format!(
+            "the private key in {} does not belong to the certificate in {} \
+             (the key must be the first certificate's)",
+            key.display(),
+            cert.display()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// `no cluster named "apl"; did you mean "api"?`, or the names there are.
+fn no_such(kind: &str, given: &str, known: &[&str]) -> String {
+    let prefix = format!("no {kind} named \"{given}\"");
+    if let Some(near) = super::document::closest(given, known) {
+        return format!("{prefix}; did you mean \"{near}\"?");
+    }
+    match known {
+        [] => format!("{prefix}: none is configured"),
+        _ => {
+            let names: Vec<String> = known.iter().map(|k| format!("\"{k}\"")).collect();
+            format!("{prefix}; configured: {}", names.join(", "))
+        }
+    }
+}
+
 fn kx_policy(pq_only: bool) -> KxPolicy {
     if pq_only {
         KxPolicy::PostQuantumOnly
@@ -866,4 +891,4 @@ mod carbon;
 mod resilience;
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -4,11 +4,11 @@ use std::path::Path;
 
 use super::*;
 
-pub(super) fn no_env(_: &str) -> Option<String> {
+pub(in crate::config) fn no_env(_: &str) -> Option<String> {
     None
 }
 
-pub(super) fn errors(text: &str) -> Vec<String> {
+pub(in crate::config) fn errors(text: &str) -> Vec<String> {
     match parse(text, Path::new("/nonexistent"), &no_env) {
         Ok(_) => panic!("config unexpectedly valid:\n{text}"),
         Err(e) => e.0.iter().map(ToString::to_string).collect(),
@@ -137,8 +137,8 @@ fn stream_limits_default_and_the_connection_share_stays_within_the_cluster() {
     assert_eq!(
         errors(&text),
         [
-            "listeners[0].stream_idle_timeout_ms, line 9: must be greater than 0",
-            "listeners[0].max_concurrent_streams, line 8: must be greater than 0"
+            "listeners[0].max_concurrent_streams, line 8: must be greater than 0",
+            "listeners[0].stream_idle_timeout_ms, line 9: must be greater than 0"
         ]
     );
 }
@@ -164,7 +164,7 @@ fn unknown_encoded_slashes_rule() {
     let errors = errors(&text);
     assert_eq!(errors.len(), 1);
     assert!(
-        errors[0].starts_with("listeners[0].encoded_slashes, line 8: unknown variant `drop`"),
+        errors[0].starts_with("listeners[0].encoded_slashes, line 8: unknown value `drop`; expected one of `keep`, `reject`, `decode`"),
         "{errors:?}"
     );
 }
@@ -195,7 +195,7 @@ fn unknown_key_is_an_error() {
     );
     assert_eq!(
         errors(&text),
-        ["clusters.api.retries, line 16: unknown field `retries`, expected one of `lb`, `protocol`, `endpoints`, `regions`, `carbon`, `latency_budget_ms`, `max_share`, `hysteresis`, `connect_timeout_ms`, `request_timeout_ms`, `idle_timeout_ms`, `tls`, `health_check`, `outlier`, `retry`, `max_pending_requests`, `max_pending_per_connection`"]
+        ["clusters.api.retries, line 16: unknown key `retries`; expected one of `lb`, `protocol`, `endpoints`, `regions`, `carbon`, `latency_budget_ms`, `max_share`, `hysteresis`, `connect_timeout_ms`, `request_timeout_ms`, `idle_timeout_ms`, `tls`, `health_check`, `outlier`, `retry`, `max_pending_requests`, `max_pending_per_connection`"]
     );
 }
 
@@ -204,7 +204,7 @@ fn unknown_lb_policy() {
     let text = VALID.replace("\"least_request\"", "\"random\"");
     assert_eq!(
         errors(&text),
-        ["clusters.api.lb, line 15: unknown variant `random`, expected `round_robin` or `least_request`"]
+        ["clusters.api.lb, line 15: unknown value `random`; expected one of `round_robin`, `least_request`"]
     );
 }
 
@@ -239,7 +239,7 @@ fn route_to_unknown_cluster() {
     let text = VALID.replace("cluster = \"api\"", "cluster = \"apl\"");
     assert_eq!(
         errors(&text),
-        ["routes[0].cluster, line 12: no cluster named \"apl\""]
+        ["routes[0].cluster, line 12: no cluster named \"apl\"; did you mean \"api\"?"]
     );
 }
 
@@ -363,7 +363,7 @@ fn every_error_is_reported_at_once() {
         errors(&text),
         [
             "admin.listen, line 3: \"nowhere\" is not an ip:port address",
-            "routes[0].cluster, line 12: no cluster named \"nope\"",
+            "routes[0].cluster, line 12: no cluster named \"nope\"; configured: \"api\"",
             "clusters.api.endpoints[1], line 16: \"10.0.0.1\" has no port",
         ]
     );
@@ -401,7 +401,7 @@ fn unknown_protocol_is_named() {
     );
     assert_eq!(
         errors(&text),
-        ["listeners[0].protocols[1], line 8: unknown variant `spdy`, expected one of `h1`, `http/1.1`, `h2`, `h3`"]
+        ["listeners[0].protocols[1], line 8: unknown value `spdy`; expected one of `h1`, `http/1.1`, `h2`, `h3`"]
     );
 }
 
@@ -470,9 +470,9 @@ fn bad_health_check_settings_are_each_reported() {
         errors(&text),
         [
             "clusters.api.health_check.path, line 18: \"healthz\" is not a path starting with /",
+            "clusters.api.health_check.timeout_ms, line 20: 500 ms is longer than interval_ms (100 ms)",
             "clusters.api.health_check.unhealthy_threshold, line 21: must be greater than 0",
             "clusters.api.health_check.expected_status, line 22: must be [low, high] with 100 <= low <= high <= 599",
-            "clusters.api.health_check.timeout_ms, line 20: 500 ms is longer than interval_ms (100 ms)",
         ]
     );
 }
@@ -486,8 +486,8 @@ fn bad_outlier_and_retry_settings_are_each_reported() {
     assert_eq!(
         errors(&text),
         [
-            "clusters.api.outlier.max_ejected_percent, line 20: 101 is outside 0..=100",
             "clusters.api.outlier.max_ejection_ms, line 19: 1000 ms is shorter than base_ejection_ms (5000 ms)",
+            "clusters.api.outlier.max_ejected_percent, line 20: 101 is outside 0..=100",
             "clusters.api.retry.attempts, line 22: 9 is outside 0..=5",
             "clusters.api.retry.budget_percent, line 23: 150 is outside 0..=100",
         ]
@@ -536,5 +536,37 @@ fn an_endpoint_on_port_0_is_rejected() {
     assert_eq!(
         errors(&text),
         ["clusters.api.endpoints[1], line 16: \"127.0.0.1:0\" has port 0, which no endpoint listens on"]
+    );
+}
+
+#[test]
+fn a_key_that_is_not_the_certificates_names_both_files() {
+    let dir = std::env::temp_dir().join(format!("aegis-keymismatch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = aegis_tls::LocalCa::generate("test ca").unwrap();
+    let (one, two) = (
+        ca.issue(&["localhost"]).unwrap(),
+        ca.issue(&["localhost"]).unwrap(),
+    );
+    std::fs::write(dir.join("cert.pem"), &one.cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), &two.key_pem).unwrap();
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\ntls = { cert = \"cert.pem\", key = \"key.pem\" }",
+    );
+    let found = match parse(&text, &dir, &no_env) {
+        Ok(_) => panic!("a mismatched key was accepted"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    assert_eq!(
+        found,
+        [format!(
+            "listeners[0].tls.key, line 8: the private key in {} does not belong to the \
+             certificate in {} (the key must be the first certificate's)",
+            key.display(),
+            cert.display()
+        )]
     );
 }

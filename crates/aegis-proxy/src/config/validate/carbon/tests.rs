@@ -54,7 +54,7 @@ fn cluster_region_must_exist() {
     );
     assert_eq!(
         errors(&text),
-        ["clusters.api.regions.eu-west, line 23: no region named \"eu-west\" in [regions]"]
+        ["clusters.api.regions.eu-west, line 23: no region named \"eu-west\"; configured: \"eu-central\", \"eu-north\""]
     );
 }
 
