@@ -68,6 +68,25 @@ pub struct ReloadSummary {
     pub clusters: usize,
 }
 
+impl std::fmt::Display for ReloadSummary {
+    /// `listeners added: b; removed: none; updated: web; 3 clusters`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |names: &[String]| match names {
+            [] => "none".to_owned(),
+            _ => names.join(", "),
+        };
+        write!(
+            f,
+            "listeners added: {}; removed: {}; updated: {}; {} cluster{}",
+            list(&self.added),
+            list(&self.removed),
+            list(&self.updated),
+            self.clusters,
+            if self.clusters == 1 { "" } else { "s" }
+        )
+    }
+}
+
 impl Control {
     /// Binds every listener of `config` (all or none) and starts serving.
     pub(crate) async fn start(
@@ -76,12 +95,14 @@ impl Control {
         config_path: Option<PathBuf>,
         drain: mpsc::Sender<()>,
     ) -> Result<Arc<Self>, crate::RunError> {
+        config.log_warnings();
         let mut bound = Vec::with_capacity(config.listeners.len());
-        for l in &config.listeners {
+        for (i, l) in config.listeners.iter().enumerate() {
             let listener =
                 listener::Listener::bind(l)
                     .await
                     .map_err(|source| crate::RunError::Bind {
+                        key: format!("listeners[{i}].listen"),
                         what: format!("listener {}", l.name),
                         addr: l.addr,
                         source,
@@ -167,6 +188,7 @@ impl Control {
 
     /// Applies `config`, or changes nothing and says why.
     pub async fn reload(&self, config: Config) -> Result<ReloadSummary, ConfigErrors> {
+        config.log_warnings();
         let result = self.apply(config).await;
         self.count_reload(if result.is_ok() { "ok" } else { "error" });
         result
@@ -257,7 +279,7 @@ impl Control {
         self.config_json.store(Arc::new(redacted(&config)));
         state.config = config;
         self.publish_listeners(&state);
-        tracing::info!(?summary, "configuration reloaded");
+        tracing::info!(%summary, "configuration reloaded");
         Ok(summary)
     }
 

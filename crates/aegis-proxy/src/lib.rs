@@ -41,8 +41,10 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 #[non_exhaustive]
 pub enum RunError {
     /// A listening socket could not be bound.
-    #[error("cannot bind {what} on {addr}: {source}")]
+    #[error("cannot bind {key} = \"{addr}\" ({what})")]
     Bind {
+        /// The configuration key of the address: `listeners[0].listen` or `admin.listen`.
+        key: String,
         /// `listener NAME` or `admin`.
         what: String,
         /// The configured address.
@@ -141,6 +143,7 @@ async fn start(
             tokio::net::TcpListener::bind(settings.listen)
                 .await
                 .map_err(|source| RunError::Bind {
+                    key: "admin.listen".to_owned(),
                     what: "admin".to_owned(),
                     addr: settings.listen,
                     source,

@@ -154,7 +154,10 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Validate { config } => match Config::load(&config) {
-            Ok(_) => {
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
+                    eprintln!("{}: warning: {warning}", config.display());
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
@@ -306,8 +309,9 @@ fn serve(workers: Option<usize>, config: Config, path: Option<PathBuf>) -> ExitC
         loop {
             tokio::select! {
                 () = &mut stopped => break,
+                // A reload logs its own summary, once.
                 _ = hangup.recv() => match running.reload_file().await {
-                    Ok(summary) => tracing::info!(?summary, "SIGHUP: configuration reloaded"),
+                    Ok(_) => {}
                     Err(errors) => {
                         for error in &errors.0 {
                             tracing::error!(%error, "SIGHUP: reload rejected, previous configuration stays");

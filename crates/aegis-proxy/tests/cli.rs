@@ -125,6 +125,49 @@ fn run_refuses_a_broken_config_before_binding() {
     );
 }
 
+/// A port in use: the error names the key of the address and gives the OS error once.
+#[test]
+fn run_names_the_key_it_cannot_bind_and_the_os_error_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = temp_dir("taken");
+    let path = dir.join("taken.toml");
+    let listener = format!(
+        "[[listeners]]\nname = \"x\"\nlisten = \"127.0.0.1:{port}\"\n\
+         [[routes]]\ncluster = \"c\"\n[clusters.c]\nendpoints = [\"127.0.0.1:9\"]\n"
+    );
+    let admin = format!(
+        "[admin]\nlisten = \"127.0.0.1:{port}\"\n{}",
+        listener.replace(&format!(":{port}\""), ":0\"")
+    );
+    for (text, named) in [
+        (
+            listener,
+            format!("cannot bind listeners[0].listen = \"127.0.0.1:{port}\" (listener x): "),
+        ),
+        (
+            admin,
+            format!("cannot bind admin.listen = \"127.0.0.1:{port}\" (admin): "),
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains(&named), "{stderr}");
+        assert_eq!(
+            stderr.matches("Address already in use").count(),
+            1,
+            "{stderr}"
+        );
+    }
+    drop(taken);
+}
+
 #[test]
 fn sighup_reloads_and_a_bad_file_is_logged_and_ignored() {
     let dir = temp_dir("sighup");
@@ -140,21 +183,32 @@ fn sighup_reloads_and_a_bad_file_is_logged_and_ignored() {
             .unwrap();
         assert!(status.success());
     };
-    let wait_for = |needle: &str| loop {
-        let line = log.recv().expect("proxy exited");
-        if line.contains(needle) {
-            return line;
+    // Every line up to and including the first that contains `needle`.
+    let wait_for = |needle: &str| {
+        let mut lines = Vec::new();
+        loop {
+            let line = log.recv().expect("proxy exited");
+            lines.push(line.clone());
+            if line.contains(needle) {
+                return (line, lines);
+            }
         }
     };
 
     std::fs::write(&path, good.replace("127.0.0.1:9", "127.0.0.1:10")).unwrap();
     hangup(&child);
-    let line = wait_for("SIGHUP");
-    assert!(line.contains("configuration reloaded"), "{line}");
+    let (line, _) = wait_for("configuration reloaded");
+    // A readable summary, not Rust Debug output.
+    assert!(
+        line.contains("listeners added: none; removed: none; updated: public; 1 cluster"),
+        "{line}"
+    );
 
     std::fs::write(&path, good.replace("127.0.0.1:9", "127.0.0.1")).unwrap();
     hangup(&child);
-    let line = wait_for("SIGHUP");
+    let (line, before) = wait_for("SIGHUP");
+    // The good reload logged once: nothing more about it came before the next reload's lines.
+    assert!(!before.iter().any(|l| l.contains("reloaded")), "{before:?}");
     assert!(line.contains("reload rejected"), "{line}");
     assert!(
         line.contains("clusters.api.endpoints[0], line 7: \"127.0.0.1\" has no port"),

@@ -44,6 +44,8 @@ pub struct Config {
     pub regions: Vec<RegionConfig>,
     /// Carbon feeds and accounting, when any region is configured.
     pub carbon: CarbonConfig,
+    /// What `validate` noticed but does not refuse (a feed file that does not exist yet).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// The admin listener and who may use it.
@@ -651,6 +653,13 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigErrors> {
         validate::parse(text, base_dir, env)
+    }
+
+    /// Logs each of [`Config::warnings`] once.
+    pub fn log_warnings(&self) {
+        for warning in &self.warnings {
+            tracing::warn!(%warning, "configuration");
+        }
     }
 
     /// The effective configuration as JSON, for the admin `/config` page. Key files are redacted.

@@ -196,7 +196,7 @@ pub struct RawListener {
     /// Protocols served: `http/1.1`, `h2`, `h3` (QUIC on the same port, UDP).
     pub protocols: Option<Spanned<Vec<super::Protocol>>>,
     /// HTTP/3 limits.
-    pub quic: Option<RawQuic>,
+    pub quic: Option<Spanned<RawQuic>>,
     /// A client must send its request headers within this time.
     pub header_read_timeout_ms: Option<Spanned<u64>>,
     /// A connection with no request in flight for this long is closed.
@@ -269,8 +269,7 @@ pub struct RawCluster {
     /// Endpoints by region: `{ REGION = ["host:port", ...] }` (instead of `endpoints`).
     pub regions: Option<Spanned<BTreeMap<String, Vec<Spanned<String>>>>>,
     /// Carbon policy: `off`, `greenest` or `weighted`.
-    #[serde(default)]
-    pub carbon: super::CarbonPolicyKind,
+    pub carbon: Option<Spanned<super::CarbonPolicyKind>>,
     /// Eligible regions are within this many ms of the fastest healthy region.
     pub latency_budget_ms: Option<Spanned<f64>>,
     /// Largest fraction of recent traffic one region may take.

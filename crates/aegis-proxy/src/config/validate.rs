@@ -59,6 +59,7 @@ pub(super) fn parse(
         base_dir,
         env,
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     let config = checker.config(document.raw);
     let mut errors = document.errors;
@@ -71,7 +72,9 @@ pub(super) fn parse(
     );
     if errors.is_empty() {
         // `config` is complete whenever no error was recorded.
-        return config.ok_or_else(|| ConfigErrors(Vec::new()));
+        let mut config = config.ok_or_else(|| ConfigErrors(Vec::new()))?;
+        config.warnings = checker.warnings;
+        return Ok(config);
     }
     errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
     Err(ConfigErrors(errors))
@@ -92,6 +95,7 @@ struct Checker<'a> {
     base_dir: &'a Path,
     env: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Checker<'_> {
@@ -109,6 +113,14 @@ impl Checker<'_> {
             key: key.into(),
             line: Some(line_of(self.text, span.start)),
             message: message.into(),
+        });
+    }
+
+    fn warning<T>(&mut self, key: &str, at: &Spanned<T>, message: String) {
+        self.warnings.push(ConfigError {
+            key: key.to_owned(),
+            line: Some(line_of(self.text, at.span().start)),
+            message,
         });
     }
 
@@ -178,6 +190,7 @@ impl Checker<'_> {
             listeners: listeners?,
             routes: routes.into_iter().collect::<Option<_>>()?,
             clusters: clusters.into_iter().collect::<Option<_>>()?,
+            warnings: Vec::new(),
         })
     }
 
@@ -313,10 +326,11 @@ impl Checker<'_> {
             Some(crypto) => Some(self.quic(key, l, crypto)?),
             None => None,
         };
-        if l.quic.is_some() && !wants_h3 {
-            self.error_no_line(
-                &format!("{key}.quic"),
-                "is set but protocols do not include \"h3\"",
+        if let Some(quic) = l.quic.as_ref().filter(|_| !wants_h3) {
+            self.error(
+                format!("{key}.quic"),
+                quic,
+                "is set but protocols do not include \"h3\" (add it, or remove quic)",
             );
         }
         Some(ListenerConfig {
@@ -375,7 +389,7 @@ impl Checker<'_> {
         l: &RawListener,
         crypto: Arc<dyn quinn::crypto::ServerConfig>,
     ) -> Option<QuicListener> {
-        let raw = l.quic.as_ref();
+        let raw = l.quic.as_ref().map(Spanned::get_ref);
         let streams = self.bounded(
             &format!("{key}.quic.max_concurrent_streams"),
             &raw.and_then(|q| q.max_concurrent_streams.clone()),

@@ -30,18 +30,22 @@ impl Checker<'_> {
     ) -> Option<aegis_carbon::PolicyConfig> {
         let c = spanned.get_ref();
         let defaults = aegis_carbon::PolicyConfig::default();
-        let policy = match c.carbon {
-            CarbonPolicyKind::Off => aegis_carbon::Policy::Off,
-            CarbonPolicyKind::Greenest => aegis_carbon::Policy::Greenest,
-            CarbonPolicyKind::Weighted => aegis_carbon::Policy::Weighted,
+        let kind = c.carbon.as_ref();
+        let policy = match kind.map(Spanned::get_ref) {
+            None | Some(CarbonPolicyKind::Off) => aegis_carbon::Policy::Off,
+            Some(CarbonPolicyKind::Greenest) => aegis_carbon::Policy::Greenest,
+            Some(CarbonPolicyKind::Weighted) => aegis_carbon::Policy::Weighted,
         };
-        if policy != aegis_carbon::Policy::Off && c.regions.is_none() {
-            self.error(
-                format!("{key}.carbon"),
-                spanned,
-                "a carbon policy needs endpoints grouped by regions",
-            );
-            return None;
+        if let Some(kind) = kind.filter(|_| policy != aegis_carbon::Policy::Off) {
+            if c.regions.is_none() {
+                self.error(
+                    format!("{key}.carbon"),
+                    kind,
+                    "a carbon policy needs endpoints grouped by regions: \
+                     write regions = { REGION = [\"host:port\"] } instead of endpoints",
+                );
+                return None;
+            }
         }
         let budget = self.float(
             &format!("{key}.latency_budget_ms"),
@@ -149,7 +153,17 @@ impl Checker<'_> {
             self.error("carbon.feeds", &c.feeds, "must list at least one feed");
         }
         let file = match (&c.file, c.feeds.get_ref().contains(&FeedKind::File)) {
-            (Some(f), _) => Some(self.path(&f.path)),
+            (Some(f), _) => {
+                let path = self.path(&f.path);
+                if !path.exists() {
+                    let message = format!(
+                        "{} does not exist (yet): the file feed has no data until it does",
+                        path.display()
+                    );
+                    self.warning("carbon.file.path", &f.path, message);
+                }
+                Some(path)
+            }
             (None, true) => {
                 self.error(
                     "carbon.feeds",

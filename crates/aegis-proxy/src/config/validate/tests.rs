@@ -415,7 +415,7 @@ fn empty_protocols_and_quic_without_h3() {
         errors(&text),
         [
             "listeners[0].protocols, line 8: must list at least one protocol",
-            "listeners[0].quic: is set but protocols do not include \"h3\"",
+            "listeners[0].quic, line 9: is set but protocols do not include \"h3\" (add it, or remove quic)",
         ]
     );
 }

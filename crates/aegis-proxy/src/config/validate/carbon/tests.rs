@@ -40,6 +40,15 @@ fn regions_and_carbon_parse() {
         config.carbon.file.as_deref(),
         Some(Path::new("/etc/aegis/carbon.csv"))
     );
+    // The feed file does not exist: run would serve with no data from it, so validate warns.
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "carbon.file.path, line 18: /etc/aegis/carbon.csv does not exist (yet): the file feed \
+          has no data until it does"
+        ]
+    );
     let cluster = &config.clusters[0];
     assert_eq!(cluster.endpoint_regions, [Some(0), Some(1), Some(1)]);
     assert_eq!(cluster.carbon.policy, aegis_carbon::Policy::Greenest);
@@ -66,7 +75,10 @@ fn carbon_policy_needs_regions() {
     );
     assert_eq!(
         errors(&text),
-        ["clusters.api.carbon, line 20: a carbon policy needs endpoints grouped by regions"]
+        [
+            "clusters.api.carbon, line 21: a carbon policy needs endpoints grouped by regions: \
+          write regions = { REGION = [\"host:port\"] } instead of endpoints"
+        ]
     );
 }
 
