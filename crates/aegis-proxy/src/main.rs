@@ -76,10 +76,10 @@ enum Command {
     },
     /// Proxy one address to one or more upstreams, without a configuration file.
     ReverseProxy {
-        /// Address to listen on, e.g. 127.0.0.1:8443.
+        /// Address to listen on: 127.0.0.1:8443, localhost:8080, or :8080 (every interface).
         #[arg(long)]
         from: String,
-        /// Upstream host:port (repeat for several).
+        /// Upstream host:port or http://host[:port] (repeat for several).
         #[arg(long, required = true)]
         to: Vec<String>,
         /// Certificate chain (PEM) to serve TLS with.

@@ -888,7 +888,8 @@ fn endpoint_addr(text: &str) -> Result<EndpointAddr, String> {
     let Some((host, port)) = text.rsplit_once(':') else {
         return Err(format!("\"{text}\" has no port"));
     };
-    if host.is_empty() || host.contains(':') || host.contains('/') {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    if host.is_empty() || !host.chars().all(name_char) {
         return Err(format!("\"{text}\" is not a host:port address"));
     }
     match port.parse::<u16>() {

@@ -188,6 +188,19 @@ fn endpoint_with_bad_port() {
 }
 
 #[test]
+fn endpoint_host_must_be_a_name() {
+    for bad in ["bad host:80", "a/b:80", "x@y:80", "a:b:80"] {
+        let text = VALID.replace("\"127.0.0.1:9001\"", &format!("\"{bad}\""));
+        assert_eq!(
+            errors(&text),
+            [format!(
+                "clusters.api.endpoints[1], line 16: \"{bad}\" is not a host:port address"
+            )]
+        );
+    }
+}
+
+#[test]
 fn unknown_key_is_an_error() {
     let text = VALID.replace(
         "lb = \"least_request\"",
