@@ -23,6 +23,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::AdminConfig;
 use crate::control::Control;
+use crate::metrics::text as metrics_text;
 
 mod carbon;
 
@@ -99,7 +100,10 @@ async fn handle(state: &AdminState, request: &Request<Incoming>) -> Response<Ful
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/ready" if state.control.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        "/metrics" => metrics(state),
+        "/metrics" => {
+            let accept = request.headers().get(header::ACCEPT);
+            metrics(state, accept.and_then(|v| v.to_str().ok()))
+        }
         "/config" => json(state.control.config_json.load().as_str().to_owned()),
         "/clusters" => json(clusters(&state.control)),
         "/carbon" => json(carbon::page(&state.control.proxy.load())),
@@ -268,7 +272,8 @@ fn json(body: String) -> Response<Full<Bytes>> {
     with_type(Response::new(Full::from(body)), "application/json")
 }
 
-fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
+/// OpenMetrics when the scraper asks for it, the Prometheus text format otherwise.
+fn metrics(state: &AdminState, accept: Option<&str>) -> Response<Full<Bytes>> {
     let mut body = String::new();
     if let Err(error) = prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         tracing::error!(%error, "encoding metrics failed");
@@ -277,9 +282,13 @@ fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
             "metrics encoding failed\n",
         );
     }
+    if metrics_text::wants_openmetrics(accept) {
+        return with_type(Response::new(Full::from(body)), metrics_text::OPENMETRICS);
+    }
+    let body = metrics_text::to_prometheus_text(&body);
     with_type(
         Response::new(Full::from(body)),
-        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        metrics_text::PROMETHEUS_TEXT,
     )
 }
 

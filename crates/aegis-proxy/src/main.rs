@@ -51,7 +51,10 @@ const EXIT_CONFIG: u8 = 2;
 
 /// Aegis-Flow: post-quantum reverse proxy.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("AEGIS_COMMIT"), ")"),
+    about
+)]
 struct Cli {
     /// Runtime worker threads (default: number of CPUs).
     #[arg(long, global = true)]

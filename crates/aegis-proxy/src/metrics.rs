@@ -1,4 +1,12 @@
 //! Prometheus metrics, registered into a registry the caller owns (never a global one).
+//!
+//! Every family is registered at start, and the series of every failure a configuration can
+//! have are created at zero ([`Metrics::declare`]), so that alerts and dashboards work before
+//! the first failure.
+
+mod declare;
+pub mod process;
+pub mod text;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +37,61 @@ pub struct RequestLabels {
     pub status: u16,
     /// Client HTTP version: `http/1.0`, `http/1.1`, `h2`, `h3`.
     pub protocol: &'static str,
+}
+
+/// Labels of `aegis_request_duration_seconds`: the client-facing time of a request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    /// Listener name.
+    pub listener: Arc<str>,
+    /// Route name, or empty when no route matched.
+    pub route: Arc<str>,
+    /// Cluster name, or empty when no route matched.
+    pub cluster: Arc<str>,
+    /// Client HTTP version.
+    pub protocol: &'static str,
+    /// `1xx` .. `5xx`.
+    pub status_class: &'static str,
+}
+
+/// Labels of the body byte counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficLabels {
+    /// Listener name.
+    pub listener: Arc<str>,
+    /// Route name, or empty when no route matched.
+    pub route: Arc<str>,
+    /// Cluster name, or empty when no route matched.
+    pub cluster: Arc<str>,
+    /// Client HTTP version.
+    pub protocol: &'static str,
+}
+
+/// Labels of `aegis_build_info`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// Crate version.
+    pub version: &'static str,
+    /// Git commit the binary was built from (`unknown` outside a checkout).
+    pub commit: &'static str,
+}
+
+/// The version and commit of this build, as `aegis_build_info` and `--version` show them.
+pub const BUILD: BuildLabels = BuildLabels {
+    version: env!("CARGO_PKG_VERSION"),
+    commit: env!("AEGIS_COMMIT"),
+};
+
+/// `2xx` for 204, and so on; `other` outside 100..=599.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
 }
 
 /// Labels of `aegis_upstream_request_duration_seconds`.
@@ -157,6 +220,12 @@ pub struct Metrics {
     pub no_label: Arc<str>,
     /// Requests answered, by listener, route, cluster, status and protocol.
     pub requests: Family<RequestLabels, Counter>,
+    /// Time from a request's arrival to the end of its response, as the client sees it.
+    pub request_duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    /// Request body bytes received from clients.
+    pub request_body_bytes: Family<TrafficLabels, Counter>,
+    /// Response body bytes sent to clients.
+    pub response_body_bytes: Family<TrafficLabels, Counter>,
     /// Time from sending a request upstream to receiving its response head.
     pub upstream_duration: Family<ClusterLabels, Histogram, fn() -> Histogram>,
     /// Upstream failures by reason.
@@ -213,6 +282,9 @@ impl Metrics {
         let metrics = Self {
             no_label: Arc::from(""),
             requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            request_body_bytes: Family::default(),
+            response_body_bytes: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             upstream_errors: Family::default(),
             connections_active: Family::default(),
@@ -235,12 +307,14 @@ impl Metrics {
             connections_refused: Family::default(),
             reloads: Family::default(),
         };
+        process::register(registry);
         let aegis = registry.sub_registry_with_prefix("aegis");
         aegis.register(
-            "http_requests",
-            "Requests answered, by listener, route, cluster, status and client protocol",
-            metrics.requests.clone(),
+            "build",
+            "Version and git commit of the running binary",
+            prometheus_client::metrics::info::Info::new(BUILD),
         );
+        metrics.register_traffic(aegis);
         aegis.register(
             "upstream_request_duration_seconds",
             "Time from sending a request upstream to its response head",
@@ -312,6 +386,29 @@ impl Metrics {
 }
 
 impl Metrics {
+    fn register_traffic(&self, aegis: &mut Registry) {
+        aegis.register(
+            "http_requests",
+            "Requests answered, by listener, route, cluster, status and client protocol",
+            self.requests.clone(),
+        );
+        aegis.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to the end of its response, as the client sees it",
+            self.request_duration.clone(),
+        );
+        aegis.register(
+            "request_body_bytes",
+            "Request body bytes received from clients",
+            self.request_body_bytes.clone(),
+        );
+        aegis.register(
+            "response_body_bytes",
+            "Response body bytes sent to clients",
+            self.response_body_bytes.clone(),
+        );
+    }
+
     fn register_carbon(&self, carbon: &mut Registry) {
         carbon.register(
             "intensity_gco2_per_kwh",

@@ -18,6 +18,29 @@ use aegis_carbon::Freshness;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+/// Every reason a feed failure is counted under: the series of
+/// `aegis_carbon_feed_errors_total` created at start for each configured feed.
+pub const FEED_ERROR_REASONS: &[&str] = &[
+    "unreadable",
+    "unreachable",
+    "timeout",
+    "bad_request",
+    "body",
+    "http_status",
+    "rate_limited",
+    "unauthorized",
+    "malformed_json",
+    "malformed_csv",
+    "unknown_zone",
+    "wrong_zone",
+    "wrong_basis",
+    "unexpected_units",
+    "null_value",
+    "not_finite",
+    "negative",
+    "implausible",
+];
+
 mod api;
 mod carbon_aware_sdk;
 mod electricitymaps;
@@ -267,6 +290,7 @@ impl CarbonFeeds {
         reading.retain(|zone, sample| match check_plausible(sample.intensity) {
             Ok(()) => true,
             Err(reason) => {
+                debug_assert!(FEED_ERROR_REASONS.contains(&reason), "{reason}");
                 self.metrics
                     .carbon_feed_errors
                     .get_or_create(&FeedErrorLabels {
@@ -419,6 +443,7 @@ impl CarbonFeeds {
     }
 
     fn feed_error(&self, feed: &'static str, reason: &'static str) {
+        debug_assert!(FEED_ERROR_REASONS.contains(&reason), "{reason}");
         self.metrics
             .carbon_feed_errors
             .get_or_create(&FeedErrorLabels { feed, reason })

@@ -107,6 +107,18 @@ impl ProxyError {
         }
     }
 
+    /// Every [`ProxyError::reason`] of an error for which [`ProxyError::is_upstream`] holds:
+    /// the series of `aegis_upstream_errors_total` created at start.
+    pub const UPSTREAM_REASONS: &'static [&'static str] = &[
+        "connect",
+        "connect_timeout",
+        "upstream_tls",
+        "resolve",
+        "upstream_timeout",
+        "upstream_reset",
+        "no_endpoint",
+    ];
+
     /// Whether the proxy, not the client, is at fault (logged as a warning).
     pub fn is_upstream(&self) -> bool {
         // Shedding is the proxy working as configured, not an upstream failure to warn about.

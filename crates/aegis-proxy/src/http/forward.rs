@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -70,6 +71,7 @@ impl Proxy {
     /// Like [`Proxy::new`], but reads intensities from existing `carbon` feeds (a reload that
     /// leaves `[carbon]` and `[regions]` unchanged keeps them).
     pub fn with_feeds(config: &Config, metrics: Arc<Metrics>, carbon: Arc<CarbonFeeds>) -> Self {
+        metrics.declare(config);
         let clusters: Vec<Arc<Cluster>> = config
             .clusters
             .iter()
@@ -287,6 +289,7 @@ pub(super) fn new_record(
         in_flight: None,
         admitted: None,
         body_limit: conn.rules.max_request_body_bytes,
+        received: Default::default(),
         carbon: None,
         written: false,
     }
@@ -313,6 +316,7 @@ pub(super) fn note_shed(proxy: &Proxy, cluster: &Cluster) {
 /// Counts a failure on the upstream side of a request.
 pub(super) fn note_upstream_error(proxy: &Proxy, cluster: &Cluster, error: &ProxyError) {
     if error.is_upstream() {
+        debug_assert!(ProxyError::UPSTREAM_REASONS.contains(&error.reason()));
         let labels = UpstreamErrorLabels {
             cluster: cluster.name.clone(),
             reason: error.reason(),
@@ -352,7 +356,13 @@ where
         return Err(ProxyError::Overloaded);
     };
     record.admitted = Some(admitted);
-    let body = limit_body(body, &parts.headers, conn.rules.max_request_body_bytes)?;
+    let count = (!body.is_end_stream()).then(|| record.count_received());
+    let body = limit_body(
+        body,
+        &parts.headers,
+        conn.rules.max_request_body_bytes,
+        count,
+    )?;
     rewrite_request(&mut parts, conn, cluster, authority.as_ref())?;
 
     let response = if cluster.retry.attempts == 0 {
@@ -437,6 +447,9 @@ async fn send_with_retries(
 
 /// Why a failed attempt may be retried (`connect`, `reset`), if it may: the connection failed,
 /// or an idempotent request was reset before any response byte.
+/// Every reason [`retry_reason`] gives.
+pub const RETRY_REASONS: &[&str] = &["connect", "reset"];
+
 pub(super) fn retry_reason(error: &ProxyError, idempotent: bool) -> Option<&'static str> {
     match error {
         ProxyError::UpstreamConnect(_) => Some("connect"),
@@ -470,6 +483,7 @@ pub(super) fn retry_permit(proxy: &Proxy, cluster: &Cluster) -> Option<crate::li
 
 /// Counts a retry.
 pub(super) fn note_retry(proxy: &Proxy, cluster: &Cluster, reason: &'static str) {
+    debug_assert!(RETRY_REASONS.contains(&reason));
     let labels = RetryLabels {
         cluster: cluster.name.clone(),
         reason,
@@ -715,13 +729,21 @@ fn limit_body<B>(
     body: B,
     headers: &http::HeaderMap,
     limit: Option<u64>,
+    count: Option<Arc<AtomicU64>>,
 ) -> Result<UpstreamBody, ProxyError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     // Inside the length limit, so that a body over it stays a 413, not a client failure.
-    let body = body.map_err(|e| BoxError::from(ClientBodyError(e.into())));
+    let body = body
+        .map_err(|e| BoxError::from(ClientBodyError(e.into())))
+        .map_frame(move |frame| {
+            if let (Some(count), Some(data)) = (&count, frame.data_ref()) {
+                count.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            frame
+        });
     let Some(limit) = limit else {
         return Ok(body.boxed_unsync());
     };

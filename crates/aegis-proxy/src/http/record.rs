@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -12,7 +13,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::metrics::{CarbonRequestLabels, ClusterLabels, Metrics, RegionLabels, RequestLabels};
+use crate::metrics::{
+    status_class, CarbonRequestLabels, ClusterLabels, DurationLabels, Metrics, RegionLabels,
+    RequestLabels, TrafficLabels,
+};
 use crate::upstream::{Admission, InFlight};
 use crate::{Body, BoxError};
 
@@ -42,9 +46,33 @@ pub struct RequestRecord {
     /// Holds the request's place in its cluster's pending counts until the response ends.
     pub(crate) admitted: Option<Admission>,
     pub(crate) body_limit: Option<u64>,
+    /// Request body bytes read from the client, where the transport counts them.
+    pub(crate) received: Received,
     pub(crate) carbon: Option<CarbonRecord>,
     /// Counted and logged already.
     pub(crate) written: bool,
+}
+
+/// How many request body bytes came from the client.
+#[derive(Debug, Default, Clone)]
+pub enum Received {
+    /// No body, or not counted.
+    #[default]
+    None,
+    /// A known number (the HTTP/1.1 fast path forwards exactly `Content-Length`).
+    Bytes(u64),
+    /// Counted as the body streams ([`RequestRecord::count_received`]).
+    Counted(Arc<AtomicU64>),
+}
+
+impl Received {
+    fn bytes(&self) -> u64 {
+        match self {
+            Self::None => 0,
+            Self::Bytes(n) => *n,
+            Self::Counted(n) => n.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// nginx's status for a request whose client went away before it was answered.
@@ -70,6 +98,13 @@ pub struct CarbonRecord {
 }
 
 impl RequestRecord {
+    /// A counter the request body adds its bytes to as it streams.
+    pub fn count_received(&mut self) -> Arc<AtomicU64> {
+        let count = Arc::new(AtomicU64::new(0));
+        self.received = Received::Counted(count.clone());
+        count
+    }
+
     /// Counts the request and writes its access-log line: `bytes_sent` body bytes, and whether
     /// the response was sent completely.
     pub fn finish(mut self, bytes_sent: u64, completed: bool) {
@@ -98,6 +133,7 @@ impl RequestRecord {
             protocol: self.protocol,
         };
         self.metrics.requests.get_or_create(&labels).inc();
+        self.count_traffic(&labels, bytes_sent);
         if let Some(carbon) = &self.carbon {
             self.account(carbon, &labels.cluster, bytes_sent);
         }
@@ -122,6 +158,7 @@ impl RequestRecord {
             upstream_tls_group = self.upstream_tls_group,
             upstream_ms = self.upstream_ms,
             duration_ms,
+            bytes_received = self.received.bytes(),
             bytes_sent,
             completed,
             error = self.error,
@@ -130,6 +167,40 @@ impl RequestRecord {
             carbon_policy = self.carbon.as_ref().map(|c| c.policy),
             carbon_reason = self.carbon.as_ref().map(|c| c.reason),
         );
+    }
+
+    /// The client-facing duration and body bytes, labelled like `labels` but by status class.
+    fn count_traffic(&self, labels: &RequestLabels, bytes_sent: u64) {
+        let duration = DurationLabels {
+            listener: labels.listener.clone(),
+            route: labels.route.clone(),
+            cluster: labels.cluster.clone(),
+            protocol: labels.protocol,
+            status_class: status_class(labels.status),
+        };
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let metrics = &self.metrics;
+        metrics
+            .request_duration
+            .get_or_create(&duration)
+            .observe(elapsed);
+        let traffic = TrafficLabels {
+            listener: duration.listener,
+            route: duration.route,
+            cluster: duration.cluster,
+            protocol: duration.protocol,
+        };
+        let received = self.received.bytes();
+        if received > 0 {
+            metrics
+                .request_body_bytes
+                .get_or_create(&traffic)
+                .inc_by(received);
+        }
+        metrics
+            .response_body_bytes
+            .get_or_create(&traffic)
+            .inc_by(bytes_sent);
     }
 
     fn account(&self, carbon: &CarbonRecord, cluster: &Arc<str>, bytes: u64) {

@@ -187,6 +187,27 @@ pub(crate) fn handshake_done(
     tracing::debug!(listener, client = %peer, group, protocol, "handshake");
 }
 
+/// Every reason a failed handshake is counted under, over TCP
+/// ([`aegis_tls::failure_reason`]) and QUIC.
+pub const HANDSHAKE_FAILURE_REASONS: &[&str] = &[
+    "eof",
+    "timeout",
+    "invalid_data",
+    "io",
+    "no_shared_group",
+    "protocol_version",
+    "peer_incompatible",
+    "no_application_protocol",
+    "peer_rejected_certificate",
+    "alert_received",
+    "bad_client_certificate",
+    "invalid_message",
+    "handshake_failure",
+    "closed",
+    "reset",
+    "other",
+];
+
 /// Counts and logs a failed handshake.
 pub(crate) fn handshake_failed(
     metrics: &Metrics,
@@ -195,6 +216,7 @@ pub(crate) fn handshake_failed(
     reason: &'static str,
     error: &dyn std::fmt::Display,
 ) {
+    debug_assert!(HANDSHAKE_FAILURE_REASONS.contains(&reason), "{reason}");
     metrics
         .handshake_failures
         .get_or_create(&HandshakeFailureLabels {

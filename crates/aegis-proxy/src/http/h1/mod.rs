@@ -39,7 +39,7 @@ use tokio::sync::watch;
 
 use super::forward::{self, ConnInfo, Proxy, MAX_ATTEMPTS};
 use super::framing::FramingGuard;
-use super::record::RequestRecord;
+use super::record::{Received, RequestRecord};
 use super::{preface, server, ProxyError};
 use crate::upstream::connector::UpstreamStream;
 use crate::upstream::{Cluster, Endpoint, InFlight};
@@ -317,6 +317,8 @@ impl<I: ClientIo> Exchange<'_, I> {
         buffers::give(upstream_head);
         match sent {
             Ok(sent) => {
+                // The whole body (exactly Content-Length) went upstream with the request.
+                record.received = Received::Bytes(head.body_len);
                 let relay = Relay {
                     endpoint: record.in_flight.as_ref().map(|f| f.endpoint().clone()),
                     stream: sent.stream,

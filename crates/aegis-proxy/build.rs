@@ -1,0 +1,25 @@
+//! Sets `AEGIS_COMMIT` to the git commit being built, for `aegis_build_info` and `--version`.
+//! A build outside a checkout (a source tarball, a container without `.git`) can pass it in.
+
+use std::process::Command;
+
+fn main() {
+    let commit = std::env::var("AEGIS_COMMIT").ok().or_else(git_commit);
+    println!(
+        "cargo:rustc-env=AEGIS_COMMIT={}",
+        commit.as_deref().unwrap_or("unknown")
+    );
+    println!("cargo:rerun-if-env-changed=AEGIS_COMMIT");
+    for path in ["HEAD", "refs/heads", "packed-refs"] {
+        println!("cargo:rerun-if-changed=../../.git/{path}");
+    }
+}
+
+fn git_commit() -> Option<String> {
+    let out = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()?;
+    let commit = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (out.status.success() && !commit.is_empty()).then_some(commit)
+}
