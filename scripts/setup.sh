@@ -7,6 +7,8 @@ need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 # `ss` (iproute2): tests read the kernel's listen backlog with it.
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
+# `systemd-analyze`: tests verify the systemd unit in packaging/ with it.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; else sudo apt-get install -y -qq "${need[@]}"; fi
 fi

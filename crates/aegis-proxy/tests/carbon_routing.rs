@@ -16,32 +16,16 @@ fn regions_config(
     far: std::net::SocketAddr,
     extra: &str,
 ) -> String {
-    let rest = format!(
-        r#"
-[[routes]]
-cluster = "api"
-
-[regions.near]
-zone = "DE"
-intensity = 400
-
-[regions.far]
-zone = "NO"
-intensity = 30
-
-[carbon]
-feeds = ["file", "static"]
-file = {{ path = "{file}" }}
-poll_interval_ms = 3600000
-probe_interval_ms = 3600000
-
-[clusters.api]
-carbon = "greenest"
-latency_budget_ms = 50
-{extra}
-regions = {{ near = ["{near}"], far = ["{far}"] }}
-"#,
-        file = dir.file("carbon.json"),
+    let carbon = format!(
+        "feeds = [\"file\", \"static\"]\nfile = {{ path = \"{}\" }}\n\
+         poll_interval_ms = 3600000\nprobe_interval_ms = 3600000",
+        dir.file("carbon.json")
+    );
+    let rest = two_regions(
+        near,
+        far,
+        &carbon,
+        &format!("latency_budget_ms = 50\n{extra}"),
     );
     matrix_config("", &rest)
 }

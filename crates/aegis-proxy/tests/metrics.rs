@@ -137,3 +137,67 @@ async fn request_duration_and_body_bytes_over_every_protocol() {
         assert_eq!(metric(&text, &sent), Some(2.0), "{proto:?}: {sent}");
     }
 }
+
+/// Every metric the Grafana dashboard in `packaging/grafana` queries exists on a proxy that
+/// has TLS, health checks and a carbon-aware cluster, after one request over each protocol.
+#[tokio::test]
+async fn every_metric_the_dashboard_queries_exists() {
+    let dashboard = include_str!("../../../packaging/grafana/aegis-flow.json");
+    let dashboard: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            queried.extend(metric_names(target["expr"].as_str().unwrap()));
+        }
+    }
+    assert!(queried.len() > 20, "{queried:?}");
+
+    let dir = TestDir::new("metrics-dashboard");
+    let (near, _) = tunable_origin(0).await;
+    let (far, _) = tunable_origin(0).await;
+    let health = "[clusters.api.health_check]\npath = \"/\"\ninterval_ms = 3600000";
+    let rest = format!(
+        "{}{health}\n",
+        two_regions(near, far, "feeds = [\"static\"]", "")
+    );
+    let proxy = start(&matrix_config("", &rest), &dir).await;
+    for proto in PROTOCOLS {
+        let answer = proto.send(&proxy, &dir, &Sent::get("/")).await.unwrap();
+        assert_eq!(answer.status, 200, "{proto:?}");
+    }
+    let text = metrics(&proxy).await;
+    let exposed: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = queried
+        .iter()
+        .filter(|name| !exposed.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries {missing:?}, not in\n{text}"
+    );
+}
+
+/// The `aegis_*` and `process_*` names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &expr[i..];
+        let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if starts_word && (rest.starts_with("aegis_") || rest.starts_with("process_")) {
+            let len = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            names.push(rest[..len].to_owned());
+            i += len;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}

@@ -190,13 +190,11 @@ impl RequestRecord {
             cluster: duration.cluster,
             protocol: duration.protocol,
         };
-        let received = self.received.bytes();
-        if received > 0 {
-            metrics
-                .request_body_bytes
-                .get_or_create(&traffic)
-                .inc_by(received);
-        }
+        // Counted even when 0, so that the series exists beside the response's.
+        metrics
+            .request_body_bytes
+            .get_or_create(&traffic)
+            .inc_by(self.received.bytes());
         metrics
             .response_body_bytes
             .get_or_create(&traffic)

@@ -75,6 +75,34 @@ pub fn one_cluster(endpoint: SocketAddr) -> String {
     format!("[[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"{endpoint}\"]\n")
 }
 
+/// The `rest` of a [`matrix_config`]: regions `near` (zone DE, static 400 g) and `far` (zone
+/// NO, static 30 g), then `carbon` (the `[carbon]` table's lines), and cluster `api` with the
+/// greenest policy, `cluster` lines and one endpoint in each region.
+pub fn two_regions(near: SocketAddr, far: SocketAddr, carbon: &str, cluster: &str) -> String {
+    format!(
+        r#"
+[[routes]]
+cluster = "api"
+
+[regions.near]
+zone = "DE"
+intensity = 400
+
+[regions.far]
+zone = "NO"
+intensity = 30
+
+[carbon]
+{carbon}
+
+[clusters.api]
+carbon = "greenest"
+{cluster}
+regions = {{ near = ["{near}"], far = ["{far}"] }}
+"#
+    )
+}
+
 /// A request to send over any protocol: the authority goes in `Host` (HTTP/1.1) or
 /// `:authority` (HTTP/2, HTTP/3).
 #[derive(Clone, Debug)]
