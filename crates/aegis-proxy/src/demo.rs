@@ -244,11 +244,15 @@ pub fn instructions(options: &DemoOptions, running: &crate::Running) -> String {
          \x20 at most 80 % of recent traffic to one region:\n\
          \x20 curl -si --cacert {ca} https://{https}/green/hello | grep x-aegis-region\n\
          See what was negotiated (group label):\n  curl -s http://{admin}/metrics | grep aegis_tls_handshakes\n\
-         Force post-quantum with a PQ client (see ../shared/bench/pqload):\n  pqload probe --url https://{https}/ --ca {ca} --groups pq\n\
-         HTTP/3 (QUIC, X25519MLKEM768):\n  pqload probe --url https://{https}/ --ca {ca} --groups pq --http 3\n\
+         Check post-quantum TLS (the group, ALPN, certificate and status), over TCP and QUIC:\n\
+         \x20 {exe} probe https://{https}/hello --ca {ca} --pq\n\
+         \x20 {exe} probe https://{https}/hello --ca {ca} --pq --http 3\n\
          \x20 curl --http3-only --cacert {ca} https://{https}/hello   (with an HTTP/3-enabled curl)\n\
          Admin: http://{admin}/healthz /ready /metrics /config\n\
          Access log: JSON lines on stdout. Ctrl-C drains and exits.\n",
-        ca = ca.display()
+        ca = ca.display(),
+        exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "aegis-proxy".to_owned()),
     )
 }

@@ -14,6 +14,7 @@ pub mod http;
 pub mod limit;
 pub mod listener;
 pub mod metrics;
+pub mod probe;
 pub mod quick;
 pub mod route;
 pub mod simulate;

@@ -110,6 +110,27 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Connect like a client; print the TLS version, key-exchange group, ALPN, certificate
+    /// chain and response status (checks post-quantum TLS without another tool).
+    Probe {
+        /// https://host[:port]/path (or http:// for cleartext).
+        url: http::Uri,
+        /// Offer only X25519MLKEM768: fails unless the server speaks post-quantum TLS.
+        #[arg(long, conflicts_with = "classical")]
+        pq: bool,
+        /// Offer only X25519 and P-256, as a client without post-quantum support would.
+        #[arg(long)]
+        classical: bool,
+        /// HTTP version: 1.1, 2 or 3 (QUIC).
+        #[arg(long, default_value = "1.1", value_parser = ["1.1", "2", "3"])]
+        http: String,
+        /// CA bundle (PEM) to verify the server with; Mozilla's roots by default.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Give up after this long.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
     /// Replay an hourly carbon-intensity trace through the routing policies and compare them.
     Simulate {
         /// Wide CSV: datetime_utc then one gCO2eq/kWh column per zone.
@@ -235,6 +256,35 @@ fn main() -> ExitCode {
                 }
                 Err(error) => fail(&error),
             }
+        }
+        Command::Probe {
+            url,
+            pq,
+            classical,
+            http,
+            ca,
+            timeout_ms,
+        } => {
+            let options = aegis_proxy::probe::ProbeOptions {
+                url,
+                kx: match (pq, classical) {
+                    (true, _) => aegis_tls::KxPolicy::PostQuantumOnly,
+                    (_, true) => aegis_tls::KxPolicy::ClassicalOnly,
+                    _ => aegis_tls::KxPolicy::PreferPostQuantum,
+                },
+                http: match http.as_str() {
+                    "2" => aegis_proxy::probe::ProbeHttp::Http2,
+                    "3" => aegis_proxy::probe::ProbeHttp::Http3,
+                    _ => aegis_proxy::probe::ProbeHttp::Http1,
+                },
+                ca,
+                timeout: std::time::Duration::from_millis(timeout_ms),
+            };
+            block_on(Some(1), async move {
+                let report = aegis_proxy::probe::probe(&options).await?;
+                println!("{report}");
+                Ok(())
+            })
         }
         Command::Demo { listen, admin } => {
             let dir = std::env::temp_dir().join(format!("aegis-demo-{}", std::process::id()));

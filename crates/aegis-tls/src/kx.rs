@@ -18,6 +18,10 @@ pub enum KxPolicy {
     PreferPostQuantum,
     /// Only `X25519MLKEM768`: a peer without post-quantum support fails the handshake.
     PostQuantumOnly,
+    /// Only `X25519` and `secp256r1`: what a client without post-quantum support offers. For
+    /// checking a server's classical fallback (`aegis-proxy probe --classical`); no listener
+    /// or upstream is ever configured with it.
+    ClassicalOnly,
 }
 
 /// Groups offered under [`KxPolicy::PreferPostQuantum`], in preference order.
@@ -30,12 +34,16 @@ pub static PREFER_POST_QUANTUM: &[&dyn SupportedKxGroup] = &[
 /// Groups offered under [`KxPolicy::PostQuantumOnly`].
 pub static POST_QUANTUM_ONLY: &[&dyn SupportedKxGroup] = &[kx_group::X25519MLKEM768];
 
+/// Groups offered under [`KxPolicy::ClassicalOnly`].
+pub static CLASSICAL_ONLY: &[&dyn SupportedKxGroup] = &[kx_group::X25519, kx_group::SECP256R1];
+
 impl KxPolicy {
     /// The groups this policy offers, most preferred first.
     pub fn groups(self) -> &'static [&'static dyn SupportedKxGroup] {
         match self {
             Self::PreferPostQuantum => PREFER_POST_QUANTUM,
             Self::PostQuantumOnly => POST_QUANTUM_ONLY,
+            Self::ClassicalOnly => CLASSICAL_ONLY,
         }
     }
 }

@@ -39,6 +39,7 @@ static RECORDING_SECP256R1: Recording = Recording(kx_group::SECP256R1);
 fn recording_groups(policy: KxPolicy) -> Vec<&'static dyn SupportedKxGroup> {
     match policy {
         KxPolicy::PostQuantumOnly => vec![&RECORDING_X25519MLKEM768],
+        KxPolicy::ClassicalOnly => vec![&RECORDING_X25519, &RECORDING_SECP256R1],
         _ => vec![
             &RECORDING_X25519MLKEM768,
             &RECORDING_X25519,
