@@ -10,8 +10,12 @@ fn main() {
         commit.as_deref().unwrap_or("unknown")
     );
     println!("cargo:rerun-if-env-changed=AEGIS_COMMIT");
+    // Only paths that exist: cargo reruns the script at every build for one that does not.
     for path in ["HEAD", "refs/heads", "packed-refs"] {
-        println!("cargo:rerun-if-changed=../../.git/{path}");
+        let path = format!("../../.git/{path}");
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
     }
 }
 

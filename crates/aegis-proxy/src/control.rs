@@ -147,7 +147,17 @@ impl Control {
         drain: &mpsc::Sender<()>,
     ) -> Handle {
         let addr = listener.local_addr();
-        tracing::info!(listener = config.name, %addr, tls = config.tls.is_some(), "listening");
+        tracing::info!(
+            listener = config.name,
+            %addr,
+            tls = config.tls.is_some(),
+            protocols = config.protocols_list().join(","),
+            groups = config.groups_offered().join(","),
+            "listening"
+        );
+        if config.quic.is_some() {
+            tracing::info!(listener = config.name, udp = %addr, protocols = "h3", "listening");
+        }
         listener.spawn(
             self.proxy.clone(),
             self.global_connections.clone(),

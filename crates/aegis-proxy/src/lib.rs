@@ -5,6 +5,7 @@
 //! bound addresses and a graceful [`Running::shutdown`]. The binary in `main.rs` only parses
 //! arguments, loads the configuration and calls into this crate.
 
+pub mod access_log;
 pub mod admin;
 pub mod carbon_feed;
 pub mod config;

@@ -3,9 +3,11 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use aegis_carbon::simulate::{SimConfig, SimPolicy};
 use aegis_carbon::trace::Trace;
+use aegis_proxy::access_log::{AccessSink, AccessWriter};
 use aegis_proxy::config::Config;
 use aegis_proxy::demo::{self, DemoOptions};
 use aegis_proxy::quick::QuickOptions;
@@ -59,8 +61,20 @@ struct Cli {
     /// Runtime worker threads (default: number of CPUs).
     #[arg(long, global = true)]
     workers: Option<usize>,
+    /// Diagnostics on stderr as text or as JSON lines (the access log is always JSON).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How diagnostics are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,7 +189,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let sink = AccessSink::new();
+    if let Err(error) = init_logging(cli.log_format, &sink) {
+        eprintln!("error: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     match cli.command {
         Command::Validate { config } => match Config::load(&config) {
             Ok(loaded) => {
@@ -188,7 +206,7 @@ fn main() -> ExitCode {
             Err(errors) => config_failure(&config, &errors),
         },
         Command::Run { config: path } => match Config::load(&path) {
-            Ok(config) => serve(cli.workers, config, Some(path)),
+            Ok(config) => serve(cli.workers, config, Some(path), sink),
             Err(errors) => config_failure(&path, &errors),
         },
         Command::ReverseProxy {
@@ -211,7 +229,7 @@ fn main() -> ExitCode {
                 admin,
             };
             match options.to_config(Path::new(".")) {
-                Ok(config) => serve(cli.workers, config, None),
+                Ok(config) => serve(cli.workers, config, None, sink),
                 Err(errors) => config_failure(Path::new("reverse-proxy"), &errors),
             }
         }
@@ -348,11 +366,34 @@ fn run_simulation(
     Ok(report.render(output.format))
 }
 
-fn serve(workers: Option<usize>, config: Config, path: Option<PathBuf>) -> ExitCode {
+fn serve(
+    workers: Option<usize>,
+    config: Config,
+    path: Option<PathBuf>,
+    sink: Arc<AccessSink>,
+) -> ExitCode {
     block_on(workers, async move {
         // Installed before any socket is bound, so an early SIGTERM still drains and exits 0.
         let stop = StopSignals::install()?;
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut rotate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+        if let Some(file) = &config.access_log_file {
+            sink.open(file).map_err(|e| {
+                anyhow::anyhow!(
+                    "server.access_log_file: cannot open {}: {e}",
+                    file.display()
+                )
+            })?;
+        }
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            commit = env!("AEGIS_COMMIT"),
+            config = path
+                .as_ref()
+                .map_or_else(|| "(flags)".to_owned(), |p| p.display().to_string()),
+            "starting"
+        );
         let running = match path {
             Some(path) => aegis_proxy::run_from_file(config, Registry::default(), path).await?,
             None => aegis_proxy::run(config, Registry::default()).await?,
@@ -363,6 +404,10 @@ fn serve(workers: Option<usize>, config: Config, path: Option<PathBuf>) -> ExitC
             tokio::select! {
                 () = &mut stopped => break,
                 // A reload logs its own summary, once.
+                _ = rotate.recv() => match sink.reopen() {
+                    Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+                    Err(error) => tracing::error!(%error, "SIGUSR1: cannot reopen the access log"),
+                },
                 _ = hangup.recv() => match running.reload_file().await {
                     Ok(_) => {}
                     Err(errors) => {
@@ -442,29 +487,43 @@ fn fail(error: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// JSON access-log lines go to stdout; diagnostics go to stderr (filtered by `RUST_LOG`).
-fn init_logging() {
+/// JSON access-log lines go to stdout; diagnostics go to stderr, as text or JSON, filtered by
+/// `RUST_LOG` (default `info`). An invalid `RUST_LOG` is an error, not silently ignored.
+fn init_logging(format: LogFormat, sink: &Arc<AccessSink>) -> anyhow::Result<()> {
+    let sink = sink.clone();
     let access = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
-        .with_writer(std::io::stdout)
+        .with_writer(move || AccessWriter(sink.clone()))
         .with_filter(filter::Targets::new().with_target(
             aegis_proxy::http::record::ACCESS_LOG_TARGET,
             tracing::Level::INFO,
         ));
-    let diagnostics = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .with_filter(filter::filter_fn(|meta| {
-            meta.target() != aegis_proxy::http::record::ACCESS_LOG_TARGET
-        }))
-        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => EnvFilter::try_new(&directives)
+            .map_err(|e| anyhow::anyhow!("RUST_LOG={directives:?} is not a valid filter: {e}"))?,
+        Err(_) => EnvFilter::new("info"),
+    };
+    let not_access =
+        filter::filter_fn(|meta| meta.target() != aegis_proxy::http::record::ACCESS_LOG_TARGET);
+    let diagnostics = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
     tracing_subscriber::registry()
         .with(access)
-        .with(diagnostics)
+        .with(diagnostics.with_filter(not_access).with_filter(filter))
         .init();
+    Ok(())
 }
 
 /// `--latency-budget-ms`: the range a cluster's `latency_budget_ms` accepts.

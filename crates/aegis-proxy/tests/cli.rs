@@ -1,16 +1,11 @@
 //! The `aegis-proxy` binary: validate, cert, signals, and streaming in bounded memory.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_aegis-proxy");
+mod support;
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("aegis-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use support::process::*;
 
 #[test]
 fn validate_prints_every_error_with_key_and_line_and_exits_2() {
@@ -216,54 +211,6 @@ fn sighup_reloads_and_a_bad_file_is_logged_and_ignored() {
     );
     terminate(&child);
     assert_eq!(child.wait().unwrap().code(), Some(0));
-}
-
-/// Starts the binary and waits for its first `listening` line; returns it, the address and
-/// every later stderr line.
-fn spawn_with_log(args: &[&str]) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
-    spawn_command(Command::new(BIN).args(args))
-}
-
-/// Like [`spawn_with_log`], for any command that ends up running the binary.
-fn spawn_command(command: &mut Command) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
-    let mut child = command
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("proxy exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    let (send, receive) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let _ = send.send(line);
-        }
-    });
-    (child, addr, receive)
-}
-
-/// Starts the binary and waits for its first `listening` line; returns it and the address.
-fn spawn(args: &[&str]) -> (Child, SocketAddr) {
-    // The dropped receiver is fine: the reader thread keeps draining stderr regardless.
-    let (child, addr, _) = spawn_with_log(args);
-    (child, addr)
-}
-
-fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// CPU time (user + system) the process has used, in clock ticks.

@@ -32,6 +32,10 @@ pub struct Config {
     pub shutdown_delay: Duration,
     /// Whether each request writes a JSON access-log line.
     pub access_log: bool,
+    /// What the access log keeps of query strings.
+    pub access_log_query: QueryLog,
+    /// The access log's file, instead of stdout; reopened on SIGUSR1.
+    pub access_log_file: Option<PathBuf>,
     /// Open client connections over all listeners above which new ones are refused.
     pub max_connections: Option<usize>,
     /// Client-facing listeners.
@@ -379,6 +383,22 @@ impl ListenerConfig {
         self.header_read_timeout.min(self.idle_timeout)
     }
 
+    /// The key-exchange groups the listener offers, most preferred first; empty without TLS.
+    pub fn groups_offered(&self) -> Vec<&'static str> {
+        let Some(tls) = &self.tls else {
+            return Vec::new();
+        };
+        let policy = match tls.pq_only {
+            true => aegis_tls::KxPolicy::PostQuantumOnly,
+            false => aegis_tls::KxPolicy::PreferPostQuantum,
+        };
+        policy
+            .groups()
+            .iter()
+            .map(|g| aegis_tls::group_name(*g))
+            .collect()
+    }
+
     /// The served protocols by name, as in the file.
     pub fn protocols_list(&self) -> Vec<&'static str> {
         let p = self.protocols;
@@ -493,6 +513,38 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Index into [`Config::clusters`].
     pub cluster: usize,
+}
+
+/// What the access log keeps of a request's query string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum QueryLog {
+    /// The query as the client sent it.
+    #[default]
+    Full,
+    /// Parameter names only, every value replaced: `token=REDACTED&page=REDACTED`.
+    Redacted,
+    /// No query.
+    None,
+}
+
+impl QueryLog {
+    /// What to log of `query` (without the `?`).
+    pub fn apply(self, query: &str) -> String {
+        match self {
+            Self::Full => query.to_owned(),
+            Self::None => String::new(),
+            Self::Redacted => query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) => format!("{name}=REDACTED"),
+                    None => pair.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("&"),
+        }
+    }
 }
 
 /// Load-balancing policy within a cluster.

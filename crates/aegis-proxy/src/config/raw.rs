@@ -179,6 +179,10 @@ pub struct RawServer {
     pub shutdown_delay_ms: Option<Spanned<u64>>,
     /// Whether each request writes a JSON access-log line.
     pub access_log: Option<bool>,
+    /// What the access log keeps of query strings: `full`, `redacted` (names only) or `none`.
+    pub access_log_query: Option<super::QueryLog>,
+    /// Write the access log to this file (reopened on SIGUSR1) instead of stdout.
+    pub access_log_file: Option<Spanned<String>>,
     /// Open client connections, over all listeners, above which new ones are refused.
     pub max_connections: Option<Spanned<u64>>,
 }

@@ -186,6 +186,8 @@ impl Checker<'_> {
             drain_timeout: drain?,
             shutdown_delay: shutdown_delay?,
             access_log: raw.server.access_log.unwrap_or(true),
+            access_log_query: raw.server.access_log_query.unwrap_or_default(),
+            access_log_file: raw.server.access_log_file.as_ref().map(|f| self.path(f)),
             max_connections: max_connections?,
             listeners: listeners?,
             routes: routes.into_iter().collect::<Option<_>>()?,

@@ -29,13 +29,13 @@ pub enum ProxyError {
         limit: u64,
     },
     /// No connection to the endpoint could be opened.
-    #[error("upstream connect failed: {0}")]
+    #[error("upstream connect failed: {}", describe(.0.as_ref()))]
     UpstreamConnect(#[source] BoxError),
     /// The endpoint did not answer within the request timeout.
     #[error("upstream sent no response within {0:?}")]
     UpstreamTimeout(Duration),
     /// The endpoint closed or reset the exchange.
-    #[error("upstream request failed: {0}")]
+    #[error("upstream request failed: {}", describe(.0.as_ref()))]
     Upstream(#[source] BoxError),
     /// The cluster already has `max_pending_requests` in flight: shed, to be retried later.
     #[error("cluster overloaded")]
@@ -159,6 +159,85 @@ impl ProxyError {
 /// Whether `error` or anything in its source chain is a `T`.
 pub fn is_caused_by<T: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
     find_cause::<T>(error).is_some()
+}
+
+/// What happened, from the whole source chain of `error`: each cause that adds something, and
+/// what a failure that hides a configuration mistake most likely means. hyper-util's
+/// `client error (SendRequest)` and `client error (Connect)` say nothing their causes do not,
+/// so they are left out.
+pub fn describe(error: &(dyn StdError + 'static)) -> String {
+    let mut text = String::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let part = e.to_string();
+        let noise = part.starts_with("client error (") && e.source().is_some();
+        if !noise && !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+        current = e.source();
+    }
+    text
+}
+
+/// What an upstream failure most likely means for a cluster that speaks `protocol`, when it
+/// hides a configuration mistake.
+pub fn hint_for(
+    error: &(dyn StdError + 'static),
+    protocol: crate::config::UpstreamProtocol,
+) -> Option<&'static str> {
+    if protocol != crate::config::UpstreamProtocol::Http2 {
+        return None;
+    }
+    let garbled = find_cause::<h2::Error>(error).is_some_and(|e| {
+        e.is_go_away()
+            && e.is_library()
+            && matches!(
+                e.reason(),
+                Some(h2::Reason::FRAME_SIZE_ERROR | h2::Reason::PROTOCOL_ERROR)
+            )
+    });
+    if garbled {
+        return Some(
+            " (HTTP/2 to an HTTP/1.1 upstream? the cluster has protocol = \"http2\" and the \
+             upstream did not answer the HTTP/2 preface with HTTP/2)",
+        );
+    }
+    // The same mistake when the upstream closed before HTTP/2 noticed the garbage: hyper-util's
+    // words for a connection that ended before or while it was used, or a write into it.
+    let text = describe(error);
+    let closed = [
+        "connection was not ready",
+        "connection closed",
+        "broken pipe",
+    ];
+    closed.iter().any(|c| text.contains(c)).then_some(
+        " (the upstream closed the HTTP/2 connection; if it speaks only HTTP/1.1, the \
+         cluster's protocol = \"http2\" is wrong)",
+    )
+}
+
+/// An upstream failure with what it most likely means ([`hint_for`]).
+#[derive(Debug)]
+pub struct Hinted {
+    /// The failure.
+    pub error: BoxError,
+    /// What it most likely means.
+    pub hint: &'static str,
+}
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", describe(self.error.as_ref()), self.hint)
+    }
+}
+
+impl StdError for Hinted {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(self.error.as_ref())
+    }
 }
 
 /// The first `T` in `error`'s source chain, `error` included.

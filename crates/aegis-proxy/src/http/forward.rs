@@ -42,6 +42,7 @@ pub struct Proxy {
     clusters: Vec<Arc<Cluster>>,
     metrics: Arc<Metrics>,
     access_log: bool,
+    access_log_query: crate::config::QueryLog,
     carbon: Arc<CarbonFeeds>,
     region_names: Vec<Arc<str>>,
     region_header: Option<HeaderName>,
@@ -88,6 +89,7 @@ impl Proxy {
             carbon,
             metrics,
             access_log: config.access_log,
+            access_log_query: config.access_log_query,
             region_names: config
                 .regions
                 .iter()
@@ -161,6 +163,11 @@ impl Proxy {
         self.access_log
     }
 
+    /// What the access log keeps of query strings.
+    pub fn access_log_query(&self) -> crate::config::QueryLog {
+        self.access_log_query
+    }
+
     /// The response header that names the region served from, if configured.
     pub fn region_header(&self) -> Option<&HeaderName> {
         self.region_header.as_ref()
@@ -228,6 +235,16 @@ where
         false => String::new(),
     };
     let mut record = new_record(proxy, conn, version, request.method().clone(), path);
+    if proxy.access_log {
+        let header = |name: &str| request.headers().get(name).map(HeaderValue::as_bytes);
+        super::record::note_client_fields(
+            &mut record,
+            request.uri().query(),
+            header("user-agent"),
+            header("x-request-id"),
+            proxy.access_log_query,
+        );
+    }
     let mut response = match send(proxy, conn, request, &mut record).await {
         Ok(response) => response,
         Err(error) => {
@@ -280,6 +297,9 @@ pub(super) fn new_record(
         method,
         host: String::new(),
         path,
+        query: String::new(),
+        user_agent: String::new(),
+        request_id: String::new(),
         route: None,
         cluster: None,
         upstream_tls_group: None,
@@ -303,6 +323,17 @@ pub(super) fn note_failure(record: &mut RequestRecord, error: &ProxyError) {
         tracing::debug!(%error, "request rejected");
     }
     record.error = Some(error.reason());
+}
+
+/// The failure with what it most likely means for the cluster's protocol, if anything.
+fn with_hint(error: ProxyError, protocol: UpstreamProtocol) -> ProxyError {
+    match error {
+        ProxyError::Upstream(e) => match super::error::hint_for(e.as_ref(), protocol) {
+            Some(hint) => ProxyError::Upstream(Box::new(super::error::Hinted { error: e, hint })),
+            None => ProxyError::Upstream(e),
+        },
+        other => other,
+    }
 }
 
 /// Counts a request shed because its cluster is at `max_pending_requests`.
@@ -536,7 +567,10 @@ async fn attempt(
         let request = Request::from_parts(parts, body);
         match endpoint.client.request(request).await {
             Ok(response) => Ok(response.map(|b| b.map_err(BoxError::from).boxed_unsync())),
-            Err(error) => Err(ProxyError::from_client(error, body_limit)),
+            Err(error) => Err(with_hint(
+                ProxyError::from_client(error, body_limit),
+                cluster.protocol,
+            )),
         }
     };
     let sent = tokio::time::timeout(cluster.request_timeout, exchange).await;
@@ -602,7 +636,9 @@ pub(super) fn choose_endpoint(
 ) -> Option<usize> {
     let mut rng = rand::rng();
     let Some(carbon) = &cluster.carbon else {
-        return cluster.pick_index(None, tried, &mut rng);
+        let index = cluster.pick_index(None, tried, &mut rng)?;
+        note_attempt(cluster, record, index, tried.len());
+        return Some(index);
     };
     let table = proxy.carbon.current();
     let Choice {
@@ -637,7 +673,24 @@ pub(super) fn choose_endpoint(
         reason: decision.reason.as_str(),
         energy: proxy.energy,
     });
+    note_attempt(cluster, record, index, tried.len());
     Some(index)
+}
+
+/// `RUST_LOG=debug`: the route, the carbon decision and the endpoint of each attempt, on every
+/// protocol (the one place every path chooses an endpoint).
+fn note_attempt(cluster: &Cluster, record: &RequestRecord, index: usize, tried: usize) {
+    let carbon = record.carbon.as_ref();
+    tracing::debug!(
+        route = record.route.as_deref(),
+        cluster = %cluster.name,
+        endpoint = %cluster.endpoints[index].label,
+        attempt = tried + 1,
+        region = carbon.map(|c| &*c.region),
+        reason = carbon.map(|c| c.reason),
+        protocol = record.protocol,
+        "upstream attempt"
+    );
 }
 
 fn policy_name(policy: aegis_carbon::Policy) -> &'static str {

@@ -36,6 +36,12 @@ pub struct RequestRecord {
     pub(crate) method: http::Method,
     pub(crate) host: String,
     pub(crate) path: String,
+    /// The query as `[server] access_log_query` keeps it; empty unless logged.
+    pub(crate) query: String,
+    /// `User-Agent`, when logged.
+    pub(crate) user_agent: String,
+    /// The client's `X-Request-Id`, when logged.
+    pub(crate) request_id: String,
     pub(crate) route: Option<Arc<str>>,
     pub(crate) cluster: Option<Arc<str>>,
     pub(crate) upstream_tls_group: Option<&'static str>,
@@ -73,6 +79,45 @@ impl Received {
             Self::Counted(n) => n.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Milliseconds rounded to the microsecond: the precision a clock read gives, no more.
+fn millis_to_micros(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+/// The longest `X-Request-Id` logged; a longer one is cut.
+const MAX_REQUEST_ID: usize = 128;
+
+/// What the access log keeps of a `User-Agent` or `X-Request-Id` value: printable ASCII only,
+/// at most `max` bytes.
+pub(crate) fn loggable(value: &[u8], max: usize) -> String {
+    value
+        .iter()
+        .take(max)
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// Fills the access log's query, user agent and request id of `record`.
+pub(crate) fn note_client_fields(
+    record: &mut RequestRecord,
+    query: Option<&str>,
+    user_agent: Option<&[u8]>,
+    request_id: Option<&[u8]>,
+    rule: crate::config::QueryLog,
+) {
+    record.query = query.map(|q| rule.apply(q)).unwrap_or_default();
+    record.user_agent = user_agent.map(|v| loggable(v, 512)).unwrap_or_default();
+    record.request_id = request_id
+        .map(|v| loggable(v, MAX_REQUEST_ID))
+        .unwrap_or_default();
 }
 
 /// nginx's status for a request whose client went away before it was answered.
@@ -140,7 +185,8 @@ impl RequestRecord {
         if !self.access_log {
             return;
         }
-        let duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let duration_ms = millis_to_micros(self.start.elapsed().as_secs_f64() * 1000.0);
+        let nonempty = |s: &String| (!s.is_empty()).then(|| s.clone());
         let endpoint = self.in_flight.as_ref().map(|f| f.endpoint().label.as_str());
         tracing::info!(
             target: ACCESS_LOG_TARGET,
@@ -151,12 +197,15 @@ impl RequestRecord {
             method = %self.method,
             host = self.host,
             path = self.path,
+            query = nonempty(&self.query),
+            user_agent = nonempty(&self.user_agent),
+            request_id = nonempty(&self.request_id),
             status = self.status,
             route = self.route.as_deref(),
             cluster = self.cluster.as_deref(),
             endpoint,
             upstream_tls_group = self.upstream_tls_group,
-            upstream_ms = self.upstream_ms,
+            upstream_ms = self.upstream_ms.map(millis_to_micros),
             duration_ms,
             bytes_received = self.received.bytes(),
             bytes_sent,

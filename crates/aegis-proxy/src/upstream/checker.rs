@@ -118,11 +118,10 @@ pub(super) async fn exchange(
     let request = request
         .body(body)
         .map_err(|e| format!("bad check request: {e}"))?;
-    let response = endpoint
-        .client
-        .request(request)
-        .await
-        .map_err(|e| format!("request failed: {e}"))?;
+    let response = endpoint.client.request(request).await.map_err(|e| {
+        let hint = crate::http::error::hint_for(&e, cluster.protocol).unwrap_or("");
+        format!("request failed: {}{hint}", crate::http::error::describe(&e))
+    })?;
     let status = response.status();
     // Read the body so a keep-alive connection goes back to the pool.
     let _ = Limited::new(response.into_body(), MAX_CHECK_BODY)

@@ -5,6 +5,7 @@
 pub mod h2raw;
 pub mod h3raw;
 mod matrix;
+pub mod process;
 
 #[allow(unused_imports)] // not every test file sends over the matrix
 pub use matrix::*;

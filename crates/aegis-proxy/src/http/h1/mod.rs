@@ -280,14 +280,18 @@ impl<I: ClientIo> Exchange<'_, I> {
             buffers::give(std::mem::take(self.client.buf));
         }
         // The upstream head is already written: host and path are needed only for the log.
+        let log = head.log.take().map(|log| *log).unwrap_or_default();
         let mut record = forward::new_record(
             proxy,
             self.conn,
             http::Version::HTTP_11,
             head.method.clone(),
-            std::mem::take(&mut head.path),
+            log.path,
         );
-        record.host = std::mem::take(&mut head.host);
+        record.host = log.host;
+        record.query = log.query;
+        record.user_agent = log.user_agent;
+        record.request_id = log.request_id;
         let cluster = &proxy.clusters()[head.cluster];
         record.route = Some(proxy.route_name(head.route));
         record.cluster = Some(cluster.name.clone());

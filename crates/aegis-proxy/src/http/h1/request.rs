@@ -33,10 +33,19 @@ pub(super) struct Head {
     pub(super) route: usize,
     /// Index of its cluster.
     pub(super) cluster: usize,
-    /// Host and path for the access log (empty unless it is on).
+    /// What the access log needs, when it is on (boxed: the head stays small without it).
+    pub(super) log: Option<Box<LogFields>>,
+}
+
+/// The access log's view of a fast-path request.
+#[derive(Debug, Default)]
+pub(super) struct LogFields {
     pub(super) host: String,
-    /// See `host`.
     pub(super) path: String,
+    /// The query as `[server] access_log_query` keeps it.
+    pub(super) query: String,
+    pub(super) user_agent: String,
+    pub(super) request_id: String,
 }
 
 /// What the bytes read so far hold.
@@ -108,7 +117,9 @@ fn prepare(
     }) {
         return None; // the general path answers 413
     }
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let (path, query) = target
+        .split_once('?')
+        .map_or((target, None), |(p, q)| (p, Some(q)));
     // A path that is not already normal is the general path's to rewrite or refuse.
     if !matches!(
         path::normalize(path, conn.rules.paths),
@@ -129,8 +140,24 @@ fn prepare(
         keep_alive: !facts.close,
         route,
         cluster: config.cluster,
-        host: if log { host.to_owned() } else { String::new() },
-        path: if log { path.to_owned() } else { String::new() },
+        log: log.then(|| {
+            let loggable = super::super::record::loggable;
+            Box::new(LogFields {
+                host: host.to_owned(),
+                path: path.to_owned(),
+                query: query
+                    .map(|q| proxy.access_log_query().apply(q))
+                    .unwrap_or_default(),
+                user_agent: facts
+                    .user_agent
+                    .map(|v| loggable(v, 512))
+                    .unwrap_or_default(),
+                request_id: facts
+                    .request_id
+                    .map(|v| loggable(v, 128))
+                    .unwrap_or_default(),
+            })
+        }),
     })
 }
 
@@ -144,6 +171,8 @@ struct Facts<'a> {
     forwarded: Option<&'a [u8]>,
     forwarded_proto: Option<&'a [u8]>,
     via: Option<&'a [u8]>,
+    user_agent: Option<&'a [u8]>,
+    request_id: Option<&'a [u8]>,
 }
 
 impl<'a> Facts<'a> {
@@ -181,6 +210,10 @@ impl<'a> Facts<'a> {
                 facts.forwarded_proto = once(facts.forwarded_proto, value)?;
             } else if name.eq_ignore_ascii_case("via") {
                 facts.via = once(facts.via, value)?;
+            } else if name.eq_ignore_ascii_case("user-agent") {
+                facts.user_agent = Some(value);
+            } else if name.eq_ignore_ascii_case("x-request-id") {
+                facts.request_id = Some(value);
             } else if is_special(name) {
                 return None;
             }

@@ -84,7 +84,25 @@ fn parse_into<'h, 'b>(
     match response.parse(bytes) {
         Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
         Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(Invalid("malformed head")),
+        Err(_) => Err(Invalid(not_http1(bytes))),
+    }
+}
+
+/// Why bytes that are not an HTTP/1.1 response head are not, when it is a configuration
+/// mistake: an HTTP/2-only upstream (its first frame is SETTINGS on stream 0), or HTTPS.
+fn not_http1(bytes: &[u8]) -> &'static str {
+    match bytes {
+        // RFC 9113 §6.5: a SETTINGS frame (type 4) on stream 0 opens every HTTP/2 connection.
+        [_, _, _, 0x04, _, 0, 0, 0, 0, ..] => {
+            "malformed head: the upstream answered with an HTTP/2 frame (HTTP/2 required? \
+             set protocol = \"http2\" on the cluster)"
+        }
+        // A TLS record (alert or handshake) of TLS 1.0..1.3.
+        [0x15 | 0x16, 0x03, 0x00..=0x04, ..] => {
+            "malformed head: the upstream answered with TLS (HTTPS required? set tls on the \
+             cluster)"
+        }
+        _ => "malformed head",
     }
 }
 
