@@ -9,6 +9,10 @@ command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
 # `systemd-analyze`: tests verify the systemd unit in packaging/ with it.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# `chromium`: the admin /ui page is tested in a real headless browser.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# `curl`: tests run the README's metrics check as written.
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; else sudo apt-get install -y -qq "${need[@]}"; fi
 fi

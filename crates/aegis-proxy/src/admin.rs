@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/ready`, `/metrics` (Prometheus), `/config` (redacted),
+//! The admin listener: `/ui` (a live page), `/healthz`, `/ready`, `/metrics` (Prometheus),
+//! `/config` (redacted),
 //! `/clusters` (endpoint health), `/carbon` (why traffic goes where it goes) and
 //! `POST /reload`.
 //!
@@ -26,6 +27,7 @@ use crate::control::Control;
 use crate::metrics::text as metrics_text;
 
 mod carbon;
+mod ui;
 
 /// What the admin pages show and control.
 #[derive(Debug)]
@@ -107,10 +109,12 @@ async fn handle(state: &AdminState, request: &Request<Incoming>) -> Response<Ful
         "/config" => json(state.control.config_json.load().as_str().to_owned()),
         "/clusters" => json(clusters(&state.control)),
         "/carbon" => json(carbon::page(&state.control.proxy.load())),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /healthz /ready /metrics /config /clusters /carbon, or POST /reload\n",
-        ),
+        other => ui::file(other).unwrap_or_else(|| {
+            text(
+                StatusCode::NOT_FOUND,
+                "not found: try /ui /healthz /ready /metrics /config /clusters /carbon, or POST /reload\n",
+            )
+        }),
     }
 }
 
