@@ -174,6 +174,12 @@ impl Checker<'_> {
         let region_names: Vec<&str> = raw.regions.keys().map(String::as_str).collect();
         let regions: Vec<_> = raw.regions.iter().map(|(n, r)| self.region(n, r)).collect();
         let carbon = self.carbon(raw.carbon.as_ref());
+        if let (Some(c), true) = (&raw.carbon, raw.regions.is_empty()) {
+            let message = "is set but no [regions.NAME] table is: the feeds have no zone to \
+                           read, and no cluster can route by carbon"
+                .to_owned();
+            self.warning("carbon.feeds", &c.feeds, message);
+        }
         let clusters: Vec<_> = raw
             .clusters
             .iter()
@@ -834,6 +840,9 @@ fn no_such(kind: &str, given: &str, known: &[&str]) -> String {
         return format!("{prefix}; did you mean \"{near}\"?");
     }
     match known {
+        [] if kind == "region" => {
+            format!("{prefix}: add a [regions.{given}] table with its grid zone")
+        }
         [] => format!("{prefix}: none is configured"),
         _ => {
             let names: Vec<String> = known.iter().map(|k| format!("\"{k}\"")).collect();

@@ -181,3 +181,28 @@ fn the_carbon_aware_sdk_feed_declares_what_it_reports() {
         "http://sdk.internal:8080"
     );
 }
+
+#[test]
+fn carbon_without_regions_is_a_warning_and_a_missing_region_says_what_to_add() {
+    let plain =
+        "[[listeners]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[routes]]\ncluster = \"c\"\n";
+    let text = format!(
+        "{plain}[clusters.c]\nendpoints = [\"127.0.0.1:9\"]\n[carbon]\nfeeds = [\"static\"]\n"
+    );
+    let config = parse(&text, Path::new("."), &no_env).unwrap();
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "carbon.feeds, line 9: is set but no [regions.NAME] table is: the feeds have no zone \
+          to read, and no cluster can route by carbon"
+        ]
+    );
+    let text = format!(
+        "{plain}[clusters.c]\ncarbon = \"greenest\"\nregions = {{ eu = [\"127.0.0.1:9\"] }}\n"
+    );
+    assert_eq!(
+        errors(&text),
+        ["clusters.c.regions.eu, line 8: no region named \"eu\": add a [regions.eu] table with its grid zone"]
+    );
+}
