@@ -6,7 +6,10 @@
 
 mod declare;
 pub mod process;
+mod request;
 pub mod text;
+
+pub use request::count_request;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

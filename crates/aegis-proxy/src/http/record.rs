@@ -13,10 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::metrics::{
-    status_class, CarbonRequestLabels, ClusterLabels, DurationLabels, Metrics, RegionLabels,
-    RequestLabels, TrafficLabels,
-};
+use crate::metrics::{CarbonRequestLabels, ClusterLabels, Metrics, RegionLabels, RequestLabels};
 use crate::upstream::{Admission, InFlight};
 use crate::{Body, BoxError};
 
@@ -177,10 +174,12 @@ impl RequestRecord {
             status: self.status,
             protocol: self.protocol,
         };
-        self.metrics.requests.get_or_create(&labels).inc();
-        self.count_traffic(&labels, bytes_sent);
+        let cluster = labels.cluster.clone();
+        let seconds = self.start.elapsed().as_secs_f64();
+        let received = self.received.bytes();
+        crate::metrics::count_request(&self.metrics, labels, seconds, received, bytes_sent);
         if let Some(carbon) = &self.carbon {
-            self.account(carbon, &labels.cluster, bytes_sent);
+            self.account(carbon, &cluster, bytes_sent);
         }
         if !self.access_log {
             return;
@@ -216,38 +215,6 @@ impl RequestRecord {
             carbon_policy = self.carbon.as_ref().map(|c| c.policy),
             carbon_reason = self.carbon.as_ref().map(|c| c.reason),
         );
-    }
-
-    /// The client-facing duration and body bytes, labelled like `labels` but by status class.
-    fn count_traffic(&self, labels: &RequestLabels, bytes_sent: u64) {
-        let duration = DurationLabels {
-            listener: labels.listener.clone(),
-            route: labels.route.clone(),
-            cluster: labels.cluster.clone(),
-            protocol: labels.protocol,
-            status_class: status_class(labels.status),
-        };
-        let elapsed = self.start.elapsed().as_secs_f64();
-        let metrics = &self.metrics;
-        metrics
-            .request_duration
-            .get_or_create(&duration)
-            .observe(elapsed);
-        let traffic = TrafficLabels {
-            listener: duration.listener,
-            route: duration.route,
-            cluster: duration.cluster,
-            protocol: duration.protocol,
-        };
-        // Counted even when 0, so that the series exists beside the response's.
-        metrics
-            .request_body_bytes
-            .get_or_create(&traffic)
-            .inc_by(self.received.bytes());
-        metrics
-            .response_body_bytes
-            .get_or_create(&traffic)
-            .inc_by(bytes_sent);
     }
 
     fn account(&self, carbon: &CarbonRecord, cluster: &Arc<str>, bytes: u64) {
