@@ -491,7 +491,10 @@ fn fail(error: &anyhow::Error) -> ExitCode {
 /// `RUST_LOG` (default `info`). An invalid `RUST_LOG` is an error, not silently ignored.
 fn init_logging(format: LogFormat, sink: &Arc<AccessSink>) -> anyhow::Result<()> {
     let sink = sink.clone();
+    // A write that fails (a log reader that went away) must never become a panic:
+    // tracing-subscriber's fallback for it is `eprintln!`, which panics on a closed stderr.
     let access = tracing_subscriber::fmt::layer()
+        .log_internal_errors(false)
         .json()
         .flatten_event(true)
         .with_current_span(false)
@@ -510,10 +513,12 @@ fn init_logging(format: LogFormat, sink: &Arc<AccessSink>) -> anyhow::Result<()>
         filter::filter_fn(|meta| meta.target() != aegis_proxy::http::record::ACCESS_LOG_TARGET);
     let diagnostics = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .log_internal_errors(false)
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .log_internal_errors(false)
             .json()
             .flatten_event(true)
             .with_writer(std::io::stderr)

@@ -298,3 +298,47 @@ fn wait_lines(path: &std::path::Path, n: usize) -> Vec<String> {
     }
     panic!("{} has fewer than {n} lines", path.display());
 }
+
+/// A log reader that goes away (a closed stderr and stdout) costs the log lines, never the
+/// service: every request after it is still answered.
+#[test]
+fn closed_log_pipes_do_not_stop_the_proxy() {
+    use std::io::BufRead;
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = write_config(
+        "closed-stderr",
+        &format!(
+            "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
+             [[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"{refused}\"]\n"
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .env("RUST_LOG", "info")
+        .args(["run", "--config", &config])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("exited before listening").unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    drop(lines);
+    drop(child.stdout.take());
+    // Each request logs a warning (the upstream refuses) and an access-log line.
+    for _ in 0..5 {
+        let answer = get(
+            addr,
+            "GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+        );
+        assert!(answer.starts_with("HTTP/1.1 502 "), "{answer:?}");
+    }
+    terminate(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

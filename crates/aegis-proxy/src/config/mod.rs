@@ -530,6 +530,15 @@ pub enum QueryLog {
 }
 
 impl QueryLog {
+    /// The name in configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Redacted => "redacted",
+            Self::None => "none",
+        }
+    }
+
     /// What to log of `query` (without the `?`).
     pub fn apply(self, query: &str) -> String {
         match self {
@@ -851,6 +860,8 @@ impl Config {
                 "drain_timeout_ms": ms(self.drain_timeout),
                 "shutdown_delay_ms": ms(self.shutdown_delay),
                 "access_log": self.access_log,
+                "access_log_query": self.access_log_query.name(),
+                "access_log_file": self.access_log_file.as_ref().map(|p| p.display().to_string()),
             },
             "listeners": listeners,
             "routes": routes,

@@ -118,9 +118,18 @@ mod tests {
         };
         let (one, two) = (text(&one), text(&two));
         let requests = "aegis_http_requests_total{listener=\"l\",route=\"r\",cluster=\"\",status=";
-        assert!(one.contains(&format!("{requests}\"200\",protocol=\"h2\"}} 4")), "{one}");
-        assert!(one.contains(&format!("{requests}\"500\",protocol=\"h2\"}} 1")), "{one}");
-        assert!(two.contains(&format!("{requests}\"200\",protocol=\"h2\"}} 1")), "{two}");
+        assert!(
+            one.contains(&format!("{requests}\"200\",protocol=\"h2\"}} 4")),
+            "{one}"
+        );
+        assert!(
+            one.contains(&format!("{requests}\"500\",protocol=\"h2\"}} 1")),
+            "{one}"
+        );
+        assert!(
+            two.contains(&format!("{requests}\"200\",protocol=\"h2\"}} 1")),
+            "{two}"
+        );
         let sent = "aegis_response_body_bytes_total{listener=\"l\",route=\"r\",cluster=\"\",protocol=\"h2\"}";
         assert!(one.contains(&format!("{sent} 25")), "{one}");
         assert!(two.contains(&format!("{sent} 7")), "{two}");
