@@ -276,6 +276,28 @@ fn access_log_lines_carry_query_agent_request_id_and_bytes_in_a_rotatable_file()
     request("/c", "");
     let fresh = wait_lines(&file, 1);
     assert!(fresh[0].contains("\"path\":\"/c\""), "{fresh:?}");
+    // Without X-Request-Id, on either path, the line gets a fresh id (as nginx's $request_id).
+    get(
+        addr,
+        "GET /d HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    );
+    get(
+        addr,
+        "GET /e HTTP/1.1\r\nhost: a\r\nconnection: close, x-a\r\nx-a: 1\r\n\r\n",
+    );
+    let fresh = wait_lines(&file, 3);
+    let ids: Vec<String> = fresh[1..]
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].to_string())
+        .collect();
+    for id in &ids {
+        let id = id.trim_matches('"');
+        assert!(
+            id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{ids:?}"
+        );
+    }
+    assert_ne!(ids[0], ids[1]);
     assert_eq!(
         std::fs::read_to_string(dir.join("access.log.1"))
             .unwrap()

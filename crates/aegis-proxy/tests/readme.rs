@@ -202,7 +202,7 @@ fn demo_instructions(demo: &mut std::process::Child) -> String {
         text.push_str(&line);
         text.push('\n');
         if line.contains("Ctrl-C drains and exits") {
-            // Keep reading: a closed stderr would make the demo's next diagnostic fail.
+            // Keep reading, so that the demo's log lines still have a reader.
             std::thread::spawn(move || lines.for_each(drop));
             return text;
         }

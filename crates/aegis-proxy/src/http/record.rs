@@ -37,7 +37,7 @@ pub struct RequestRecord {
     pub(crate) query: String,
     /// `User-Agent`, when logged.
     pub(crate) user_agent: String,
-    /// The client's `X-Request-Id`, when logged.
+    /// The client's `X-Request-Id` or a generated one, when logged.
     pub(crate) request_id: String,
     pub(crate) route: Option<Arc<str>>,
     pub(crate) cluster: Option<Arc<str>>,
@@ -112,9 +112,16 @@ pub(crate) fn note_client_fields(
 ) {
     record.query = query.map(|q| rule.apply(q)).unwrap_or_default();
     record.user_agent = user_agent.map(|v| loggable(v, 512)).unwrap_or_default();
-    record.request_id = request_id
-        .map(|v| loggable(v, MAX_REQUEST_ID))
-        .unwrap_or_default();
+    record.request_id = request_id_of(request_id);
+}
+
+/// The request id the access log gives a request: the client's `X-Request-Id`, or, as nginx's
+/// `$request_id`, 16 random hex digits when it sent none (logged only, not forwarded).
+pub(crate) fn request_id_of(sent: Option<&[u8]>) -> String {
+    match sent {
+        Some(value) => loggable(value, MAX_REQUEST_ID),
+        None => format!("{:016x}", rand::random::<u64>()),
+    }
 }
 
 /// nginx's status for a request whose client went away before it was answered.

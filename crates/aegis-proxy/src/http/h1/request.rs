@@ -152,10 +152,7 @@ fn prepare(
                     .user_agent
                     .map(|v| loggable(v, 512))
                     .unwrap_or_default(),
-                request_id: facts
-                    .request_id
-                    .map(|v| loggable(v, 128))
-                    .unwrap_or_default(),
+                request_id: super::super::record::request_id_of(facts.request_id),
             })
         }),
     })
