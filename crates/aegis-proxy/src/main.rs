@@ -92,32 +92,7 @@ enum Command {
         config: PathBuf,
     },
     /// Proxy one address to one or more upstreams, without a configuration file.
-    ReverseProxy {
-        /// Address to listen on: 127.0.0.1:8443, localhost:8080, or :8080 (every interface).
-        #[arg(long)]
-        from: String,
-        /// Upstream host:port or http://host[:port] (repeat for several).
-        #[arg(long, required = true)]
-        to: Vec<String>,
-        /// Certificate chain (PEM) to serve TLS with.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// Private key (PEM) for --tls-cert.
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// Offer only the hybrid post-quantum group X25519MLKEM768.
-        #[arg(long, requires = "tls_cert")]
-        pq_only: bool,
-        /// Also serve HTTP/3 over QUIC (UDP) on the same port.
-        #[arg(long, requires = "tls_cert")]
-        h3: bool,
-        /// Write JSON access-log lines to stdout.
-        #[arg(long)]
-        access_log: bool,
-        /// Serve the admin endpoints on this address.
-        #[arg(long)]
-        admin: Option<String>,
-    },
+    ReverseProxy(ReverseProxyArgs),
     /// Create a local CA and a certificate for localhost and 127.0.0.1.
     Cert {
         /// Output folder.
@@ -126,56 +101,9 @@ enum Command {
     },
     /// Connect like a client; print the TLS version, key-exchange group, ALPN, certificate
     /// chain and response status (checks post-quantum TLS without another tool).
-    Probe {
-        /// https://host[:port]/path (or http:// for cleartext).
-        url: http::Uri,
-        /// Offer only X25519MLKEM768: fails unless the server speaks post-quantum TLS.
-        #[arg(long, conflicts_with = "classical")]
-        pq: bool,
-        /// Offer only X25519 and P-256, as a client without post-quantum support would.
-        #[arg(long)]
-        classical: bool,
-        /// HTTP version: 1.1, 2 or 3 (QUIC).
-        #[arg(long, default_value = "1.1", value_parser = ["1.1", "2", "3"])]
-        http: String,
-        /// CA bundle (PEM) to verify the server with; Mozilla's roots by default.
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// Give up after this long.
-        #[arg(long, default_value_t = 10_000)]
-        timeout_ms: u64,
-    },
+    Probe(ProbeArgs),
     /// Replay an hourly carbon-intensity trace through the routing policies and compare them.
-    Simulate {
-        /// Wide CSV: datetime_utc then one gCO2eq/kWh column per zone.
-        #[arg(long)]
-        trace: PathBuf,
-        /// Regions as ZONE=RTT_MS,... (RTT from the users to each region).
-        #[arg(long)]
-        regions: String,
-        /// Policies to compare (default: all).
-        #[arg(long, value_enum, value_delimiter = ',')]
-        policy: Vec<SimPolicyArg>,
-        /// Latency budget over the nearest region, ms (0 to 60000, as in the config file).
-        #[arg(long, default_value_t = 50.0, value_parser = latency_budget)]
-        latency_budget_ms: f64,
-        /// Largest fraction of traffic one region may take (0.01 to 1, as in the config file).
-        #[arg(long, default_value_t = 1.0, value_parser = traffic_share)]
-        max_share: f64,
-        /// Requests routed per trace hour (1 to 1000000).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-        requests_per_hour: u32,
-        /// Hours by which the intensities greenest and weighted see lag the truth (feed delay).
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=8760))]
-        lag_hours: u16,
-        /// Output: markdown, csv or json.
-        #[arg(long, value_enum, default_value_t = simulate::Format::Markdown)]
-        format: simulate::Format,
-        /// Also write an SVG chart of each region's intensity and the region greenest (or the
-        /// first policy listed) chose each hour.
-        #[arg(long)]
-        svg: Option<PathBuf>,
-    },
+    Simulate(SimulateArgs),
     /// Start loopback origins and the proxy on HTTPS with a fresh CA; Ctrl-C to stop.
     Demo {
         /// HTTPS listener address.
@@ -187,6 +115,90 @@ enum Command {
     },
 }
 
+/// The flags of `reverse-proxy`.
+#[derive(Debug, clap::Args)]
+struct ReverseProxyArgs {
+    /// Address to listen on: 127.0.0.1:8443, localhost:8080, or :8080 (every interface).
+    #[arg(long)]
+    from: String,
+    /// Upstream host:port or http://host[:port] (repeat for several).
+    #[arg(long, required = true)]
+    to: Vec<String>,
+    /// Certificate chain (PEM) to serve TLS with.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Offer only the hybrid post-quantum group X25519MLKEM768.
+    #[arg(long, requires = "tls_cert")]
+    pq_only: bool,
+    /// Also serve HTTP/3 over QUIC (UDP) on the same port.
+    #[arg(long, requires = "tls_cert")]
+    h3: bool,
+    /// Write JSON access-log lines to stdout.
+    #[arg(long)]
+    access_log: bool,
+    /// Serve the admin endpoints on this address.
+    #[arg(long)]
+    admin: Option<String>,
+}
+
+/// The flags of `probe`.
+#[derive(Debug, clap::Args)]
+struct ProbeArgs {
+    /// https://host[:port]/path (or http:// for cleartext).
+    url: http::Uri,
+    /// Offer only X25519MLKEM768: fails unless the server speaks post-quantum TLS.
+    #[arg(long, conflicts_with = "classical")]
+    pq: bool,
+    /// Offer only X25519 and P-256, as a client without post-quantum support would.
+    #[arg(long)]
+    classical: bool,
+    /// HTTP version: 1.1, 2 or 3 (QUIC).
+    #[arg(long, default_value = "1.1", value_parser = ["1.1", "2", "3"])]
+    http: String,
+    /// CA bundle (PEM) to verify the server with; Mozilla's roots by default.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Give up after this long.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+/// The flags of `simulate`.
+#[derive(Debug, clap::Args)]
+struct SimulateArgs {
+    /// Wide CSV: datetime_utc then one gCO2eq/kWh column per zone.
+    #[arg(long)]
+    trace: PathBuf,
+    /// Regions as ZONE=RTT_MS,... (RTT from the users to each region).
+    #[arg(long)]
+    regions: String,
+    /// Policies to compare (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    policy: Vec<SimPolicyArg>,
+    /// Latency budget over the nearest region, ms (0 to 60000, as in the config file).
+    #[arg(long, default_value_t = 50.0, value_parser = latency_budget)]
+    latency_budget_ms: f64,
+    /// Largest fraction of traffic one region may take (0.01 to 1, as in the config file).
+    #[arg(long, default_value_t = 1.0, value_parser = traffic_share)]
+    max_share: f64,
+    /// Requests routed per trace hour (1 to 1000000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    requests_per_hour: u32,
+    /// Hours by which the intensities greenest and weighted see lag the truth (feed delay).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=8760))]
+    lag_hours: u16,
+    /// Output: markdown, csv or json.
+    #[arg(long, value_enum, default_value_t = simulate::Format::Markdown)]
+    format: simulate::Format,
+    /// Also write an SVG chart of each region's intensity and the region greenest (or the
+    /// first policy listed) chose each hour.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let sink = AccessSink::new();
@@ -195,44 +207,12 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     match cli.command {
-        Command::Validate { config } => match Config::load(&config) {
-            Ok(loaded) => {
-                for warning in &loaded.warnings {
-                    eprintln!("{}: warning: {warning}", config.display());
-                }
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
-            }
-            Err(errors) => config_failure(&config, &errors),
-        },
+        Command::Validate { config } => validate(&config),
         Command::Run { config: path } => match Config::load(&path) {
             Ok(config) => serve(cli.workers, config, Some(path), sink),
             Err(errors) => config_failure(&path, &errors),
         },
-        Command::ReverseProxy {
-            from,
-            to,
-            tls_cert,
-            tls_key,
-            pq_only,
-            h3,
-            access_log,
-            admin,
-        } => {
-            let options = QuickOptions {
-                from,
-                to,
-                tls: tls_cert.zip(tls_key),
-                pq_only,
-                h3,
-                access_log,
-                admin,
-            };
-            match options.to_config(Path::new(".")) {
-                Ok(config) => serve(cli.workers, config, None, sink),
-                Err(errors) => config_failure(Path::new("reverse-proxy"), &errors),
-            }
-        }
+        Command::ReverseProxy(args) => quick(args, cli.workers, sink),
         Command::Cert { out } => match demo::write_certs(&out) {
             Ok(()) => {
                 println!(
@@ -243,94 +223,115 @@ fn main() -> ExitCode {
             }
             Err(error) => fail(&error),
         },
-        Command::Simulate {
-            trace,
-            regions,
-            policy,
-            latency_budget_ms,
-            max_share,
-            requests_per_hour,
-            lag_hours,
-            format,
-            svg,
-        } => {
-            let policies: Vec<SimPolicy> = if policy.is_empty() {
-                SimPolicy::ALL.to_vec()
-            } else {
-                policy.into_iter().map(Into::into).collect()
-            };
-            let mut config = SimConfig {
-                requests_per_hour: requests_per_hour as usize,
-                lag_hours: usize::from(lag_hours),
-                ..SimConfig::default()
-            };
-            config.policy.latency_budget_ms = latency_budget_ms;
-            config.policy.max_share = max_share;
-            let output = SimOutput { format, svg };
-            match run_simulation(&trace, &regions, &policies, &config, &output) {
-                Ok(table) => {
-                    print!("{table}");
-                    ExitCode::SUCCESS
-                }
-                Err(error) => fail(&error),
+        Command::Simulate(args) => simulate_trace(args),
+        Command::Probe(args) => probe(args),
+        Command::Demo { listen, admin } => run_demo(listen, admin, cli.workers),
+    }
+}
+
+fn validate(config: &Path) -> ExitCode {
+    match Config::load(config) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("{}: warning: {warning}", config.display());
             }
+            println!("{}: ok", config.display());
+            ExitCode::SUCCESS
         }
-        Command::Probe {
-            url,
-            pq,
-            classical,
-            http,
-            ca,
-            timeout_ms,
-        } => {
-            let options = aegis_proxy::probe::ProbeOptions {
-                url,
-                kx: match (pq, classical) {
-                    (true, _) => aegis_tls::KxPolicy::PostQuantumOnly,
-                    (_, true) => aegis_tls::KxPolicy::ClassicalOnly,
-                    _ => aegis_tls::KxPolicy::PreferPostQuantum,
-                },
-                http: match http.as_str() {
-                    "2" => aegis_proxy::probe::ProbeHttp::Http2,
-                    "3" => aegis_proxy::probe::ProbeHttp::Http3,
-                    _ => aegis_proxy::probe::ProbeHttp::Http1,
-                },
-                ca,
-                timeout: std::time::Duration::from_millis(timeout_ms),
-            };
-            block_on(Some(1), async move {
-                let report = aegis_proxy::probe::probe(&options).await?;
-                println!("{report}");
-                Ok(())
-            })
+        Err(errors) => config_failure(config, &errors),
+    }
+}
+
+fn quick(args: ReverseProxyArgs, workers: Option<usize>, sink: Arc<AccessSink>) -> ExitCode {
+    let options = QuickOptions {
+        from: args.from,
+        to: args.to,
+        tls: args.tls_cert.zip(args.tls_key),
+        pq_only: args.pq_only,
+        h3: args.h3,
+        access_log: args.access_log,
+        admin: args.admin,
+    };
+    match options.to_config(Path::new(".")) {
+        Ok(config) => serve(workers, config, None, sink),
+        Err(errors) => config_failure(Path::new("reverse-proxy"), &errors),
+    }
+}
+
+fn simulate_trace(args: SimulateArgs) -> ExitCode {
+    let policies: Vec<SimPolicy> = if args.policy.is_empty() {
+        SimPolicy::ALL.to_vec()
+    } else {
+        args.policy.into_iter().map(Into::into).collect()
+    };
+    let mut config = SimConfig {
+        requests_per_hour: args.requests_per_hour as usize,
+        lag_hours: usize::from(args.lag_hours),
+        ..SimConfig::default()
+    };
+    config.policy.latency_budget_ms = args.latency_budget_ms;
+    config.policy.max_share = args.max_share;
+    let output = SimOutput {
+        format: args.format,
+        svg: args.svg,
+    };
+    match run_simulation(&args.trace, &args.regions, &policies, &config, &output) {
+        Ok(table) => {
+            print!("{table}");
+            ExitCode::SUCCESS
         }
-        Command::Demo { listen, admin } => {
-            let dir = std::env::temp_dir().join(format!("aegis-demo-{}", std::process::id()));
-            let options = DemoOptions {
-                listen,
-                admin,
-                dir: dir.clone(),
-            };
-            let code = block_on(cli.workers, async move {
-                let stop = StopSignals::install()?;
-                let running = demo::start(&options).await?;
-                eprintln!("{}", demo::instructions(&options, &running));
-                stop.wait().await;
-                running.shutdown().await;
-                Ok(())
-            });
-            // The demo's CA and keys are throwaway: they leave with the demo, however it ends.
-            if let Err(error) = std::fs::remove_dir_all(&dir) {
-                if error.kind() != std::io::ErrorKind::NotFound {
-                    eprintln!(
-                        "cannot remove the demo's keys in {}: {error}",
-                        dir.display()
-                    );
-                }
-            }
-            code
+        Err(error) => fail(&error),
+    }
+}
+
+fn probe(args: ProbeArgs) -> ExitCode {
+    let options = aegis_proxy::probe::ProbeOptions {
+        url: args.url,
+        kx: match (args.pq, args.classical) {
+            (true, _) => aegis_tls::KxPolicy::PostQuantumOnly,
+            (_, true) => aegis_tls::KxPolicy::ClassicalOnly,
+            _ => aegis_tls::KxPolicy::PreferPostQuantum,
+        },
+        http: match args.http.as_str() {
+            "2" => aegis_proxy::probe::ProbeHttp::Http2,
+            "3" => aegis_proxy::probe::ProbeHttp::Http3,
+            _ => aegis_proxy::probe::ProbeHttp::Http1,
+        },
+        ca: args.ca,
+        timeout: std::time::Duration::from_millis(args.timeout_ms),
+    };
+    block_on(Some(1), async move {
+        let report = aegis_proxy::probe::probe(&options).await?;
+        println!("{report}");
+        Ok(())
+    })
+}
+
+fn run_demo(listen: String, admin: String, workers: Option<usize>) -> ExitCode {
+    let dir = std::env::temp_dir().join(format!("aegis-demo-{}", std::process::id()));
+    let options = DemoOptions {
+        listen,
+        admin,
+        dir: dir.clone(),
+    };
+    let code = block_on(workers, async move {
+        let stop = StopSignals::install()?;
+        let running = demo::start(&options).await?;
+        eprintln!("{}", demo::instructions(&options, &running));
+        stop.wait().await;
+        running.shutdown().await;
+        Ok(())
+    });
+    // The demo's CA and keys are throwaway: they leave with the demo, however it ends.
+    if let Err(error) = std::fs::remove_dir_all(&dir) {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            eprintln!(
+                "cannot remove the demo's keys in {}: {error}",
+                dir.display()
+            );
         }
     }
+    code
 }
 
 /// Where and how `simulate` writes its results.
