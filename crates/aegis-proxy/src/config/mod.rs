@@ -119,6 +119,7 @@ pub struct RegionConfig {
 /// A carbon-intensity feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum FeedKind {
     /// A local file (wide CSV or JSON), re-read when it changes.
     File,
@@ -316,6 +317,7 @@ impl CarbonConfig {
 /// A cluster's carbon policy setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CarbonPolicyKind {
     /// Carbon plays no part.
     #[default]
@@ -426,6 +428,7 @@ pub struct ListenerTls {
 
 /// A protocol a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
 pub enum Protocol {
     /// HTTP/1.1 over TCP (`h1`, Caddy's spelling, is accepted too).
     #[serde(rename = "http/1.1", alias = "h1")]
@@ -493,6 +496,7 @@ impl fmt::Debug for QuicListener {
 
 /// How a route matches the request host.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HostMatch {
     /// `*`: any host.
     Any,
@@ -559,6 +563,7 @@ impl QueryLog {
 /// Load-balancing policy within a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LbPolicy {
     /// Each endpoint in turn.
     RoundRobin,
@@ -570,6 +575,7 @@ pub enum LbPolicy {
 /// HTTP version spoken to upstream endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 with keep-alive.
     #[default]

@@ -24,6 +24,7 @@ const LINGER: Duration = Duration::from_secs(1);
 
 /// What the first bytes of a cleartext connection say about HTTP/2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Start {
     /// The whole preface.
     Preface,

@@ -58,6 +58,7 @@ pub struct RequestRecord {
 
 /// How many request body bytes came from the client.
 #[derive(Debug, Default, Clone)]
+#[non_exhaustive]
 pub enum Received {
     /// No body, or not counted.
     #[default]

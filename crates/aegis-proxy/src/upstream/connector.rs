@@ -162,6 +162,7 @@ impl tower_service::Service<Uri> for Connector {
 
 /// A connection to an endpoint, plain or TLS.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum UpstreamStream {
     /// Cleartext TCP.
     Plain(TcpStream),
