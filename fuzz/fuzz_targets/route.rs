@@ -41,6 +41,7 @@ fuzz_target!(|input: (Vec<(String, String)>, String, String)| {
                     "route {index}"
                 );
             }
+            other => panic!("route {index}: a host match this target does not check: {other:?}"),
         }
     }
 });
