@@ -2,8 +2,9 @@
 //!
 //! serde stops at the first mistake. To find the others, this module works on toml's parsed
 //! document tree, which keeps each value's span. It records the mistake, repairs the tree at
-//! that spot, and deserializes again. To repair, it removes the key, or, if the key is
-//! required, puts in a placeholder of the type the schema accepts. The schema is still only
+//! that spot, and deserializes again. To repair, it removes an unknown key; a value of the
+//! wrong type (or a missing required key) gets a placeholder of a type the schema accepts,
+//! found by trying each TOML type, and is removed only if none fits. The schema is still only
 //! `raw.rs`: no second description of the file exists. The keys it repaired are returned, so
 //! that semantic checks on placeholders are not reported.
 //!
