@@ -129,51 +129,13 @@ impl Checker<'_> {
     }
 
     pub(super) fn carbon(&mut self, raw: Option<&RawCarbon>) -> Option<CarbonConfig> {
-        let defaults = aegis_carbon::energy::EnergyModel::default();
         let Some(c) = raw else {
-            return Some(CarbonConfig {
-                feeds: vec![FeedKind::Static],
-                file: None,
-                electricitymaps: None,
-                uk: None,
-                watttime: None,
-                carbon_aware_sdk: None,
-                poll_interval: Duration::from_millis(DEFAULT_CARBON_POLL_MS),
-                stale_after: Duration::from_millis(DEFAULT_CARBON_STALE_MS),
-                unknown_intensity: DEFAULT_UNKNOWN_INTENSITY,
-                region_header: Some(http::HeaderName::from_static("x-aegis-region")),
-                energy: defaults,
-                baseline: Baseline::default(),
-                declared: (Signal::Average, Basis::Lifecycle),
-                probe_interval: Duration::from_millis(DEFAULT_PROBE_INTERVAL_MS),
-                probe_timeout: Duration::from_millis(DEFAULT_PROBE_TIMEOUT_MS),
-            });
+            return Some(default_carbon());
         };
         if c.feeds.get_ref().is_empty() {
             self.error("carbon.feeds", &c.feeds, "must list at least one feed");
         }
-        let file = match (&c.file, c.feeds.get_ref().contains(&FeedKind::File)) {
-            (Some(f), _) => {
-                let path = self.path(&f.path);
-                if !path.exists() {
-                    let message = format!(
-                        "{} does not exist (yet): the file feed has no data until it does",
-                        path.display()
-                    );
-                    self.warning("carbon.file.path", &f.path, message);
-                }
-                Some(path)
-            }
-            (None, true) => {
-                self.error(
-                    "carbon.feeds",
-                    &c.feeds,
-                    "the file feed needs carbon.file = { path = \"...\" }",
-                );
-                None
-            }
-            (None, false) => None,
-        };
+        let file = self.file_feed(c);
         let electricitymaps = self.electricitymaps(c);
         let uk = self.uk(c);
         let watttime = self.watttime(c);
@@ -195,35 +157,8 @@ impl Checker<'_> {
             0.0,
             5000.0,
         );
-        let wh_request = self.float(
-            "carbon.wh_per_request",
-            &c.wh_per_request,
-            defaults.wh_per_request,
-            0.0,
-            1e6,
-        );
-        let wh_mb = self.float(
-            "carbon.wh_per_mb",
-            &c.wh_per_mb,
-            defaults.wh_per_mb,
-            0.0,
-            1e6,
-        );
-        let header = match &c.region_header {
-            Some(h) if h.get_ref().is_empty() => Some(None),
-            Some(h) => match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
-                Ok(name) => Some(Some(name)),
-                Err(_) => {
-                    self.error(
-                        "carbon.region_header",
-                        h,
-                        format!("\"{}\" is not a header name", h.get_ref()),
-                    );
-                    None
-                }
-            },
-            None => Some(Some(http::HeaderName::from_static("x-aegis-region"))),
-        };
+        let energy = self.energy(c);
+        let header = self.region_header(c);
         let probe_interval = self.duration(
             "carbon.probe_interval_ms",
             &c.probe_interval_ms,
@@ -245,10 +180,7 @@ impl Checker<'_> {
             stale_after: stale?,
             unknown_intensity: unknown?,
             region_header: header?,
-            energy: aegis_carbon::energy::EnergyModel {
-                wh_per_request: wh_request?,
-                wh_per_mb: wh_mb?,
-            },
+            energy: energy?,
             baseline: c.baseline.unwrap_or_default(),
             declared: (
                 c.signal.unwrap_or(Signal::Average),
@@ -259,6 +191,75 @@ impl Checker<'_> {
         };
         self.one_quantity(&config, &c.feeds);
         Some(config)
+    }
+
+    /// The `file` feed's path: an error when the feed is listed without one, a warning when
+    /// the file does not exist (yet).
+    fn file_feed(&mut self, c: &RawCarbon) -> Option<std::path::PathBuf> {
+        match (&c.file, c.feeds.get_ref().contains(&FeedKind::File)) {
+            (Some(f), _) => {
+                let path = self.path(&f.path);
+                if !path.exists() {
+                    let message = format!(
+                        "{} does not exist (yet): the file feed has no data until it does",
+                        path.display()
+                    );
+                    self.warning("carbon.file.path", &f.path, message);
+                }
+                Some(path)
+            }
+            (None, true) => {
+                self.error(
+                    "carbon.feeds",
+                    &c.feeds,
+                    "the file feed needs carbon.file = { path = \"...\" }",
+                );
+                None
+            }
+            (None, false) => None,
+        }
+    }
+
+    /// The energy model: watt-hours per request and per megabyte.
+    fn energy(&mut self, c: &RawCarbon) -> Option<aegis_carbon::energy::EnergyModel> {
+        let defaults = aegis_carbon::energy::EnergyModel::default();
+        let wh_request = self.float(
+            "carbon.wh_per_request",
+            &c.wh_per_request,
+            defaults.wh_per_request,
+            0.0,
+            1e6,
+        );
+        let wh_mb = self.float(
+            "carbon.wh_per_mb",
+            &c.wh_per_mb,
+            defaults.wh_per_mb,
+            0.0,
+            1e6,
+        );
+        Some(aegis_carbon::energy::EnergyModel {
+            wh_per_request: wh_request?,
+            wh_per_mb: wh_mb?,
+        })
+    }
+
+    /// The response header that names the chosen region: `None` inside when set empty.
+    fn region_header(&mut self, c: &RawCarbon) -> Option<Option<http::HeaderName>> {
+        match &c.region_header {
+            Some(h) if h.get_ref().is_empty() => Some(None),
+            Some(h) => match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+                Ok(name) => Some(Some(name)),
+                Err(_) => {
+                    self.error(
+                        "carbon.region_header",
+                        h,
+                        format!("\"{}\" is not a header name", h.get_ref()),
+                    );
+                    None
+                }
+            },
+            None => Some(Some(http::HeaderName::from_static("x-aegis-region"))),
+        }
     }
 
     /// Rejects a feed chain that would rank regions on different quantities: each region takes
@@ -484,3 +485,24 @@ impl Checker<'_> {
 
 #[cfg(test)]
 mod tests;
+
+/// The carbon settings of a file without `[carbon]`.
+fn default_carbon() -> CarbonConfig {
+    CarbonConfig {
+        feeds: vec![FeedKind::Static],
+        file: None,
+        electricitymaps: None,
+        uk: None,
+        watttime: None,
+        carbon_aware_sdk: None,
+        poll_interval: Duration::from_millis(DEFAULT_CARBON_POLL_MS),
+        stale_after: Duration::from_millis(DEFAULT_CARBON_STALE_MS),
+        unknown_intensity: DEFAULT_UNKNOWN_INTENSITY,
+        region_header: Some(http::HeaderName::from_static("x-aegis-region")),
+        energy: aegis_carbon::energy::EnergyModel::default(),
+        baseline: Baseline::default(),
+        declared: (Signal::Average, Basis::Lifecycle),
+        probe_interval: Duration::from_millis(DEFAULT_PROBE_INTERVAL_MS),
+        probe_timeout: Duration::from_millis(DEFAULT_PROBE_TIMEOUT_MS),
+    }
+}
