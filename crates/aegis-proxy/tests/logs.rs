@@ -347,8 +347,8 @@ fn closed_log_pipes_do_not_stop_the_proxy() {
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let addr: SocketAddr = loop {
         let line = lines.next().expect("exited before listening").unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        if let Some(addr) = line_addr(&line) {
+            break addr;
         }
     };
     drop(lines);

@@ -112,8 +112,17 @@ pub(crate) fn note_client_fields(
     rule: crate::config::QueryLog,
 ) {
     record.query = query.map(|q| rule.apply(q)).unwrap_or_default();
-    record.user_agent = user_agent.map(|v| loggable(v, 512)).unwrap_or_default();
+    record.user_agent = user_agent_of(user_agent);
     record.request_id = request_id_of(request_id);
+}
+
+/// The longest `User-Agent` logged; a longer one is cut.
+const MAX_USER_AGENT: usize = 512;
+
+/// What the access log keeps of a `User-Agent`: empty when the client sent none.
+pub(crate) fn user_agent_of(sent: Option<&[u8]>) -> String {
+    sent.map(|v| loggable(v, MAX_USER_AGENT))
+        .unwrap_or_default()
 }
 
 /// The request id the access log gives a request: the client's `X-Request-Id`, or, as nginx's

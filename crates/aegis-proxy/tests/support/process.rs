@@ -55,7 +55,7 @@ pub fn spawn_command(
 }
 
 /// The `addr=` of a text or JSON log line.
-fn line_addr(line: &str) -> Option<SocketAddr> {
+pub fn line_addr(line: &str) -> Option<SocketAddr> {
     let rest = line
         .split("addr=")
         .nth(1)

@@ -141,17 +141,13 @@ fn prepare(
         route,
         cluster: config.cluster,
         log: log.then(|| {
-            let loggable = super::super::record::loggable;
             Box::new(LogFields {
                 host: host.to_owned(),
                 path: path.to_owned(),
                 query: query
                     .map(|q| proxy.access_log_query().apply(q))
                     .unwrap_or_default(),
-                user_agent: facts
-                    .user_agent
-                    .map(|v| loggable(v, 512))
-                    .unwrap_or_default(),
+                user_agent: super::super::record::user_agent_of(facts.user_agent),
                 request_id: super::super::record::request_id_of(facts.request_id),
             })
         }),
