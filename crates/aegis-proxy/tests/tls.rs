@@ -173,3 +173,49 @@ async fn admin_config_page_redacts_keys() {
         );
     }
 }
+
+/// RFC 8446 §4.2.7/§4.2.8: the server picks the group; the client's key shares only say which
+/// choice avoids a HelloRetryRequest. Ours is X25519MLKEM768, X25519, secp256r1, and it decides
+/// over TCP and QUIC alike, whatever order the client lists its groups or shares in.
+#[tokio::test]
+async fn the_servers_group_order_decides_over_tcp_and_quic() {
+    let dir = TestDir::new("group-order");
+    let origin = spawn_origin("o1").await.unwrap();
+    let proxy = start(&config(Some(TLS), &[origin], TLS_H3, ""), &dir).await;
+    let addr = proxy.listener_addr("public").unwrap();
+    let cases = [
+        // Both classical shares sent, secp256r1 listed first: X25519 without a retry.
+        (Groups::P256FirstBothShares, "X25519", 1.0),
+        // Post-quantum supported but not preferred, no share for it: a HelloRetryRequest
+        // asks for it.
+        (Groups::X25519FirstThenPq, "X25519MLKEM768", 1.0),
+    ];
+    for (groups, expected, count) in cases {
+        let tcp = client_tls(dir.roots(), groups, &[b"h2"]);
+        let answer = https(addr, tcp, get("/")).await.unwrap();
+        assert_eq!(
+            (answer.status, answer.group),
+            (200, Some(expected)),
+            "{groups:?} over TCP"
+        );
+
+        let client = QuicClient {
+            groups,
+            ..QuicClient::default()
+        };
+        let (_endpoint, connection, _) = quic_connect(addr, &dir, client).await.unwrap();
+        let mut h3 = H3Client::new(&connection).await.unwrap();
+        let answer = h3
+            .request(http::Method::GET, "/", bytes::Bytes::new())
+            .await;
+        assert_eq!(answer.unwrap().status, 200, "{groups:?} over QUIC");
+
+        let text = metrics(&proxy).await;
+        for protocol in ["h2", "h3"] {
+            let series = format!(
+                "aegis_tls_handshakes_total{{listener=\"public\",group=\"{expected}\",protocol=\"{protocol}\"}}"
+            );
+            assert_eq!(metric(&text, &series), Some(count), "{groups:?}: {text}");
+        }
+    }
+}

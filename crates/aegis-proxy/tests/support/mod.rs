@@ -4,9 +4,11 @@
 
 pub mod h2raw;
 pub mod h3raw;
+mod kx;
 mod matrix;
 pub mod process;
 
+pub use kx::Groups;
 #[allow(unused_imports)] // not every test file sends over the matrix
 pub use matrix::*;
 
@@ -21,7 +23,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
-use rustls::crypto::aws_lc_rs::{self, kx_group};
+use rustls::crypto::aws_lc_rs;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,15 +76,6 @@ pub async fn start(toml: &str, dir: &TestDir) -> Running {
         .expect("proxy starts")
 }
 
-/// Client key-exchange offers.
-#[derive(Clone, Copy, Debug)]
-pub enum Groups {
-    /// Only X25519MLKEM768.
-    PqOnly,
-    /// Only classical groups (X25519, secp256r1).
-    Classical,
-}
-
 pub fn client_tls(
     roots: rustls::RootCertStore,
     groups: Groups,
@@ -97,12 +90,8 @@ pub fn client_tls_with_auth(
     alpn: &[&[u8]],
     auth: Option<(&TestDir, &str, &str)>,
 ) -> Arc<rustls::ClientConfig> {
-    let kx_groups = match groups {
-        Groups::PqOnly => vec![kx_group::X25519MLKEM768],
-        Groups::Classical => vec![kx_group::X25519, kx_group::SECP256R1],
-    };
     let provider = CryptoProvider {
-        kx_groups,
+        kx_groups: groups.kx_groups(),
         ..aws_lc_rs::default_provider()
     };
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
@@ -527,7 +516,7 @@ pub async fn quic_connect(
 ) -> anyhow::Result<(quinn::Endpoint, quinn::Connection, Option<&'static str>)> {
     let kx = match client.groups {
         Groups::PqOnly => aegis_tls::KxPolicy::PostQuantumOnly,
-        Groups::Classical => aegis_tls::KxPolicy::PreferPostQuantum,
+        _ => aegis_tls::KxPolicy::PreferPostQuantum,
     };
     let crypto = match client.groups {
         Groups::PqOnly => aegis_tls::quic_client_config(aegis_tls::ClientOptions {
@@ -536,7 +525,7 @@ pub async fn quic_connect(
             kx,
             alpn: Vec::new(),
         })?,
-        Groups::Classical => classical_quic_crypto(dir)?,
+        groups => rustls_quic_crypto(dir, groups)?,
     };
     let mut transport = quinn::TransportConfig::default();
     transport
@@ -555,9 +544,13 @@ pub async fn quic_connect(
     Ok((endpoint, connection, group))
 }
 
-fn classical_quic_crypto(dir: &TestDir) -> anyhow::Result<Arc<dyn quinn::crypto::ClientConfig>> {
+/// A plain rustls QUIC client offering `groups` (its handshake data names no group).
+fn rustls_quic_crypto(
+    dir: &TestDir,
+    groups: Groups,
+) -> anyhow::Result<Arc<dyn quinn::crypto::ClientConfig>> {
     let provider = CryptoProvider {
-        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1],
+        kx_groups: groups.kx_groups(),
         ..aws_lc_rs::default_provider()
     };
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
