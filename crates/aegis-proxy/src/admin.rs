@@ -1,5 +1,5 @@
 //! The admin listener: `/ui` (a live page), `/healthz`, `/ready`, `/metrics` (Prometheus),
-//! `/config` (redacted),
+//! `/config` (the configuration in force, JSON or TOML),
 //! `/clusters` (endpoint health), `/carbon` (why traffic goes where it goes) and
 //! `POST /reload`.
 //!
@@ -106,7 +106,7 @@ async fn handle(state: &AdminState, request: &Request<Incoming>) -> Response<Ful
             let accept = request.headers().get(header::ACCEPT);
             metrics(state, accept.and_then(|v| v.to_str().ok()))
         }
-        "/config" => json(state.control.config_json.load().as_str().to_owned()),
+        "/config" => config_page(&state.control, request.uri().query()),
         "/clusters" => json(clusters(&state.control)),
         "/carbon" => json(carbon::page(&state.control.proxy.load())),
         other => ui::file(other).unwrap_or_else(|| {
@@ -115,6 +115,23 @@ async fn handle(state: &AdminState, request: &Request<Incoming>) -> Response<Ful
                 "not found: try /ui /healthz /ready /metrics /config /clusters /carbon, or POST /reload\n",
             )
         }),
+    }
+}
+
+/// `/config`: the configuration in force as JSON, or with `?format=toml` as a file that
+/// validates to it.
+fn config_page(control: &Control, query: Option<&str>) -> Response<Full<Bytes>> {
+    let page = control.config_page.load();
+    match query {
+        Some("format=toml") => with_type(
+            Response::new(Full::from(page.toml.clone())),
+            "application/toml",
+        ),
+        None | Some("" | "format=json") => json(page.json.clone()),
+        Some(_) => text(
+            StatusCode::BAD_REQUEST,
+            "/config takes ?format=json (the default) or ?format=toml\n",
+        ),
     }
 }
 

@@ -32,8 +32,8 @@ use crate::metrics::{Metrics, ReloadLabels};
 pub struct Control {
     /// Routes, clusters and feeds that new requests use.
     pub proxy: Arc<ArcSwap<Proxy>>,
-    /// The configuration in force, redacted, as pretty JSON (for `/config`).
-    pub config_json: ArcSwap<String>,
+    /// The configuration in force, as `/config` shows it.
+    pub config_page: ArcSwap<ConfigPage>,
     /// False once draining has begun.
     pub ready: AtomicBool,
     metrics: Arc<Metrics>,
@@ -115,7 +115,7 @@ impl Control {
         proxy.start_health_checks();
         let control = Arc::new(Self {
             proxy: Arc::new(ArcSwap::new(proxy)),
-            config_json: ArcSwap::from_pointee(redacted(&config)),
+            config_page: ArcSwap::from_pointee(ConfigPage::of(&config)),
             ready: AtomicBool::new(true),
             global_connections: Arc::new(ConnectionLimit::new(config.max_connections)),
             metrics,
@@ -286,7 +286,7 @@ impl Control {
             summary.removed.push(name);
         }
         self.global_connections.set_max(config.max_connections);
-        self.config_json.store(Arc::new(redacted(&config)));
+        self.config_page.store(Arc::new(ConfigPage::of(&config)));
         state.config = config;
         self.publish_listeners(&state);
         tracing::info!(%summary, "configuration reloaded");
@@ -343,8 +343,22 @@ fn start_feeds(
     stop
 }
 
-fn redacted(config: &Config) -> String {
-    serde_json::to_string_pretty(&config.to_redacted_json()).unwrap_or_default()
+/// The `/config` page of `config`, rendered once per load.
+#[derive(Debug)]
+pub struct ConfigPage {
+    /// As JSON (the default).
+    pub json: String,
+    /// As TOML, a file that validates to the same configuration (`?format=toml`).
+    pub toml: String,
+}
+
+impl ConfigPage {
+    fn of(config: &Config) -> Self {
+        Self {
+            json: config.to_json(),
+            toml: config.to_toml(),
+        }
+    }
 }
 
 fn single_error(key: &str, message: &str) -> ConfigErrors {

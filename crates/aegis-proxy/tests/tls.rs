@@ -153,7 +153,7 @@ async fn upstream_h2_over_tls() {
 }
 
 #[tokio::test]
-async fn admin_config_page_redacts_keys() {
+async fn admin_config_page_names_key_files_but_never_holds_a_key() {
     let dir = TestDir::new("configpage");
     let origin = spawn_origin("o1").await.unwrap();
     let proxy = start(&config(Some(TLS), &[origin], "", ""), &dir).await;
@@ -162,7 +162,7 @@ async fn admin_config_page_redacts_keys() {
     assert_eq!(answer.status, 200);
     let page: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     let tls = &page["listeners"][0]["tls"];
-    assert_eq!(tls["key"], "[redacted]");
+    assert!(tls["key"].as_str().unwrap().ends_with("server.key"));
     assert!(tls["cert"].as_str().unwrap().ends_with("server.pem"));
     assert!(!answer.body.contains("PRIVATE KEY"));
     for (path, status) in [("/healthz", 200), ("/ready", 200), ("/nope", 404)] {

@@ -4,6 +4,7 @@
 //! once, each with its key path and line ([`ConfigError`]).
 
 mod document;
+mod export;
 pub mod raw;
 mod resilience;
 mod validate;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::http::path::PathRules;
 
@@ -59,6 +60,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token for `POST` endpoints (and every page with `token_for_reads`).
     pub token: Option<AdminToken>,
+    /// The environment variable the token was read from.
+    pub token_env: Option<String>,
     /// Whether `GET` pages need the token too.
     pub token_for_reads: bool,
     /// Host names accepted besides IP addresses and `localhost` (lower case).
@@ -117,7 +120,7 @@ pub struct RegionConfig {
 }
 
 /// A carbon-intensity feed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FeedKind {
@@ -151,7 +154,7 @@ impl FeedKind {
 
 /// The kind of intensity a feed reports. A decision only ranks regions on one kind: an
 /// average and a marginal figure of the same grid can differ by a factor of two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Signal {
@@ -162,7 +165,7 @@ pub enum Signal {
 }
 
 /// Which emissions an intensity counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Basis {
@@ -193,7 +196,7 @@ impl Basis {
 }
 
 /// What saved grams are counted against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Baseline {
@@ -315,7 +318,7 @@ impl CarbonConfig {
 }
 
 /// A cluster's carbon policy setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum CarbonPolicyKind {
@@ -367,7 +370,7 @@ pub struct ListenerConfig {
 }
 
 /// `path_normalization` on a listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum PathNormalization {
@@ -427,7 +430,7 @@ pub struct ListenerTls {
 }
 
 /// A protocol a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[non_exhaustive]
 pub enum Protocol {
     /// HTTP/1.1 over TCP (`h1`, Caddy's spelling, is accepted too).
@@ -520,7 +523,7 @@ pub struct RouteConfig {
 }
 
 /// What the access log keeps of a request's query string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum QueryLog {
@@ -561,7 +564,7 @@ impl QueryLog {
 }
 
 /// Load-balancing policy within a cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum LbPolicy {
@@ -573,7 +576,7 @@ pub enum LbPolicy {
 }
 
 /// HTTP version spoken to upstream endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum UpstreamProtocol {
@@ -645,6 +648,8 @@ pub struct UpstreamTls {
     pub ca: PathBuf,
     /// Client certificate for mTLS.
     pub cert: Option<PathBuf>,
+    /// Client key for mTLS, with `cert`.
+    pub key: Option<PathBuf>,
     /// Name verified on endpoint certificates instead of the endpoint host.
     pub server_name: Option<String>,
     /// Only the hybrid post-quantum group is offered.
@@ -727,153 +732,5 @@ impl Config {
         for warning in &self.warnings {
             tracing::warn!(%warning, "configuration");
         }
-    }
-
-    /// The effective configuration as JSON, for the admin `/config` page. Key files are redacted.
-    pub fn to_redacted_json(&self) -> serde_json::Value {
-        use serde_json::json;
-        let ms = |d: Duration| d.as_millis() as u64;
-        let listeners: Vec<_> = self
-            .listeners
-            .iter()
-            .map(|l| {
-                json!({
-                    "name": l.name,
-                    "listen": l.addr.to_string(),
-                    "tls": l.tls.as_ref().map(|t| json!({
-                        "cert": t.cert.display().to_string(),
-                        "key": "[redacted]",
-                        "pq_only": t.pq_only,
-                        "client_ca": t.client_ca.as_ref().map(|p| p.display().to_string()),
-                    })),
-                    "protocols": l.protocols_list(),
-                    "quic": l.quic.as_ref().map(|q| json!({
-                        "max_concurrent_streams": q.max_concurrent_streams,
-                        "idle_timeout_ms": ms(q.idle_timeout),
-                        "retry_above_handshakes": q.retry_above_handshakes,
-                    })),
-                    "header_read_timeout_ms": ms(l.header_read_timeout),
-                    "idle_timeout_ms": ms(l.idle_timeout),
-                    "handshake_timeout_ms": ms(l.handshake_timeout),
-                    "max_header_bytes": l.max_header_bytes,
-                    "max_request_body_bytes": l.max_request_body_bytes,
-                    "path_normalization": if l.paths.reject_unnormalized { "reject" } else { "rewrite" },
-                    "merge_slashes": l.paths.merge_slashes,
-                    "encoded_slashes": format!("{:?}", l.paths.encoded_slashes).to_lowercase(),
-                    "trusted_proxy_hops": l.trusted_proxy_hops,
-                    "backlog": l.backlog,
-                    "stream_idle_timeout_ms": ms(l.stream_idle_timeout),
-                    "max_concurrent_streams": l.max_concurrent_streams,
-                })
-            })
-            .collect();
-        let routes: Vec<_> = self
-            .routes
-            .iter()
-            .map(|r| {
-                let host = match &r.host {
-                    HostMatch::Any => "*".to_owned(),
-                    HostMatch::Exact(h) => h.clone(),
-                    HostMatch::Suffix(s) => format!("*{s}"),
-                };
-                json!({"name": r.name, "host": host, "path_prefix": r.path_prefix, "cluster": self.clusters[r.cluster].name})
-            })
-            .collect();
-        let clusters: serde_json::Map<_, _> = self
-            .clusters
-            .iter()
-            .map(|c| {
-                let value = json!({
-                    "lb": format!("{:?}", c.lb),
-                    "protocol": format!("{:?}", c.protocol),
-                    "endpoints": c.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "connect_timeout_ms": ms(c.connect_timeout),
-                    "request_timeout_ms": ms(c.request_timeout),
-                    "idle_timeout_ms": ms(c.idle_timeout),
-                    "carbon": format!("{:?}", c.carbon.policy).to_lowercase(),
-                    "latency_budget_ms": c.carbon.latency_budget_ms,
-                    "max_share": c.carbon.max_share,
-                    "hysteresis": c.carbon.hysteresis,
-                    "endpoint_regions": c.endpoint_regions.iter()
-                        .map(|r| r.map(|i| self.regions[i].name.clone()))
-                        .collect::<Vec<_>>(),
-                    "tls": c.tls.as_ref().map(|t| json!({
-                        "ca": t.ca.display().to_string(),
-                        "cert": t.cert.as_ref().map(|p| p.display().to_string()),
-                        "key": t.cert.as_ref().map(|_| "[redacted]"),
-                        "server_name": t.server_name,
-                        "pq_only": t.pq_only,
-                    })),
-                });
-                (c.name.clone(), value)
-            })
-            .collect();
-        let regions: serde_json::Map<_, _> = self
-            .regions
-            .iter()
-            .map(|r| {
-                let value = json!({
-                    "zone": r.zone,
-                    "intensity": r.intensity,
-                    "uk_region": r.uk_region,
-                    "watttime_region": r.watttime_region,
-                    "rtt_ms": r.rtt_ms,
-                    "sdk_location": r.sdk_location,
-                });
-                (r.name.clone(), value)
-            })
-            .collect();
-        let c = &self.carbon;
-        // Credentials live in environment variables; only their names are shown.
-        let carbon = json!({
-            "feeds": c.feeds.iter().map(|f| f.name()).collect::<Vec<_>>(),
-            "file": c.file.as_ref().map(|p| p.display().to_string()),
-            "electricitymaps": c.electricitymaps.as_ref().map(|e| json!({
-                "base_url": e.base_url, "token_env": e.token_env, "timeout_ms": ms(e.timeout),
-                "basis": e.basis.name(),
-            })),
-            "watttime": c.watttime.as_ref().map(|w| json!({
-                "base_url": w.api.base_url, "username_env": w.username_env,
-                "password_env": w.password_env, "timeout_ms": ms(w.api.timeout),
-            })),
-            "uk": c.uk.as_ref().map(|u| json!({"base_url": u.base_url, "timeout_ms": ms(u.timeout)})),
-            "carbon_aware_sdk": c.carbon_aware_sdk.as_ref().map(|s| json!({
-                "base_url": s.api.base_url, "timeout_ms": ms(s.api.timeout),
-                "signal": s.signal.name(), "basis": s.basis.name(),
-            })),
-            "poll_interval_ms": ms(c.poll_interval),
-            "stale_after_ms": ms(c.stale_after),
-            "unknown_intensity": c.unknown_intensity,
-            "region_header": c.region_header.as_ref().map(|h| h.as_str()),
-            "wh_per_request": c.energy.wh_per_request,
-            "wh_per_mb": c.energy.wh_per_mb,
-            "baseline": c.baseline.name(),
-            "signal": c.declared.0.name(),
-            "basis": c.declared.1.name(),
-            "probe_interval_ms": ms(c.probe_interval),
-            "probe_timeout_ms": ms(c.probe_timeout),
-        });
-        json!({
-            "admin": self.admin.as_ref().map(|a| json!({
-                "listen": a.listen.to_string(),
-                "token": a.token.as_ref().map(|_| "<redacted>"),
-                "require_token_for_reads": a.token_for_reads,
-                "allowed_hosts": a.allowed_hosts,
-                "max_connections": a.max_connections,
-                "header_read_timeout_ms": ms(a.header_read_timeout),
-            })),
-            "server": {
-                "drain_timeout_ms": ms(self.drain_timeout),
-                "shutdown_delay_ms": ms(self.shutdown_delay),
-                "access_log": self.access_log,
-                "access_log_query": self.access_log_query.name(),
-                "access_log_file": self.access_log_file.as_ref().map(|p| p.display().to_string()),
-            },
-            "listeners": listeners,
-            "routes": routes,
-            "clusters": clusters,
-            "regions": regions,
-            "carbon": carbon,
-        })
     }
 }

@@ -1,15 +1,16 @@
 //! The configuration file as written: serde types that mirror the TOML one to one.
 //!
-//! Unknown keys are rejected. Leaves that need a semantic check are `Spanned`, so an error can
+//! They serialize too: [`super::Config::to_raw`] writes a validated configuration back in
+//! this schema for the admin `/config` page. Unknown keys are rejected. Leaves that need a semantic check are `Spanned`, so an error can
 //! name the line. Nothing here is checked beyond its TOML type; see [`super::validate`].
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 /// The whole file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// `[admin]`: the admin listener.
@@ -27,14 +28,14 @@ pub struct RawConfig {
     #[serde(default)]
     pub clusters: BTreeMap<String, Spanned<RawCluster>>,
     /// `[regions.NAME]`: where endpoints run, and on which grid.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub regions: BTreeMap<String, Spanned<RawRegion>>,
     /// `[carbon]`: intensity feeds and accounting.
     pub carbon: Option<RawCarbon>,
 }
 
 /// `[regions.NAME]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRegion {
     /// Grid zone key (Electricity Maps zone, e.g. `DE`), looked up in the feeds.
@@ -52,7 +53,7 @@ pub struct RawRegion {
 }
 
 /// `[carbon]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCarbon {
     /// Feeds tried in order: `electricitymaps`, `file`, `static`.
@@ -92,7 +93,7 @@ pub struct RawCarbon {
 }
 
 /// `electricitymaps = { ... }` in `[carbon]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawElectricityMaps {
     /// API base URL; default `https://api.electricitymaps.com`.
@@ -106,7 +107,7 @@ pub struct RawElectricityMaps {
 }
 
 /// `carbon_aware_sdk = { ... }` in `[carbon]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSdkFeed {
     /// Base URL of the SDK's WebAPI (required: there is no public instance).
@@ -120,7 +121,7 @@ pub struct RawSdkFeed {
 }
 
 /// `uk = { ... }` in `[carbon]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawApiFeed {
     /// API base URL.
@@ -130,7 +131,7 @@ pub struct RawApiFeed {
 }
 
 /// `watttime = { ... }` in `[carbon]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWattTime {
     /// API base URL; default `https://api.watttime.org`.
@@ -144,7 +145,7 @@ pub struct RawWattTime {
 }
 
 /// `file = { path = "..." }` in `[carbon]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFileFeed {
     /// Wide CSV (`datetime_utc,ZONE,...`, the row in force is used) or JSON `{"ZONE": value}`.
@@ -152,7 +153,7 @@ pub struct RawFileFeed {
 }
 
 /// `[admin]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// Address of the admin HTTP listener.
@@ -170,7 +171,7 @@ pub struct RawAdmin {
 }
 
 /// `[server]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// How long in-flight requests may run after SIGTERM before the process exits.
@@ -188,7 +189,7 @@ pub struct RawServer {
 }
 
 /// `[[listeners]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
     /// Unique name, used in metrics and logs.
@@ -230,7 +231,7 @@ pub struct RawListener {
 }
 
 /// `tls = { ... }` on a listener.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListenerTls {
     /// PEM certificate chain.
@@ -245,7 +246,7 @@ pub struct RawListenerTls {
 }
 
 /// `[[routes]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     /// Name in metrics and logs; default `routes[N]`.
@@ -259,7 +260,7 @@ pub struct RawRoute {
 }
 
 /// `[clusters.NAME]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
     /// Load-balancing policy.
@@ -301,7 +302,7 @@ pub struct RawCluster {
 }
 
 /// `[clusters.NAME.health_check]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
     /// Path requested with GET.
@@ -321,7 +322,7 @@ pub struct RawHealthCheck {
 }
 
 /// `[clusters.NAME.outlier]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOutlier {
     /// Consecutive connect failures or 5xx that eject; 0 disables ejection.
@@ -335,7 +336,7 @@ pub struct RawOutlier {
 }
 
 /// `[clusters.NAME.retry]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetry {
     /// Retries per request; 0 disables.
@@ -347,7 +348,7 @@ pub struct RawRetry {
 }
 
 /// `tls = { ... }` on a cluster.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstreamTls {
     /// PEM CA bundle that endpoint certificates must chain to.
@@ -364,7 +365,7 @@ pub struct RawUpstreamTls {
 }
 
 /// `quic = { ... }` on a listener that serves `h3`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawQuic {
     /// Concurrent request streams per connection.

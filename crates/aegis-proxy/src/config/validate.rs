@@ -738,6 +738,7 @@ impl Checker<'_> {
         })?;
         Some(UpstreamTls {
             ca: ca_path,
+            key: cert.as_ref().map(|(_, key_path)| key_path.clone()),
             cert: cert.map(|(cert_path, _)| cert_path),
             server_name: t.server_name.as_ref().map(|n| n.get_ref().clone()),
             pq_only: t.pq_only,
@@ -914,6 +915,8 @@ fn endpoint_addr(text: &str) -> Result<EndpointAddr, String> {
 
 mod admin;
 mod carbon;
+
+pub(super) use carbon::default_carbon;
 mod resilience;
 
 #[cfg(test)]

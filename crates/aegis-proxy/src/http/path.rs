@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 
 /// What to do with `%2F` and `%5C` in a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EncodedSlashes {

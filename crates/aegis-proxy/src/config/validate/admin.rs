@@ -65,6 +65,7 @@ impl Checker<'_> {
         Some(AdminConfig {
             listen: listen?,
             token: token?,
+            token_env: a.token_env.as_ref().map(|name| name.get_ref().clone()),
             token_for_reads: token_for_reads.is_some_and(|r| *r.get_ref()),
             allowed_hosts: allowed_hosts?,
             max_connections: max_connections? as usize,

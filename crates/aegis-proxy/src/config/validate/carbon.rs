@@ -487,7 +487,8 @@ impl Checker<'_> {
 mod tests;
 
 /// The carbon settings of a file without `[carbon]`.
-fn default_carbon() -> CarbonConfig {
+/// `[carbon]` when the file has none.
+pub(in crate::config) fn default_carbon() -> CarbonConfig {
     CarbonConfig {
         feeds: vec![FeedKind::Static],
         file: None,
