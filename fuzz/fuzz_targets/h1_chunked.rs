@@ -1,7 +1,7 @@
 //! The chunked-body follower never panics and finds the same end whatever the read sizes.
 #![no_main]
 
-use aegis_proxy::http::h1::chunked::Chunked;
+use aegis_proxy::http::wire::chunked::Chunked;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

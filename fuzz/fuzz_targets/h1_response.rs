@@ -3,8 +3,8 @@
 //! different message boundary than the proxy (no response splitting).
 #![no_main]
 
-use aegis_proxy::http::h1::chunked::Chunked;
-use aegis_proxy::http::h1::response::{self, Extra, Framing};
+use aegis_proxy::http::wire::chunked::Chunked;
+use aegis_proxy::http::wire::response::{self, Extra, Framing};
 use libfuzzer_sys::fuzz_target;
 
 const NO_EXTRA: Extra<'static> = Extra {

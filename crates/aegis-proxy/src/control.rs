@@ -22,10 +22,10 @@ use tokio::time::Instant;
 
 use crate::carbon_feed::CarbonFeeds;
 use crate::config::{Config, ConfigError, ConfigErrors, ListenerConfig};
-use crate::http::Proxy;
+use crate::http::{Proxy, ProxyError};
 use crate::limit::ConnectionLimit;
 use crate::listener::{self, Handle};
-use crate::metrics::{Metrics, ReloadLabels};
+use crate::metrics::{FailureReasons, Metrics, ReloadLabels};
 
 /// Shared by the [`crate::Running`] handle, the admin listener and signal handlers.
 #[derive(Debug)]
@@ -109,6 +109,7 @@ impl Control {
                     })?;
             bound.push(listener);
         }
+        metrics.declare(&config, &FAILURE_REASONS);
         let proxy = Arc::new(Proxy::new(&config, metrics.clone()));
         let feeds_stop = start_feeds(&config, proxy.carbon_feeds(), Instant::now());
         proxy.probe_latency().await;
@@ -234,6 +235,7 @@ impl Control {
         }
 
         // Nothing below can fail: commit.
+        self.metrics.declare(&config, &FAILURE_REASONS);
         let old = self.proxy.load_full();
         let same_feeds =
             config.carbon == state.config.carbon && config.regions == state.config.regions;
@@ -360,6 +362,14 @@ impl ConfigPage {
         }
     }
 }
+
+/// The reasons of every failure counter, from the modules that count them.
+const FAILURE_REASONS: FailureReasons = FailureReasons {
+    upstream: ProxyError::UPSTREAM_REASONS,
+    retry: crate::http::forward::RETRY_REASONS,
+    handshake: listener::HANDSHAKE_FAILURE_REASONS,
+    feed: crate::carbon_feed::FEED_ERROR_REASONS,
+};
 
 fn single_error(key: &str, message: &str) -> ConfigErrors {
     ConfigErrors(vec![ConfigError {

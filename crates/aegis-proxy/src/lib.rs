@@ -11,6 +11,7 @@ pub mod carbon_feed;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod dial;
 pub mod http;
 pub mod limit;
 pub mod listener;
@@ -156,7 +157,9 @@ async fn start(
     };
     let (drain, drained) = mpsc::channel(1);
     let control = control::Control::start(config, metrics, path, drain).await?;
-    metrics::register_upstream_health(&mut registry, control.proxy.clone());
+    let proxy = control.proxy.clone();
+    let clusters_in_force = Box::new(move || proxy.load().clusters().to_vec());
+    upstream::gauges::register(&mut registry, clusters_in_force);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let admin_addr = match admin {
         Some((tcp, settings)) => {

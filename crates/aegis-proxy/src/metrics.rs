@@ -9,6 +9,7 @@ pub mod process;
 mod request;
 pub mod text;
 
+pub use declare::FailureReasons;
 pub use request::count_request;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -19,13 +20,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-
-use arc_swap::ArcSwap;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-
-use crate::config::UpstreamProtocol;
-use crate::http::Proxy;
 
 /// Labels of `aegis_http_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -474,57 +468,6 @@ pub struct EndpointRegionLabels {
     pub endpoint: String,
     /// Region name, empty without regions.
     pub region: String,
-}
-
-/// Registers `aegis_upstream_healthy` and `aegis_upstream_idle_connections`, computed at each
-/// scrape from the clusters in force, so ejections that expire and clusters a reload removes
-/// are always shown as they are.
-pub fn register_upstream_health(registry: &mut Registry, proxy: Arc<ArcSwap<Proxy>>) {
-    registry
-        .sub_registry_with_prefix("aegis")
-        .register_collector(Box::new(UpstreamHealth { proxy }));
-}
-
-#[derive(Debug)]
-struct UpstreamHealth {
-    proxy: Arc<ArcSwap<Proxy>>,
-}
-
-impl Collector for UpstreamHealth {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let healthy: Family<EndpointRegionLabels, Gauge> = Family::default();
-        let idle: Family<EndpointRegionLabels, Gauge> = Family::default();
-        for cluster in self.proxy.load().clusters() {
-            for endpoint in &cluster.endpoints {
-                let labels = EndpointRegionLabels {
-                    cluster: cluster.name.clone(),
-                    endpoint: endpoint.label.clone(),
-                    region: endpoint.region.as_deref().unwrap_or("").to_owned(),
-                };
-                let value = i64::from(endpoint.health.is_available());
-                healthy.get_or_create(&labels).set(value);
-                // HTTP/2 endpoints multiplex over hyper's client and keep no idle pool.
-                if cluster.protocol == UpstreamProtocol::Http1 {
-                    let held = i64::try_from(endpoint.idle.len()).unwrap_or(i64::MAX);
-                    idle.get_or_create(&labels).set(held);
-                }
-            }
-        }
-        let metric = encoder.encode_descriptor(
-            "upstream_healthy",
-            "1 while an endpoint passes its health checks and is not ejected",
-            None,
-            healthy.metric_type(),
-        )?;
-        healthy.encode(metric)?;
-        let metric = encoder.encode_descriptor(
-            "upstream_idle_connections",
-            "Idle keep-alive connections held to an HTTP/1.1 endpoint, ready for the next request",
-            None,
-            idle.metric_type(),
-        )?;
-        idle.encode(metric)
-    }
 }
 
 #[cfg(test)]

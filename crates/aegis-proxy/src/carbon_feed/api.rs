@@ -11,7 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::ServerName;
 
 use crate::config::EndpointAddr;
-use crate::upstream::{Connector, EndpointTls, UpstreamBody};
+use crate::dial::{Connector, EndpointTls, UpstreamBody};
 
 /// Largest response body read.
 const MAX_BODY: usize = 256 * 1024;

@@ -83,7 +83,7 @@ pub(super) fn read(text: &str) -> Result<Document, ConfigErrors> {
 fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
     ConfigError {
         key: String::new(),
-        line: e.span().map(|s| super::validate::line_of(text, s.start)),
+        line: e.span().map(|s| line_of(text, s.start)),
         message: e.message().trim_end().to_owned(),
     }
 }
@@ -134,10 +134,7 @@ impl Failure {
     fn to_error(&self, text: &str) -> ConfigError {
         let key = dotted(&self.path);
         ConfigError {
-            line: self
-                .span
-                .as_ref()
-                .map(|s| super::validate::line_of(text, s.start)),
+            line: self.span.as_ref().map(|s| line_of(text, s.start)),
             message: teach(&key, &self.message),
             key,
         }
@@ -457,6 +454,16 @@ fn millis(text: &str) -> Option<u64> {
     };
     let ms = value * scale;
     (ms.is_finite() && ms >= 0.0 && ms <= u64::MAX as f64).then_some(ms as u64)
+}
+
+/// 1-based line number of a byte offset.
+pub(super) fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]

@@ -80,16 +80,6 @@ pub(super) fn parse(
     Err(ConfigErrors(errors))
 }
 
-/// 1-based line number of a byte offset.
-pub(super) fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
-}
-
 struct Checker<'a> {
     text: &'a str,
     base_dir: &'a Path,
@@ -111,7 +101,7 @@ impl Checker<'_> {
     ) {
         self.errors.push(ConfigError {
             key: key.into(),
-            line: Some(line_of(self.text, span.start)),
+            line: Some(super::document::line_of(self.text, span.start)),
             message: message.into(),
         });
     }
@@ -119,7 +109,7 @@ impl Checker<'_> {
     fn warning<T>(&mut self, key: &str, at: &Spanned<T>, message: String) {
         self.warnings.push(ConfigError {
             key: key.to_owned(),
-            line: Some(line_of(self.text, at.span().start)),
+            line: Some(super::document::line_of(self.text, at.span().start)),
             message,
         });
     }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use crate::upstream::ConnectError;
+use crate::dial::ConnectError;
 use crate::{Body, BoxError};
 
 /// Why a request was answered by the proxy itself.

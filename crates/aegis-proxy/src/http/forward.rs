@@ -26,9 +26,10 @@ use super::record::{CarbonRecord, Recorded, RequestRecord};
 use super::{headers, host, path, replay, upstream_h1};
 use crate::carbon_feed::CarbonFeeds;
 use crate::config::{Config, UpstreamProtocol};
+use crate::dial::{UpstreamBody, UpstreamTlsGroup};
 use crate::metrics::{ClusterLabels, EndpointLabels, Metrics, RetryLabels, UpstreamErrorLabels};
 use crate::route::RouteTable;
-use crate::upstream::{Choice, Cluster, InFlight, UpstreamBody, UpstreamTlsGroup};
+use crate::upstream::{Choice, Cluster, InFlight};
 use crate::{Body, BoxError};
 use aegis_carbon::energy::EnergyModel;
 use http::header::HeaderName;
@@ -72,7 +73,6 @@ impl Proxy {
     /// Like [`Proxy::new`], but reads intensities from existing `carbon` feeds (a reload that
     /// leaves `[carbon]` and `[regions]` unchanged keeps them).
     pub fn with_feeds(config: &Config, metrics: Arc<Metrics>, carbon: Arc<CarbonFeeds>) -> Self {
-        metrics.declare(config);
         let clusters: Vec<Arc<Cluster>> = config
             .clusters
             .iter()
@@ -446,7 +446,7 @@ async fn send_with_retries(
     body: UpstreamBody,
     record: &mut RequestRecord,
 ) -> Result<Response<Body>, ProxyError> {
-    let idempotent = is_idempotent(&parts.method);
+    let idempotent = replay::is_idempotent(&parts.method);
     let (mut body, reclaim) = replay::replayable(body);
     let mut tried = [usize::MAX; MAX_ATTEMPTS];
     let mut attempts = 0;
@@ -525,14 +525,6 @@ pub(super) fn note_retry(proxy: &Proxy, cluster: &Cluster, reason: &'static str)
 
 /// Tries, per request, the first endpoint and at most this many minus one more.
 pub(super) const MAX_ATTEMPTS: usize = 6;
-
-/// RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
-pub(super) fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
 
 /// A copy of the request head for another attempt (extensions are not carried over).
 fn clone_head(parts: &http::request::Parts) -> http::request::Parts {

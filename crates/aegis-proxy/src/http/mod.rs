@@ -13,8 +13,10 @@ pub mod path;
 pub mod preface;
 pub mod record;
 pub mod replay;
+pub mod rewind;
 pub mod server;
 mod upstream_h1;
+pub mod wire;
 
 pub use error::ProxyError;
 

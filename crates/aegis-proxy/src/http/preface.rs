@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::h1::Rewind;
+use super::rewind::Rewind;
 
 //= https://www.rfc-editor.org/rfc/rfc9113#section-3.4
 //# the connection preface starts with the string "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty};
 
-use crate::upstream::UpstreamBody;
+use crate::dial::UpstreamBody;
 use crate::BoxError;
 
 type Slot = Arc<Mutex<Option<UpstreamBody>>>;
@@ -92,6 +93,14 @@ impl Body for Replayable {
                 .map_or_else(|| SizeHint::with_exact(0), Body::size_hint),
         }
     }
+}
+
+/// RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
+pub(crate) fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 #[cfg(test)]

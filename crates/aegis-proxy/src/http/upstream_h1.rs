@@ -24,13 +24,13 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::h1::chunked::Chunked;
-use super::h1::response::{self, Framing};
-use super::h1::{reset, MAX_RESPONSE_HEAD, READ_SIZE};
-use super::{forward, headers, ProxyError};
+use super::wire::chunked::Chunked;
+use super::wire::response::{self, Framing};
+use super::wire::{reset, MAX_RESPONSE_HEAD, READ_SIZE};
+use super::{headers, replay, ProxyError};
 use crate::config::UpstreamProtocol;
-use crate::upstream::connector::UpstreamStream;
-use crate::upstream::{Cluster, Endpoint, UpstreamBody, UpstreamTlsGroup};
+use crate::dial::{UpstreamBody, UpstreamStream, UpstreamTlsGroup};
+use crate::upstream::{Cluster, Endpoint};
 use crate::{Body, BoxError};
 
 /// Most fields parsed from a trailer section (the chunked decoder already caps it at 8 KiB).
@@ -56,7 +56,7 @@ pub(super) async fn send(
     let head_request = parts.method == Method::HEAD;
     let pooled = match endpoint.idle.take(Instant::now()) {
         Some(stream) => match exchange(stream, &head, head_request).await {
-            Err(Failure::Stale(_)) if forward::is_idempotent(&parts.method) => None,
+            Err(Failure::Stale(_)) if replay::is_idempotent(&parts.method) => None,
             other => Some(other),
         },
         None => None,

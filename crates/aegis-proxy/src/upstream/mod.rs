@@ -6,7 +6,7 @@
 //! routing policy (carbon, health) can narrow the candidates before the balancer picks.
 
 pub mod checker;
-pub mod connector;
+pub mod gauges;
 pub mod health;
 pub mod latency;
 pub mod pool;
@@ -16,8 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
@@ -27,13 +25,9 @@ use crate::config::{
     Baseline, ClusterConfig, EndpointAddr, HealthCheckConfig, LbPolicy, OutlierConfig,
     RegionConfig, RetryConfig, UpstreamProtocol,
 };
+use crate::dial::{Connector, EndpointTls, UpstreamBody};
 use crate::limit::Slot;
-use crate::BoxError;
-pub use connector::{ConnectError, Connector, EndpointTls, UpstreamTlsGroup};
 pub use regions::{Choice, ClusterCarbon};
-
-/// The body type sent upstream.
-pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// One endpoint of a cluster.
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::connector::UpstreamStream;
+use crate::dial::UpstreamStream;
 
 /// At most this many idle connections are kept per endpoint.
 const MAX_IDLE: usize = 1024;

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 
 /// Capacity of every buffer (one read of a head or a body piece).
-pub(super) const SIZE: usize = 16 * 1024;
+pub(super) const SIZE: usize = super::super::wire::READ_SIZE;
 /// Buffers kept per thread.
 const KEEP: usize = 64;
 

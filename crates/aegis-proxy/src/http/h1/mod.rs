@@ -20,10 +20,8 @@
 //! requests an idle plain-TCP connection holds no buffer.
 
 mod buffers;
-pub mod chunked;
 mod deadline;
 mod request;
-pub mod response;
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -40,17 +38,15 @@ use tokio::sync::watch;
 use super::forward::{self, ConnInfo, Proxy, MAX_ATTEMPTS};
 use super::framing::FramingGuard;
 use super::record::{Received, RequestRecord};
-use super::{preface, server, ProxyError};
-use crate::upstream::connector::UpstreamStream;
+use super::rewind::Rewind;
+use super::wire::chunked::Chunked;
+use super::wire::response::{self, Framing};
+use super::wire::{reset, MAX_RESPONSE_HEAD, READ_SIZE};
+use super::{preface, replay, server, ProxyError};
+use crate::dial::UpstreamStream;
 use crate::upstream::{Cluster, Endpoint, InFlight};
-use chunked::Chunked;
 use deadline::Deadline;
-use response::Framing;
 
-/// Largest upstream response head.
-pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Read size for heads and bodies.
-pub(super) const READ_SIZE: usize = buffers::SIZE;
 /// Most bytes of pipelined requests read from a client while its request is at the upstream;
 /// past it the client is not watched for closing until the response comes.
 const MAX_PIPELINED: usize = 64 * 1024;
@@ -364,7 +360,7 @@ impl<I: ClientIo> Exchange<'_, I> {
         streamed: &mut bool,
     ) -> Result<Sent, Failure> {
         let proxy = self.proxy;
-        let idempotent = forward::is_idempotent(&head.method);
+        let idempotent = replay::is_idempotent(&head.method);
         let mut tried = [usize::MAX; MAX_ATTEMPTS];
         let mut attempts = 0;
         let mut _retry_permit = None;
@@ -481,7 +477,7 @@ impl<I: ClientIo> Client<'_, I> {
                 .request(stream, head, upstream_head, extra, streamed)
                 .await
             {
-                Err(Failure::Stale(_)) if !*streamed && forward::is_idempotent(&head.method) => {}
+                Err(Failure::Stale(_)) if !*streamed && replay::is_idempotent(&head.method) => {}
                 other => return other.map_err(Failure::stale_is_reset),
             }
         }
@@ -757,79 +753,4 @@ impl Relay<'_> {
 async fn write_flush<I: ClientIo>(io: &mut I, bytes: &[u8]) -> io::Result<()> {
     io.write_all(bytes).await?;
     io.flush().await
-}
-
-/// An upstream I/O failure before the response head: the exchange was reset.
-pub(super) fn reset(error: io::Error) -> ProxyError {
-    ProxyError::Upstream(Box::new(error))
-}
-
-/// A connection whose first bytes were already read: they are read again first.
-#[derive(Debug)]
-pub struct Rewind<I> {
-    prefix: Vec<u8>,
-    at: usize,
-    inner: I,
-}
-
-impl<I> Rewind<I> {
-    /// Reads `prefix`, then `inner`.
-    pub fn new(prefix: Vec<u8>, inner: I) -> Self {
-        Self {
-            prefix,
-            at: 0,
-            inner,
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.at < this.prefix.len() {
-            let n = (this.prefix.len() - this.at).min(buf.remaining());
-            buf.put_slice(&this.prefix[this.at..this.at + n]);
-            this.at += n;
-            if this.at == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.at = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }

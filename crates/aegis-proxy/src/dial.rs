@@ -1,5 +1,8 @@
 //! Opens connections to one upstream endpoint: TCP with a deadline, then TLS when configured.
 //!
+//! A leaf module: the upstream pools and health checks and the carbon feeds' API client both
+//! dial through it, and it depends on neither.
+//!
 //! The connector is bound to its endpoint and ignores the request URI's host, so that the URI can
 //! carry the client's authority (HTTP/2 `:authority`) while the socket goes to the endpoint.
 
@@ -20,6 +23,10 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::EndpointAddr;
+use crate::BoxError;
+
+/// The body type of requests sent upstream (to endpoints and carbon APIs alike).
+pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
 
 /// Why a connection to an endpoint could not be opened.
 #[derive(Debug, thiserror::Error)]
