@@ -291,3 +291,98 @@ async fn request_trailers_are_forwarded_to_http1_origins() {
     }
     assert_eq!(wrong, Vec::<String>::new());
 }
+
+/// An origin (HTTP/1.1 and h2c) that sends two 103 Early Hints, then `200 ok`. Its HTTP/1.1
+/// hints also carry a hop-by-hop field and one that `Connection` names, which must not travel.
+async fn early_hints_origin() -> std::net::SocketAddr {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|request: Request<hyper::body::Incoming>| {
+                let hints = request
+                    .extensions()
+                    .get::<hyper::ext::InformationalSender>()
+                    .cloned();
+                let h1 = request.version() == http::Version::HTTP_11;
+                async move {
+                    for (i, link) in ["</a.css>; rel=preload", "</b.js>; rel=preload"]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        let mut hint = http::Response::builder().status(103).header("link", link);
+                        if h1 && i == 0 {
+                            hint = hint
+                                .header("connection", "x-hop")
+                                .header("x-hop", "1")
+                                .header("keep-alive", "timeout=5");
+                        }
+                        let sent = hints.as_ref().map(|h| h.send(hint.body(()).unwrap()));
+                        assert!(matches!(sent, Some(Ok(()))), "{sent:?}");
+                    }
+                    let _ = http_body_util::BodyExt::collect(request.into_body()).await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        Bytes::from_static(b"ok"),
+                    )))
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// RFC 9110 §15.2 (a proxy forwards 1xx responses) and RFC 8297: an upstream's 103 Early Hints
+/// reach the client before the final response, in order and without hop-by-hop fields, over
+/// every protocol, from HTTP/1.1 and HTTP/2 upstreams, for requests with and without a body.
+#[tokio::test]
+async fn early_hints_reach_the_client_over_every_protocol() {
+    let dir = TestDir::new("early-hints");
+    let origin = early_hints_origin().await;
+    for upstream in ["http1", "http2"] {
+        let rest = format!("{}protocol = \"{upstream}\"\n", one_cluster(origin));
+        let proxy = start(&matrix_config("", &rest), &dir).await;
+        for proto in PROTOCOLS {
+            for sent in [Sent::get("/page"), Sent::post("/form", "a=1")] {
+                let case = format!("{proto:?} {} to {upstream}", sent.method);
+                let answer = proto.send(&proxy, &dir, &sent).await.expect(&case);
+                assert_eq!((answer.status, answer.body.as_str()), (200, "ok"), "{case}");
+                let links: Vec<_> = answer
+                    .interim
+                    .iter()
+                    .map(|(status, headers)| (*status, headers.get("link").cloned()))
+                    .collect();
+                let expected = ["</a.css>; rel=preload", "</b.js>; rel=preload"]
+                    .map(|l| (103, Some(http::HeaderValue::from_static(l))));
+                assert_eq!(links, expected, "{case}");
+                for (_, headers) in &answer.interim {
+                    for hop in ["x-hop", "keep-alive", "connection"] {
+                        assert!(!headers.contains_key(hop), "{case}: {hop} in {headers:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// RFC 9110 §15.2: a server must not send a 1xx response to an HTTP/1.0 client, so the
+/// upstream's hints stop at the proxy.
+#[tokio::test]
+async fn http10_clients_get_no_early_hints() {
+    let dir = TestDir::new("early-hints-10");
+    let origin = early_hints_origin().await;
+    let proxy = start(&matrix_config("", &one_cluster(origin)), &dir).await;
+    let plain = proxy.listener_addr("plain").unwrap();
+    let answer = raw(plain, b"GET /page HTTP/1.0\r\nHost: localhost\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    assert!(!answer.contains(" 103 "), "{answer}");
+    assert!(answer.ends_with("ok"), "{answer}");
+}

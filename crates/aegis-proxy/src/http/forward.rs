@@ -21,6 +21,7 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 
 use super::error::{ClientBodyError, ProxyError};
+use super::interim::Interim;
 use super::path::PathRules;
 use super::record::{CarbonRecord, Recorded, RequestRecord};
 use super::{headers, host, path, replay, upstream_h1};
@@ -398,7 +399,8 @@ where
 
     let response = if cluster.retry.attempts == 0 {
         let index = choose_endpoint(proxy, cluster, record, &[]).ok_or(ProxyError::NoEndpoint)?;
-        attempt(proxy, cluster, index, parts, body, record).await
+        let interim = Interim::of(&parts.extensions);
+        attempt(proxy, cluster, index, parts, body, interim.as_ref(), record).await
     } else {
         send_with_retries(proxy, cluster, parts, body, record).await
     };
@@ -447,6 +449,7 @@ async fn send_with_retries(
     record: &mut RequestRecord,
 ) -> Result<Response<Body>, ProxyError> {
     let idempotent = replay::is_idempotent(&parts.method);
+    let interim = Interim::of(&parts.extensions);
     let (mut body, reclaim) = replay::replayable(body);
     let mut tried = [usize::MAX; MAX_ATTEMPTS];
     let mut attempts = 0;
@@ -457,7 +460,16 @@ async fn send_with_retries(
         tried[attempts] = index;
         attempts += 1;
         let head = clone_head(&parts);
-        let result = attempt(proxy, cluster, index, head, body.boxed_unsync(), record).await;
+        let attempt = attempt(
+            proxy,
+            cluster,
+            index,
+            head,
+            body.boxed_unsync(),
+            interim.as_ref(),
+            record,
+        );
+        let result = attempt.await;
         let Err(error) = result else {
             return result;
         };
@@ -546,6 +558,7 @@ async fn attempt(
     index: usize,
     parts: http::request::Parts,
     body: UpstreamBody,
+    interim: Option<&Interim>,
     record: &mut RequestRecord,
 ) -> Result<Response<Body>, ProxyError> {
     let endpoint = &cluster.endpoints[index];
@@ -554,9 +567,14 @@ async fn attempt(
     let body_limit = record.body_limit;
     let exchange = async {
         if upstream_h1::takes(cluster, &parts, &body) {
-            return upstream_h1::send(endpoint, &parts).await;
+            return upstream_h1::send(endpoint, &parts, interim).await;
         }
-        let request = Request::from_parts(parts, body);
+        let mut request = Request::from_parts(parts, body);
+        if let Some(interim) = interim.cloned() {
+            hyper::ext::on_informational(&mut request, move |response| {
+                interim.send(response.status(), response.headers());
+            });
+        }
         match endpoint.client.request(request).await {
             Ok(response) => Ok(response.map(|b| b.map_err(BoxError::from).boxed_unsync())),
             Err(error) => Err(with_hint(

@@ -6,7 +6,7 @@
 //! streams of the connection. The one rule h3 cannot see, a request body that disagrees with
 //! its `content-length` (RFC 9114 §4.1.2), is checked here as the DATA frames arrive.
 
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -18,9 +18,10 @@ use h3::server::RequestStream;
 use http::{Request, Response, Version};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::interim::{self, Interim};
 use super::{forward, ConnInfo, Proxy};
 use crate::{Body, BoxError};
 
@@ -119,6 +120,13 @@ pub async fn serve_connection(
     while requests.join_next().await.is_some() {}
 }
 
+/// What a request's stream waits for.
+enum Next {
+    Final(Response<Body>),
+    Interim(Response<()>),
+    Stopped(Option<h3::error::Code>),
+}
+
 async fn handle(
     proxy: &Proxy,
     info: &ConnInfo,
@@ -141,17 +149,40 @@ async fn handle(
     } else {
         body.peek(false).await;
     }
+    let (interim, mut interims) = mpsc::channel(interim::H3_QUEUE);
+    parts.extensions.insert(Interim::H3(interim));
     let request = Request::from_parts(parts, body);
-    // A client that abandons the request (STOP_SENDING on the response, RFC 9114 §4.1.1)
-    // cancels it: dropping `forward` drops the upstream exchange, as a reset does on HTTP/2.
-    let response = tokio::select! {
-        response = forward(proxy, info, request) => response,
-        stopped = std::future::poll_fn(|cx| send.poll_stopped(cx)) => {
-            // STOP_SENDING, or the connection is gone.
-            tracing::debug!(code = ?stopped, "http/3 request cancelled by the client");
-            return send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+    let mut forwarding = pin!(forward(proxy, info, request));
+    let response = loop {
+        // A client that abandons the request (STOP_SENDING on the response, RFC 9114 §4.1.1)
+        // cancels it: dropping `forward` drops the upstream exchange, as a reset does on
+        // HTTP/2. Interim responses go out as they come (RFC 9114 §4.1).
+        let next = tokio::select! {
+            biased;
+            response = &mut forwarding => Next::Final(response),
+            Some(informational) = interims.recv() => Next::Interim(informational),
+            stopped = std::future::poll_fn(|cx| send.poll_stopped(cx)) => Next::Stopped(stopped),
+        };
+        match next {
+            Next::Final(response) => break response,
+            Next::Interim(informational) => {
+                if send.send_response(informational).await.is_err() {
+                    return;
+                }
+            }
+            Next::Stopped(stopped) => {
+                // STOP_SENDING, or the connection is gone.
+                tracing::debug!(code = ?stopped, "http/3 request cancelled by the client");
+                return send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+            }
         }
     };
+    // Those sent just before the final response still go first.
+    while let Ok(informational) = interims.try_recv() {
+        if send.send_response(informational).await.is_err() {
+            return;
+        }
+    }
     if malformed.load(Ordering::Acquire) {
         // The upstream request was cut off with the body; the client gets the stream error.
         return send.stop_stream(MALFORMED);

@@ -8,6 +8,7 @@ pub mod h1;
 pub mod h3;
 pub mod headers;
 pub mod host;
+pub mod interim;
 pub mod linger;
 pub mod path;
 pub mod preface;

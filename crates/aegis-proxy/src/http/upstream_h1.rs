@@ -24,6 +24,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::interim::Interim;
 use super::wire::chunked::Chunked;
 use super::wire::response::{self, Framing};
 use super::wire::{reset, MAX_RESPONSE_HEAD, READ_SIZE};
@@ -46,16 +47,18 @@ pub(super) fn takes(cluster: &Cluster, parts: &http::request::Parts, body: &Upst
 /// Sends the body-less request `parts` to `endpoint` and returns the response once its head has
 /// arrived; the body streams from the connection as it is polled. A pooled connection that the
 /// endpoint closed just as it was reused is replaced by a new one when the method is
-/// idempotent, as the endpoint cannot have processed the request.
+/// idempotent, as the endpoint cannot have processed the request. Interim 1xx responses go to
+/// `interim` as they arrive.
 pub(super) async fn send(
     endpoint: &Arc<Endpoint>,
     parts: &http::request::Parts,
+    interim: Option<&Interim>,
 ) -> Result<Response<Body>, ProxyError> {
     let mut head = Vec::with_capacity(512);
     write_request_head(&mut head, parts);
     let head_request = parts.method == Method::HEAD;
     let pooled = match endpoint.idle.take(Instant::now()) {
-        Some(stream) => match exchange(stream, &head, head_request).await {
+        Some(stream) => match exchange(stream, &head, head_request, interim).await {
             Err(Failure::Stale(_)) if replay::is_idempotent(&parts.method) => None,
             other => Some(other),
         },
@@ -69,7 +72,7 @@ pub(super) async fn send(
                 .open()
                 .await
                 .map_err(|e| ProxyError::UpstreamConnect(Box::new(e)))?;
-            exchange(stream, &head, head_request).await
+            exchange(stream, &head, head_request, interim).await
         }
     };
     got.map(|got| got.into_response(endpoint))
@@ -159,6 +162,7 @@ async fn exchange(
     mut stream: UpstreamStream,
     head: &[u8],
     head_request: bool,
+    interim: Option<&Interim>,
 ) -> Result<Got, Failure> {
     stream.write_all(head).await.map_err(Failure::Stale)?;
     stream.flush().await.map_err(Failure::Stale)?;
@@ -186,7 +190,11 @@ async fn exchange(
             .map_err(|e| Failure::Proxy(ProxyError::Upstream(Box::new(e))))?
         {
             buf.advance(head.len);
-            if !head.status.is_informational() {
+            if head.status.is_informational() {
+                if let Some(interim) = interim {
+                    interim.send(head.status, &parts.headers);
+                }
+            } else {
                 return Ok(Got {
                     stream,
                     head,

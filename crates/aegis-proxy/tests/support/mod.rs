@@ -120,6 +120,8 @@ pub struct Answer {
     pub group: Option<&'static str>,
     /// Whether the TLS session was resumed from a ticket.
     pub resumed: bool,
+    /// The interim (1xx) responses before the final one: status and headers.
+    pub interim: Vec<(u16, http::HeaderMap)>,
 }
 
 /// One request over a new TLS connection; HTTP/2 when ALPN picks `h2`.
@@ -155,10 +157,16 @@ pub async fn http(
     send(tcp, request, h2).await
 }
 
-async fn send<IO>(io: IO, request: Request<Full<Bytes>>, h2: bool) -> anyhow::Result<Answer>
+async fn send<IO>(io: IO, mut request: Request<Full<Bytes>>, h2: bool) -> anyhow::Result<Answer>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let interim = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = interim.clone();
+    hyper::ext::on_informational(&mut request, move |response| {
+        let entry = (response.status().as_u16(), response.headers().clone());
+        seen.lock().unwrap().push(entry);
+    });
     let io = TokioIo::new(io);
     let response: Response<hyper::body::Incoming> = if h2 {
         let (mut sender, conn) =
@@ -173,12 +181,14 @@ where
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await?.to_bytes();
+    let interim = std::mem::take(&mut *interim.lock().unwrap());
     Ok(Answer {
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
         group: None,
         resumed: false,
+        interim,
     })
 }
 
@@ -598,7 +608,12 @@ impl H3Client {
             stream.send_data(body).await?;
         }
         stream.finish().await?;
-        let response = stream.recv_response().await?;
+        let mut interim = Vec::new();
+        let mut response = stream.recv_response().await?;
+        while response.status().is_informational() {
+            interim.push((response.status().as_u16(), response.headers().clone()));
+            response = stream.recv_response().await?;
+        }
         let mut received = Vec::new();
         while let Some(mut chunk) = stream.recv_data().await? {
             while chunk.has_remaining() {
@@ -614,6 +629,7 @@ impl H3Client {
             body: String::from_utf8_lossy(&received).into_owned(),
             group: None,
             resumed: false,
+            interim,
         })
     }
 }

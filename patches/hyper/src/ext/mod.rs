@@ -27,7 +27,8 @@
 //! The extensions in this module can be grouped as follows:
 //!
 //! - **HTTP/1 Reason Phrase**: [`ReasonPhrase`] — Access non-canonical reason phrases in HTTP/1 responses.
-//! - **Informational Responses**: [`on_informational`] — Register callbacks for 1xx HTTP/1 responses on the client.
+//! - **Informational Responses**: [`on_informational`] — Register callbacks for 1xx HTTP/1 and HTTP/2 responses on the client;
+//!   [`InformationalSender`] — send 1xx responses ahead of the final one from a server.
 //! - **Header Case Tracking**: Internal types for tracking the original casing and order of headers as received.
 //! - **HTTP/2 Protocol Extensions**: [`Protocol`] — Access the `:protocol` pseudo-header for Extended CONNECT in HTTP/2.
 //!
@@ -53,6 +54,13 @@ use std::fmt;
 mod h1_reason_phrase;
 #[cfg(any(feature = "http1", feature = "ffi"))]
 pub use h1_reason_phrase::ReasonPhrase;
+
+#[cfg(all(feature = "server", any(feature = "http1", feature = "http2")))]
+mod informational_server;
+#[cfg(all(feature = "server", any(feature = "http1", feature = "http2")))]
+pub use informational_server::InformationalSender;
+#[cfg(all(feature = "server", any(feature = "http1", feature = "http2")))]
+pub(crate) use informational_server::{channel as informational_channel, InformationalReceiver};
 
 #[cfg(all(feature = "http1", feature = "client"))]
 mod informational;

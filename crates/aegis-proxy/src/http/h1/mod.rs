@@ -42,7 +42,7 @@ use super::rewind::Rewind;
 use super::wire::chunked::Chunked;
 use super::wire::response::{self, Framing};
 use super::wire::{reset, MAX_RESPONSE_HEAD, READ_SIZE};
-use super::{preface, replay, server, ProxyError};
+use super::{interim, preface, replay, server, ProxyError};
 use crate::dial::UpstreamStream;
 use crate::upstream::{Cluster, Endpoint, InFlight};
 use deadline::Deadline;
@@ -563,7 +563,21 @@ impl<I: ClientIo> Client<'_, I> {
                         out,
                     });
                 }
-                buf.drain(..response.len); // interim response: wait for the final one
+                if interim::is_forwarded(response.status) {
+                    // RFC 9110 §15.2: the (HTTP/1.1) client gets it too, without hop-by-hop
+                    // fields or the headers the proxy adds to final responses.
+                    let plain = response::Extra {
+                        region: None,
+                        alt_svc: None,
+                    };
+                    response::parse(&buf, head_request, &mut out, plain)
+                        .map_err(|e| ProxyError::Upstream(Box::new(e)))?;
+                    response::end_head(&mut out, false);
+                    write_flush(self.io, &out)
+                        .await
+                        .map_err(|_| Failure::Client)?;
+                }
+                buf.drain(..response.len); // then wait for the final response
             }
         }
     }

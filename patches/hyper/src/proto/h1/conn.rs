@@ -583,6 +583,27 @@ where
         }
     }
 
+    /// Writes a 1xx informational response head (RFC 9110 §15.2) before the final one, as the
+    /// `100 Continue` above is: the writing state stays `Init`.
+    #[cfg(feature = "server")]
+    pub(crate) fn write_informational(&mut self, response: &http::Response<()>) {
+        debug_assert!(matches!(self.state.writing, Writing::Init));
+        let status = response.status();
+        let buf = self.io.headers_buf();
+        buf.extend_from_slice(b"HTTP/1.1 ");
+        buf.extend_from_slice(status.as_str().as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        buf.extend_from_slice(b"\r\n");
+        for (name, value) in response.headers() {
+            buf.extend_from_slice(name.as_str().as_bytes());
+            buf.extend_from_slice(b": ");
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+        buf.extend_from_slice(b"\r\n");
+    }
+
     pub(crate) fn can_write_body(&self) -> bool {
         match self.state.writing {
             Writing::Body(..) => true,

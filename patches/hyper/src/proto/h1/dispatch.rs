@@ -40,6 +40,12 @@ pub(crate) trait Dispatch {
         -> crate::Result<()>;
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>>;
     fn should_poll(&self) -> bool;
+    /// A 1xx response the service sent ahead of its final one (servers only).
+    fn poll_informational(&mut self, _cx: &mut Context<'_>) -> Poll<http::Response<()>> {
+        Poll::Pending
+    }
+    /// The final response head is being written: no informational response may follow.
+    fn close_informational(&mut self) {}
 }
 
 cfg_server! {
@@ -48,6 +54,8 @@ cfg_server! {
     pub(crate) struct Server<S: HttpService<B>, B> {
         in_flight: Pin<Box<Option<S::Future>>>,
         pub(crate) service: S,
+        /// What the request in flight's service sends ahead of its response.
+        informational: Option<crate::ext::InformationalReceiver>,
     }
 }
 
@@ -353,6 +361,16 @@ where
         }
     }
 
+    /// Writes the 1xx responses queued for the request in flight (servers only).
+    fn write_informational(&mut self, cx: &mut Context<'_>) {
+        #[cfg(feature = "server")]
+        while let Poll::Ready(response) = self.dispatch.poll_informational(cx) {
+            self.conn.write_informational(&response);
+        }
+        #[cfg(not(feature = "server"))]
+        let _ = cx;
+    }
+
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<crate::Result<()>> {
         loop {
             if self.is_closing {
@@ -361,7 +379,11 @@ where
                 && self.conn.can_write_head()
                 && self.dispatch.should_poll()
             {
+                self.write_informational(cx);
                 if let Some(msg) = ready!(Pin::new(&mut self.dispatch).poll_msg(cx)) {
+                    // What the service sent just before it answered still goes first.
+                    self.write_informational(cx);
+                    self.dispatch.close_informational();
                     let (head, body) = msg.map_err(crate::Error::new_user_service)?;
 
                     let body_type = if body.is_end_stream() {
@@ -572,6 +594,7 @@ cfg_server! {
             Server {
                 in_flight: Box::pin(None),
                 service,
+                informational: None,
             }
         }
 
@@ -626,6 +649,12 @@ cfg_server! {
             *req.headers_mut() = msg.headers;
             *req.version_mut() = msg.version;
             *req.extensions_mut() = msg.extensions;
+            // RFC 9110 §15.2: no 1xx response to an HTTP/1.0 client.
+            if msg.version >= http::Version::HTTP_11 {
+                let (sender, receiver) = crate::ext::informational_channel();
+                req.extensions_mut().insert(sender);
+                self.informational = Some(receiver);
+            }
             let fut = self.service.call(req);
             self.in_flight.set(Some(fut));
             Ok(())
@@ -641,6 +670,19 @@ cfg_server! {
 
         fn should_poll(&self) -> bool {
             self.in_flight.is_some()
+        }
+
+        fn poll_informational(&mut self, cx: &mut Context<'_>) -> Poll<http::Response<()>> {
+            match &self.informational {
+                Some(receiver) => receiver.poll_next(cx),
+                None => Poll::Pending,
+            }
+        }
+
+        fn close_informational(&mut self) {
+            if let Some(receiver) = self.informational.take() {
+                receiver.close();
+            }
         }
     }
 }

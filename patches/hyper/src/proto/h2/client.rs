@@ -418,6 +418,7 @@ where
     body_tx: SendStream<SendBuf<B::Data>>,
     body: B,
     cb: Callback<Request<B>, Response<IncomingBody>>,
+    on_informational: Option<crate::ext::OnInformational>,
 }
 
 impl<B: Body> Unpin for FutCtx<B> {}
@@ -567,6 +568,7 @@ where
             send_when: SendWhen {
                 when: ResponseFutMap {
                     fut: f.fut,
+                    on_informational: f.on_informational,
                     ping: Some(ping),
                     send_stream: Some(send_stream),
                     exec: self.executor.clone(),
@@ -586,6 +588,8 @@ pin_project! {
     {
         #[pin]
         fut: ResponseFuture,
+        // The request's `ext::on_informational` callback, for 1xx responses before the final one.
+        on_informational: Option<crate::ext::OnInformational>,
         ping: Option<Recorder>,
         #[pin]
         send_stream: Option<Option<SendStream<SendBuf<<B as Body>::Data>>>>,
@@ -612,6 +616,15 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.as_mut().project();
+
+        if let Some(callback) = this.on_informational.as_ref() {
+            // h2 queues interim responses ahead of the final one (RFC 9113 §8.1).
+            while let Poll::Ready(Some(Ok(informational))) =
+                this.fut.as_mut().get_mut().poll_informational(cx)
+            {
+                callback.call(informational);
+            }
+        }
 
         let result = ready!(this.fut.poll(cx));
 
@@ -731,6 +744,8 @@ where
                     if let Some(protocol) = req.extensions_mut().remove::<Protocol>() {
                         req.extensions_mut().insert(protocol.into_inner());
                     }
+                    let on_informational =
+                        req.extensions_mut().remove::<crate::ext::OnInformational>();
 
                     let (fut, body_tx) = match self.h2_tx.send_request(req, !is_connect && eos) {
                         Ok(ok) => ok,
@@ -751,6 +766,7 @@ where
                         body_tx,
                         body,
                         cb,
+                        on_informational,
                     };
 
                     // Check poll_ready() again.

@@ -305,10 +305,13 @@ where
                             req.extensions_mut().insert(Protocol::from_inner(protocol));
                         }
 
+                        let (informational, receiver) = crate::ext::informational_channel();
+                        req.extensions_mut().insert(informational);
                         let fut = H2Stream::new(
                             service.call(req),
                             connect_parts,
                             respond,
+                            receiver,
                             self.date_header,
                             exec.clone(),
                         );
@@ -365,6 +368,8 @@ pin_project! {
         B: Body,
     {
         reply: SendResponse<SendBuf<B::Data>>,
+        // What the service sends ahead of its response; `None` once that is sent.
+        informational: Option<crate::ext::InformationalReceiver>,
         #[pin]
         state: H2StreamState<F, B>,
         date_header: bool,
@@ -404,11 +409,13 @@ where
         fut: F,
         connect_parts: Option<ConnectParts>,
         respond: SendResponse<SendBuf<B::Data>>,
+        informational: crate::ext::InformationalReceiver,
         date_header: bool,
         exec: E,
     ) -> H2Stream<F, B, E> {
         H2Stream {
             reply: respond,
+            informational: Some(informational),
             state: H2StreamState::Service { fut, connect_parts },
             date_header,
             exec,
@@ -446,7 +453,19 @@ where
                     fut: h,
                     connect_parts,
                 } => {
-                    let res = match h.poll(cx) {
+                    let polled = h.poll(cx);
+                    // 1xx responses the service sent go out first, in order (RFC 9113 §8.1).
+                    if let Some(receiver) = me.informational.as_ref() {
+                        while let Poll::Ready(response) = receiver.poll_next(cx) {
+                            // A stream already reset refuses it; the final response finds out.
+                            let _ = me.reply.send_informational(response);
+                        }
+                        if polled.is_ready() {
+                            receiver.close();
+                            *me.informational = None;
+                        }
+                    }
+                    let res = match polled {
                         Poll::Ready(Ok(r)) => r,
                         Poll::Pending => {
                             // Response is not yet ready, so we want to check if the client has sent a
