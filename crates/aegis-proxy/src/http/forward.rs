@@ -399,7 +399,7 @@ where
 
     let response = if cluster.retry.attempts == 0 {
         let index = choose_endpoint(proxy, cluster, record, &[]).ok_or(ProxyError::NoEndpoint)?;
-        let interim = Interim::of(&parts.extensions);
+        let interim = Interim::take(&mut parts.extensions);
         attempt(proxy, cluster, index, parts, body, interim.as_ref(), record).await
     } else {
         send_with_retries(proxy, cluster, parts, body, record).await
@@ -444,12 +444,12 @@ fn response_head(
 async fn send_with_retries(
     proxy: &Proxy,
     cluster: &Cluster,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: UpstreamBody,
     record: &mut RequestRecord,
 ) -> Result<Response<Body>, ProxyError> {
     let idempotent = replay::is_idempotent(&parts.method);
-    let interim = Interim::of(&parts.extensions);
+    let interim = Interim::take(&mut parts.extensions);
     let (mut body, reclaim) = replay::replayable(body);
     let mut tried = [usize::MAX; MAX_ATTEMPTS];
     let mut attempts = 0;

@@ -36,13 +36,13 @@ pub enum Interim {
 }
 
 impl Interim {
-    /// The client's end of the request whose extensions these are, if it takes interim
+    /// Takes the client's end out of the extensions of the request, if it takes interim
     /// responses.
-    pub fn of(extensions: &http::Extensions) -> Option<Self> {
-        if let Some(sender) = extensions.get::<InformationalSender>() {
-            return Some(Self::Hyper(sender.clone()));
+    pub fn take(extensions: &mut http::Extensions) -> Option<Self> {
+        if let Some(sender) = extensions.remove::<InformationalSender>() {
+            return Some(Self::Hyper(sender));
         }
-        extensions.get::<Self>().cloned()
+        extensions.remove::<Self>()
     }
 
     /// Passes an upstream's interim response on, without its hop-by-hop and connection-specific
