@@ -134,24 +134,29 @@ async fn endpoint_healthy(proxy: &aegis_proxy::Running, endpoint: SocketAddr) ->
     metric(&text, &series) == Some(1.0)
 }
 
-fn post(body: &'static str) -> Request<Full<Bytes>> {
-    Request::post("/")
-        .header("host", "localhost")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap()
-}
-
 const CHECKS: &str = "lb = \"round_robin\"\n\
     health_check = { path = \"/health\", interval_ms = 50, timeout_ms = 50, \
     healthy_threshold = 2, unhealthy_threshold = 2 }";
 
+/// Two requests over each protocol (ten in all, so round robin gives each of two endpoints
+/// five), each answered 200.
+async fn ten_requests_over_every_protocol(proxy: &aegis_proxy::Running, dir: &TestDir) {
+    for proto in PROTOCOLS {
+        for _ in 0..2 {
+            let answer = proto.send(proxy, dir, &Sent::get("/")).await.unwrap();
+            assert_eq!(answer.status, 200, "{proto:?}");
+        }
+    }
+}
+
+/// Active health checks take a dead endpoint out and bring it back, and until they notice, a
+/// request that picks it is retried on the other; over every protocol.
 #[tokio::test]
 async fn traffic_leaves_a_killed_endpoint_and_comes_back_after_restart() {
     let dir = TestDir::new("healthkill");
     let mut a = Controlled::start().await;
     let b = Controlled::start().await;
-    let proxy = start(&config(None, &[a.addr, b.addr], "", CHECKS), &dir).await;
-    let addr = proxy.listener_addr("public").unwrap();
+    let proxy = matrix_proxy(&dir, &[a.addr, b.addr], CHECKS).await;
     eventually(Duration::from_secs(5), "a checked healthy", || {
         endpoint_healthy(&proxy, a.addr)
     })
@@ -159,17 +164,13 @@ async fn traffic_leaves_a_killed_endpoint_and_comes_back_after_restart() {
 
     a.kill();
     // Until the checks notice, a request that picks A fails to connect and is retried on B.
-    for _ in 0..10 {
-        assert_eq!(http(addr, get("/"), false).await.unwrap().status, 200);
-    }
+    ten_requests_over_every_protocol(&proxy, &dir).await;
     eventually(Duration::from_secs(5), "a marked unhealthy", || async {
         !endpoint_healthy(&proxy, a.addr).await
     })
     .await;
     let before = b.hits();
-    for _ in 0..10 {
-        assert_eq!(http(addr, get("/"), false).await.unwrap().status, 200);
-    }
+    ten_requests_over_every_protocol(&proxy, &dir).await;
     assert_eq!(
         b.hits() - before,
         10,
@@ -182,27 +183,23 @@ async fn traffic_leaves_a_killed_endpoint_and_comes_back_after_restart() {
     })
     .await;
     let before = a.hits();
-    for _ in 0..10 {
-        assert_eq!(http(addr, get("/"), false).await.unwrap().status, 200);
-    }
+    ten_requests_over_every_protocol(&proxy, &dir).await;
     assert_eq!(a.hits() - before, 5, "round robin shares again");
 }
 
+/// An endpoint whose checks fail gets no request from any protocol until they pass again.
 #[tokio::test]
 async fn an_endpoint_failing_its_checks_gets_no_traffic_until_it_passes() {
     let dir = TestDir::new("healthfail");
     let a = Controlled::start().await;
     let b = Controlled::start().await;
-    let proxy = start(&config(None, &[a.addr, b.addr], "", CHECKS), &dir).await;
-    let addr = proxy.listener_addr("public").unwrap();
+    let proxy = matrix_proxy(&dir, &[a.addr, b.addr], CHECKS).await;
     a.state.failing_checks.store(true, Ordering::SeqCst);
     eventually(Duration::from_secs(5), "a marked unhealthy", || async {
         !endpoint_healthy(&proxy, a.addr).await
     })
     .await;
-    for _ in 0..10 {
-        assert_eq!(http(addr, get("/"), false).await.unwrap().status, 200);
-    }
+    ten_requests_over_every_protocol(&proxy, &dir).await;
     assert_eq!(a.hits(), 0);
     let admin = proxy.admin_addr().unwrap();
     let clusters = http(admin, get("/clusters"), false).await.unwrap();
@@ -217,12 +214,32 @@ async fn an_endpoint_failing_its_checks_gets_no_traffic_until_it_passes() {
         endpoint_healthy(&proxy, a.addr)
     })
     .await;
-    for _ in 0..10 {
-        assert_eq!(http(addr, get("/"), false).await.unwrap().status, 200);
-    }
+    ten_requests_over_every_protocol(&proxy, &dir).await;
     assert_eq!(a.hits(), 5);
 }
 
+/// The matrix proxy in front of one cluster, `api`, of `endpoints` with `cluster` lines.
+async fn matrix_proxy(
+    dir: &TestDir,
+    endpoints: &[SocketAddr],
+    cluster: &str,
+) -> aegis_proxy::Running {
+    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    let rest = format!(
+        "[[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [{}]\n{cluster}\n",
+        list.join(", ")
+    );
+    start(&matrix_config("", &rest), dir).await
+}
+
+/// The value of `series` now, 0 when absent.
+async fn counter(proxy: &aegis_proxy::Running, series: &str) -> f64 {
+    metric(&metrics(proxy).await, series).unwrap_or(0.0)
+}
+
+/// RFC 9110 §9.2.2: only an idempotent request may be sent again after the upstream reset it;
+/// a POST is answered 502 and reaches the origins exactly once. Over every protocol, so the
+/// general path's retry loop is tested as well as the fast path's.
 #[tokio::test]
 async fn a_reset_is_retried_for_idempotent_requests_only() {
     let dir = TestDir::new("retryreset");
@@ -231,35 +248,37 @@ async fn a_reset_is_retried_for_idempotent_requests_only() {
     a.state.reset.store(true, Ordering::SeqCst);
     // Ejection off, so every round-robin turn really reaches the resetting endpoint.
     let extra = "lb = \"round_robin\"\noutlier = { consecutive_failures = 0 }";
-    let proxy = start(&config(None, &[a.addr, b.addr], "", extra), &dir).await;
-    let addr = proxy.listener_addr("public").unwrap();
+    let proxy = matrix_proxy(&dir, &[a.addr, b.addr], extra).await;
+    let retries = "aegis_upstream_retries_total{cluster=\"api\",reason=\"reset\"}";
+    for proto in PROTOCOLS {
+        let mut statuses = Vec::new();
+        for _ in 0..6 {
+            let delivered = a.hits() + b.hits();
+            let answer = proto.send(&proxy, &dir, &Sent::post("/", "order #1")).await;
+            statuses.push(answer.expect("answered").status);
+            let reached = a.hits() + b.hits() - delivered;
+            assert_eq!(
+                reached, 1,
+                "{proto:?}: a POST reaches the origins exactly once"
+            );
+        }
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 200, 200, 502, 502, 502], "{proto:?}");
 
-    let mut statuses = Vec::new();
-    for _ in 0..6 {
-        let delivered = a.hits() + b.hits();
-        let answer = http(addr, post("order #1"), false).await.unwrap();
-        statuses.push(answer.status);
-        assert_eq!(
-            a.hits() + b.hits() - delivered,
-            1,
-            "a POST reaches the origins exactly once"
-        );
+        let before = counter(&proxy, retries).await;
+        for _ in 0..6 {
+            let answer = proto.send(&proxy, &dir, &Sent::get("/")).await.unwrap();
+            assert_eq!(
+                answer.status, 200,
+                "{proto:?}: a reset GET is retried on the other endpoint"
+            );
+        }
+        assert_eq!(counter(&proxy, retries).await - before, 3.0, "{proto:?}");
     }
-    statuses.sort_unstable();
-    assert_eq!(statuses, [200, 200, 200, 502, 502, 502]);
-
-    for _ in 0..6 {
-        let answer = http(addr, get("/"), false).await.unwrap();
-        assert_eq!(
-            answer.status, 200,
-            "a reset GET is retried on the other endpoint"
-        );
-    }
-    let text = metrics(&proxy).await;
-    let series = "aegis_upstream_retries_total{cluster=\"api\",reason=\"reset\"}";
-    assert_eq!(metric(&text, series), Some(3.0), "{text}");
 }
 
+/// A request that never reached an endpoint (connection refused) is retried on another, body
+/// and all, over every protocol.
 #[tokio::test]
 async fn a_post_that_never_connected_is_retried_with_its_body() {
     let dir = TestDir::new("retryconnect");
@@ -268,39 +287,60 @@ async fn a_post_that_never_connected_is_retried_with_its_body() {
     drop(dead);
     let b = Controlled::start().await;
     let extra = "lb = \"round_robin\"\noutlier = { consecutive_failures = 0 }";
-    let proxy = start(&config(None, &[dead_addr, b.addr], "", extra), &dir).await;
-    let addr = proxy.listener_addr("public").unwrap();
-    for _ in 0..4 {
-        let answer = http(addr, post("payload"), false).await.unwrap();
-        assert_eq!((answer.status, answer.body.as_str()), (200, "payload"));
+    let proxy = matrix_proxy(&dir, &[dead_addr, b.addr], extra).await;
+    let retries = "aegis_upstream_retries_total{cluster=\"api\",reason=\"connect\"}";
+    for proto in PROTOCOLS {
+        let (hits, before) = (b.hits(), counter(&proxy, retries).await);
+        for _ in 0..4 {
+            let answer = proto
+                .send(&proxy, &dir, &Sent::post("/", "payload"))
+                .await
+                .unwrap();
+            assert_eq!(
+                (answer.status, answer.body.as_str()),
+                (200, "payload"),
+                "{proto:?}"
+            );
+        }
+        assert_eq!(b.hits() - hits, 4, "{proto:?}");
+        assert_eq!(counter(&proxy, retries).await - before, 2.0, "{proto:?}");
     }
-    assert_eq!(b.hits(), 4);
-    let text = metrics(&proxy).await;
-    let series = "aegis_upstream_retries_total{cluster=\"api\",reason=\"connect\"}";
-    assert_eq!(metric(&text, series), Some(2.0), "{text}");
 }
 
+/// A cluster at `max_pending_requests` answers 503 with `Retry-After` at once, without
+/// reaching the origin, and takes requests again once a slot frees; over every protocol.
 #[tokio::test]
 async fn a_full_cluster_sheds_with_503_and_retry_after() {
     let dir = TestDir::new("shed");
     let (gate, arrived, release) = gated_origin().await;
-    let extra = "max_pending_requests = 1";
-    let proxy = start(&config(None, &[gate.addr], "", extra), &dir).await;
-    let addr = proxy.listener_addr("public").unwrap();
-    let first = tokio::spawn(async move { http(addr, get("/"), false).await.unwrap() });
-    arrived.notified().await;
-    let shed = http(addr, get("/"), false).await.unwrap();
-    assert_eq!(shed.status, 503);
-    assert_eq!(shed.headers["retry-after"], "1");
-    release.notify_one();
-    assert_eq!(first.await.unwrap().status, 200);
-    assert_eq!(gate.hits(), 1, "the shed request never reached the origin");
-    // The slot is free again once the first response has ended.
-    release.notify_one();
-    assert_eq!(http(addr, get("/"), false).await.unwrap().status, 200);
-    let text = metrics(&proxy).await;
-    let series = "aegis_upstream_requests_shed_total{cluster=\"api\"}";
-    assert_eq!(metric(&text, series), Some(1.0), "{text}");
+    let proxy = matrix_proxy(&dir, &[gate.addr], "max_pending_requests = 1").await;
+    let shed_total = "aegis_upstream_requests_shed_total{cluster=\"api\"}";
+    for proto in PROTOCOLS {
+        let hits = gate.hits();
+        let get = Sent::get("/");
+        let first = proto.send(&proxy, &dir, &get);
+        let second = async {
+            arrived.notified().await;
+            let shed = proto.send(&proxy, &dir, &get).await.unwrap();
+            release.notify_one();
+            shed
+        };
+        let (first, shed) = tokio::join!(first, second);
+        assert_eq!(shed.status, 503, "{proto:?}");
+        assert_eq!(shed.headers["retry-after"], "1", "{proto:?}");
+        assert_eq!(first.unwrap().status, 200, "{proto:?}");
+        assert_eq!(
+            gate.hits() - hits,
+            1,
+            "{proto:?}: the shed request never reached the origin"
+        );
+        // The slot is free again once the first response has ended.
+        release.notify_one();
+        let again = proto.send(&proxy, &dir, &get).await.unwrap();
+        assert_eq!(again.status, 200, "{proto:?}");
+        arrived.notified().await; // the permit the second request's arrival left
+    }
+    assert_eq!(counter(&proxy, shed_total).await, 5.0);
 }
 
 #[tokio::test]
