@@ -1,4 +1,6 @@
-//! Carbon-aware routing end to end: a file feed drives which region serves requests.
+//! Carbon-aware routing end to end: feeds drive which region serves requests, checked over
+//! every protocol (each scenario sends its requests over HTTP/1.1 fast and general path, h2c,
+//! h2 and h3 in turn).
 
 mod support;
 
@@ -18,8 +20,14 @@ fn carbon_config(
 listen = "127.0.0.1:0"
 
 [[listeners]]
-name = "public"
+name = "plain"
 listen = "127.0.0.1:0"
+
+[[listeners]]
+name = "secure"
+listen = "127.0.0.1:0"
+tls = {tls}
+{h3}
 
 [[routes]]
 cluster = "api"
@@ -42,12 +50,41 @@ carbon = "greenest"
 regions = {{ eu-central = ["{central}"], eu-north = ["{north}"] }}
 "#,
         file = dir.file("carbon.json"),
+        tls = TLS,
+        h3 = TLS_H3,
     )
 }
 
-async fn region_of(addr: std::net::SocketAddr) -> (String, String) {
-    let answer = http(addr, get("/"), false).await.unwrap();
-    assert_eq!(answer.status, 200);
+/// Sends to a carbon proxy over each protocol in turn (HTTP/1.1 fast and general path, h2c,
+/// h2, h3), so a run of five requests covers every one.
+struct Rotation<'a> {
+    proxy: &'a aegis_proxy::Running,
+    dir: &'a TestDir,
+    turn: std::cell::Cell<usize>,
+}
+
+impl<'a> Rotation<'a> {
+    fn new(proxy: &'a aegis_proxy::Running, dir: &'a TestDir) -> Self {
+        Self {
+            proxy,
+            dir,
+            turn: std::cell::Cell::new(0),
+        }
+    }
+
+    /// `GET /` over the next protocol.
+    async fn get(&self) -> (Proto, support::Answer) {
+        let proto = PROTOCOLS[self.turn.get() % PROTOCOLS.len()];
+        self.turn.set(self.turn.get() + 1);
+        let answer = proto.send(self.proxy, self.dir, &Sent::get("/")).await;
+        (proto, answer.unwrap_or_else(|e| panic!("{proto:?}: {e:#}")))
+    }
+}
+
+/// The region header and the origin that answered a `GET /` over the next protocol.
+async fn region_of(to: &Rotation<'_>) -> (String, String) {
+    let (proto, answer) = to.get().await;
+    assert_eq!(answer.status, 200, "{proto:?}");
     let seen: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     (
         answer.headers["x-aegis-region"]
@@ -56,6 +93,15 @@ async fn region_of(addr: std::net::SocketAddr) -> (String, String) {
             .to_owned(),
         seen["origin"].as_str().unwrap().to_owned(),
     )
+}
+
+/// The region every protocol's request went to (they must agree).
+async fn region_everywhere(to: &Rotation<'_>) -> (String, String) {
+    let first = region_of(to).await;
+    for proto in &PROTOCOLS[1..] {
+        assert_eq!(region_of(to).await, first, "{proto:?}");
+    }
+    first
 }
 
 #[tokio::test]
@@ -70,16 +116,16 @@ async fn traffic_follows_the_greener_region_when_the_feed_changes() {
     )
     .await;
     proxy.refresh_carbon().await;
-    let addr = proxy.listener_addr("public").unwrap();
+    let addr = Rotation::new(&proxy, &dir);
     for _ in 0..5 {
-        assert_eq!(region_of(addr).await, ("eu-north".into(), "north".into()));
+        assert_eq!(region_of(&addr).await, ("eu-north".into(), "north".into()));
     }
 
     dir.write("carbon.json", r#"{"DE": 30, "NO": 400}"#);
     proxy.refresh_carbon().await;
     for _ in 0..5 {
         assert_eq!(
-            region_of(addr).await,
+            region_of(&addr).await,
             ("eu-central".into(), "central".into())
         );
     }
@@ -106,10 +152,10 @@ async fn a_broken_feed_falls_back_and_never_fails_requests() {
     )
     .await;
     proxy.refresh_carbon().await;
-    let addr = proxy.listener_addr("public").unwrap();
+    let addr = Rotation::new(&proxy, &dir);
     // eu-central has a static 350; eu-north has nothing: it stands at unknown_intensity (500).
     assert_eq!(
-        region_of(addr).await,
+        region_of(&addr).await,
         ("eu-central".into(), "central".into())
     );
     let text = metrics(&proxy).await;
@@ -124,12 +170,14 @@ async fn a_broken_feed_falls_back_and_never_fails_requests() {
     )
     .await;
     proxy.refresh_carbon().await;
-    let addr = proxy.listener_addr("public").unwrap();
-    let answer = http(addr, get("/"), false).await.unwrap();
-    assert_eq!(answer.status, 200);
+    let addr = Rotation::new(&proxy, &dir2);
+    for _ in PROTOCOLS {
+        let (proto, answer) = addr.get().await;
+        assert_eq!(answer.status, 200, "{proto:?}");
+    }
     let text = metrics(&proxy).await;
     let no_data = "aegis_carbon_requests_total{cluster=\"api\",region=\"eu-central\",reason=\"fallback:no_data\"}";
-    assert_eq!(metric(&text, no_data), Some(1.0), "{text}");
+    assert_eq!(metric(&text, no_data), Some(5.0), "{text}");
 }
 
 #[tokio::test]
@@ -144,10 +192,10 @@ async fn max_share_caps_the_greenest_region() {
     )
     .await;
     proxy.refresh_carbon().await;
-    let addr = proxy.listener_addr("public").unwrap();
+    let addr = Rotation::new(&proxy, &dir);
     let mut north_hits = 0;
     for _ in 0..200 {
-        if region_of(addr).await.0 == "eu-north" {
+        if region_of(&addr).await.0 == "eu-north" {
             north_hits += 1;
         }
     }
@@ -351,8 +399,8 @@ async fn electricitymaps_feed_drives_routing_and_survives_its_failures() {
     )
     .await;
     proxy.refresh_carbon().await;
-    let addr = proxy.listener_addr("public").unwrap();
-    assert_eq!(region_of(addr).await.0, "eu-north");
+    let addr = Rotation::new(&proxy, &dir);
+    assert_eq!(region_everywhere(&addr).await.0, "eu-north");
     let text = metrics(&proxy).await;
     let series =
         "aegis_carbon_intensity_gco2_per_kwh{region=\"eu-north\",source=\"electricitymaps\"}";
@@ -368,7 +416,7 @@ async fn electricitymaps_feed_drives_routing_and_survives_its_failures() {
         hits,
         "called the API while paused by Retry-After"
     );
-    assert_eq!(region_of(addr).await.0, "eu-north");
+    assert_eq!(region_everywhere(&addr).await.0, "eu-north");
     let text = metrics(&proxy).await;
     let limited =
         "aegis_carbon_feed_errors_total{feed=\"electricitymaps\",reason=\"rate_limited\"}";
@@ -397,9 +445,9 @@ async fn electricitymaps_bad_token_null_and_garbage_fall_back() {
     )
     .await;
     proxy.refresh_carbon().await;
-    let addr = proxy.listener_addr("public").unwrap();
+    let addr = Rotation::new(&proxy, &dir);
     // Unauthorized: eu-central keeps its static 350, eu-north has no data (500): central wins.
-    assert_eq!(region_of(addr).await.0, "eu-central");
+    assert_eq!(region_everywhere(&addr).await.0, "eu-central");
     let text = metrics(&proxy).await;
     let unauthorized =
         "aegis_carbon_feed_errors_total{feed=\"electricitymaps\",reason=\"unauthorized\"}";
@@ -416,8 +464,8 @@ async fn electricitymaps_bad_token_null_and_garbage_fall_back() {
     )
     .await;
     proxy.refresh_carbon().await;
-    let addr = proxy.listener_addr("public").unwrap();
-    assert_eq!(region_of(addr).await.0, "eu-central");
+    let addr = Rotation::new(&proxy, &dir);
+    assert_eq!(region_everywhere(&addr).await.0, "eu-central");
     let text = metrics(&proxy).await;
     for reason in ["malformed_json", "null_value"] {
         let series = format!(
@@ -429,7 +477,7 @@ async fn electricitymaps_bad_token_null_and_garbage_fall_back() {
     // A null latest value is filled from the forecast for the current hour.
     api.set_forecast("NO", 35.0);
     proxy.refresh_carbon().await;
-    assert_eq!(region_of(addr).await.0, "eu-north");
+    assert_eq!(region_everywhere(&addr).await.0, "eu-north");
     let text = metrics(&proxy).await;
     let series =
         "aegis_carbon_intensity_gco2_per_kwh{region=\"eu-north\",source=\"electricitymaps\"}";
@@ -469,17 +517,17 @@ async fn a_dead_green_region_is_ejected_and_traffic_moves_on() {
     )
     .await;
     proxy.refresh_carbon().await;
-    let addr = proxy.listener_addr("public").unwrap();
+    let addr = Rotation::new(&proxy, &dir);
     // Without retries, the greener region's dead endpoint answers 502 until it is ejected...
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        statuses.push(http(addr, get("/"), false).await.unwrap().status);
+        statuses.push(addr.get().await.1.status);
     }
     assert_eq!(statuses, [502, 502, 502, 200, 200, 200]);
     // ...then the unhealthy region gets nothing while it stays ejected.
     for _ in 0..10 {
         assert_eq!(
-            region_of(addr).await,
+            region_of(&addr).await,
             ("eu-central".into(), "central".into())
         );
     }
@@ -512,11 +560,11 @@ async fn a_connect_failure_in_the_green_region_is_retried_in_another() {
     )
     .await;
     proxy.refresh_carbon().await;
-    let addr = proxy.listener_addr("public").unwrap();
+    let addr = Rotation::new(&proxy, &dir);
     // Every request succeeds: the retry goes to the only other region.
     for _ in 0..8 {
         assert_eq!(
-            region_of(addr).await,
+            region_of(&addr).await,
             ("eu-central".into(), "central".into())
         );
     }
@@ -606,7 +654,7 @@ async fn uk_carbon_intensity_feed_drives_routing() {
     .await;
     proxy.refresh_carbon().await;
     assert_eq!(
-        region_of(proxy.listener_addr("public").unwrap()).await.0,
+        region_everywhere(&Rotation::new(&proxy, &dir)).await.0,
         "eu-north"
     );
     let text = metrics(&proxy).await;
@@ -656,7 +704,7 @@ async fn carbon_aware_sdk_feed_drives_routing_with_one_call() {
     let proxy = start(&config, &dir).await;
     proxy.refresh_carbon().await;
     assert_eq!(
-        region_of(proxy.listener_addr("public").unwrap()).await.0,
+        region_everywhere(&Rotation::new(&proxy, &dir)).await.0,
         "eu-north"
     );
     // One call per refresh for both regions (the start's first poll, then this refresh).
@@ -726,7 +774,7 @@ async fn watttime_feed_logs_in_renews_its_token_and_converts_units() {
     .await;
     proxy.refresh_carbon().await;
     assert_eq!(
-        region_of(proxy.listener_addr("public").unwrap()).await.0,
+        region_everywhere(&Rotation::new(&proxy, &dir)).await.0,
         "eu-north"
     );
     assert!(
@@ -755,7 +803,7 @@ async fn a_feed_that_never_answers_times_out_and_falls_back() {
     proxy.refresh_carbon().await;
     // eu-central falls back to its static 350; eu-north has no data (500).
     assert_eq!(
-        region_of(proxy.listener_addr("public").unwrap()).await.0,
+        region_everywhere(&Rotation::new(&proxy, &dir)).await.0,
         "eu-central"
     );
     let text = metrics(&proxy).await;
