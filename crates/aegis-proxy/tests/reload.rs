@@ -33,26 +33,34 @@ async fn post_reload(proxy: &Running) -> Answer {
     http(admin, request, false).await.unwrap()
 }
 
+/// Requests after a reload go to the new cluster, on the same sockets, over every protocol.
 #[tokio::test]
 async fn reload_moves_new_requests_to_the_new_cluster_on_the_same_socket() {
     let dir = TestDir::new("reloadswap");
     let a = origin(Behaviour::Answer).await;
     let b = origin(Behaviour::Answer).await;
-    let (proxy, path) = start_from_file(&config(None, &[a.addr], "", ""), &dir).await;
-    let addr = proxy.listener_addr("public").unwrap();
-    assert_eq!(http(addr, get("/"), false).await.unwrap().status, 200);
-    assert_eq!((a.hits(), b.hits()), (1, 0));
+    let (proxy, path) = start_from_file(&matrix_config("", &one_cluster(a.addr)), &dir).await;
+    let before = (proxy.listener_addr("plain"), proxy.listener_addr("secure"));
+    for proto in PROTOCOLS {
+        let answer = proto.send(&proxy, &dir, &Sent::get("/")).await.unwrap();
+        assert_eq!(answer.status, 200, "{proto:?}");
+    }
+    assert_eq!((a.hits(), b.hits()), (5, 0));
 
-    std::fs::write(&path, config(None, &[b.addr], "", "")).unwrap();
+    std::fs::write(&path, matrix_config("", &one_cluster(b.addr))).unwrap();
     let answer = post_reload(&proxy).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(
         answer.body,
-        "reloaded: 1 clusters; listeners added [], updated [\"public\"], removed []\n"
+        "reloaded: 1 clusters; listeners added [], updated [\"plain\", \"secure\"], removed []\n"
     );
-    assert_eq!(proxy.listener_addr("public"), Some(addr), "same socket");
-    assert_eq!(http(addr, get("/"), false).await.unwrap().status, 200);
-    assert_eq!((a.hits(), b.hits()), (1, 1));
+    let after = (proxy.listener_addr("plain"), proxy.listener_addr("secure"));
+    assert_eq!(after, before, "same sockets");
+    for proto in PROTOCOLS {
+        let answer = proto.send(&proxy, &dir, &Sent::get("/")).await.unwrap();
+        assert_eq!(answer.status, 200, "{proto:?}");
+    }
+    assert_eq!((a.hits(), b.hits()), (5, 5));
 }
 
 #[tokio::test]
@@ -136,37 +144,35 @@ async fn reload_rereads_the_certificate_files() {
     assert!(https(addr, old_client, get("/")).await.is_err());
 }
 
+/// Requests in flight and on kept-alive connections while the configuration is swapped ten
+/// times are all answered, each reaching an origin once; one client per protocol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_loses_no_request() {
-    let dir = TestDir::new("reloadload");
+    let dir = Arc::new(TestDir::new("reloadload"));
     let a = origin(Behaviour::Answer).await;
     let b = origin(Behaviour::Answer).await;
-    let (proxy, path) = start_from_file(&config(None, &[a.addr], "", ""), &dir).await;
-    let addr = proxy.listener_addr("public").unwrap();
+    let (proxy, path) = start_from_file(&matrix_config("", &one_cluster(a.addr)), &dir).await;
+    let proxy = Arc::new(proxy);
     let done = Arc::new(AtomicBool::new(false));
     let (sent, ok) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut clients = Vec::new();
-    for _ in 0..4 {
+    for proto in PROTOCOLS {
         let (done, sent, ok) = (done.clone(), sent.clone(), ok.clone());
+        let (proxy, dir) = (proxy.clone(), dir.clone());
         clients.push(tokio::spawn(async move {
             // Keep-alive connections, so requests straddle the swap on one connection.
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let io = hyper_util::rt::TokioIo::new(tcp);
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-            tokio::spawn(conn);
+            let mut client = proto.keep_alive(&proxy, &dir).await.unwrap();
             while !done.load(Ordering::SeqCst) {
                 sent.fetch_add(1, Ordering::SeqCst);
-                let response = sender.send_request(get("/")).await.unwrap();
-                if response.status() == 200 {
+                if client.get("/").await.unwrap() == 200 {
                     ok.fetch_add(1, Ordering::SeqCst);
                 }
-                let _ = http_body_util::BodyExt::collect(response.into_body()).await;
             }
         }));
     }
     for round in 0..10 {
         let to = if round % 2 == 0 { b.addr } else { a.addr };
-        std::fs::write(&path, config(None, &[to], "", "")).unwrap();
+        std::fs::write(&path, matrix_config("", &one_cluster(to))).unwrap();
         assert_eq!(post_reload(&proxy).await.status, 200);
     }
     done.store(true, Ordering::SeqCst);

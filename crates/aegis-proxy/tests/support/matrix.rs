@@ -346,3 +346,88 @@ async fn h3(
     let (parts, _) = request.into_parts();
     client.send(Request::from_parts(parts, ()), body).await
 }
+
+/// One keep-alive connection to the matrix proxy over a protocol, for requests in turn.
+pub enum KeepAlive {
+    /// HTTP/1.1 (fast or general path) or HTTP/2.
+    Hyper {
+        h1: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+        h2: Option<hyper::client::conn::http2::SendRequest<Full<Bytes>>>,
+        proto: Proto,
+    },
+    /// HTTP/3, with its QUIC endpoint kept alive.
+    H3 {
+        client: H3Client,
+        _quic: (quinn::Endpoint, quinn::Connection),
+    },
+}
+
+impl Proto {
+    /// Opens a keep-alive connection to the matrix proxy over this protocol.
+    pub async fn keep_alive(self, proxy: &Running, dir: &TestDir) -> anyhow::Result<KeepAlive> {
+        Ok(match self {
+            Self::H1Fast | Self::H1General => {
+                let plain = proxy.listener_addr("plain").expect("plain listener");
+                let io = TokioIo::new(TcpStream::connect(plain).await?);
+                let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+                tokio::spawn(conn);
+                KeepAlive::Hyper {
+                    h1: Some(sender),
+                    h2: None,
+                    proto: self,
+                }
+            }
+            Self::H2c | Self::H2 => KeepAlive::Hyper {
+                h1: None,
+                h2: Some(self.h2_connection(proxy, dir).await?.0),
+                proto: self,
+            },
+            Self::H3 => {
+                let secure = proxy.listener_addr("secure").expect("secure listener");
+                let (endpoint, connection, _) =
+                    quic_connect(secure, dir, QuicClient::default()).await?;
+                let client = H3Client::new(&connection).await?;
+                KeepAlive::H3 {
+                    client,
+                    _quic: (endpoint, connection),
+                }
+            }
+        })
+    }
+}
+
+impl KeepAlive {
+    /// `GET path` on this connection; the status, once the whole body has arrived.
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<u16> {
+        use http_body_util::BodyExt;
+        match self {
+            Self::Hyper { h1, h2, proto } => {
+                let absolute = |scheme| format!("{scheme}://localhost{path}");
+                let (uri, host) = match proto {
+                    Proto::H2c => (absolute("http"), false),
+                    Proto::H2 => (absolute("https"), false),
+                    _ => (path.to_owned(), true),
+                };
+                let mut sent = Sent::get(path);
+                if *proto == Proto::H1General {
+                    for (name, value) in HANDOVER {
+                        sent = sent.header(name, value);
+                    }
+                }
+                let request = sent.request(uri, host);
+                let response = match (h1, h2) {
+                    (Some(h1), _) => h1.send_request(request).await?,
+                    (_, Some(h2)) => h2.send_request(request).await?,
+                    _ => anyhow::bail!("no connection"),
+                };
+                let status = response.status().as_u16();
+                response.into_body().collect().await?;
+                Ok(status)
+            }
+            Self::H3 { client, .. } => Ok(client
+                .request(Method::GET, path, Bytes::new())
+                .await?
+                .status),
+        }
+    }
+}
