@@ -222,40 +222,52 @@ impl Control {
             ));
         }
         let to_bind = listeners_to_bind(&state, &config);
-        let mut bound = Vec::new();
-        for &i in &to_bind {
-            let l = &config.listeners[i];
-            match listener::Listener::bind(l).await {
-                Ok(listener) => bound.push((i, listener)),
-                Err(e) => {
-                    let message = format!("cannot bind {}: {e}", l.addr);
-                    return Err(single_error(&format!("listeners[{i}].listen"), &message));
-                }
-            }
-        }
+        let bound = bind_all(&config, &to_bind).await?;
 
         // Nothing below can fail: commit.
-        self.metrics.declare(&config, &FAILURE_REASONS);
+        self.swap_proxy(&mut state, &config).await;
+        let summary = self.swap_listeners(&mut state, &config, bound, &drain);
+        self.global_connections.set_max(config.max_connections);
+        self.config_page.store(Arc::new(ConfigPage::of(&config)));
+        state.config = config;
+        self.publish_listeners(&state);
+        tracing::info!(%summary, "configuration reloaded");
+        Ok(summary)
+    }
+
+    /// Puts a proxy built from `config` in force, keeping the carbon feeds when `[carbon]`
+    /// and `[regions]` are unchanged; its latency probes and health checks start first.
+    async fn swap_proxy(&self, state: &mut State, config: &Config) {
+        self.metrics.declare(config, &FAILURE_REASONS);
         let old = self.proxy.load_full();
         let same_feeds =
             config.carbon == state.config.carbon && config.regions == state.config.regions;
         let proxy = if same_feeds {
-            Proxy::with_feeds(&config, self.metrics.clone(), old.carbon_feeds().clone())
+            Proxy::with_feeds(config, self.metrics.clone(), old.carbon_feeds().clone())
         } else {
-            Proxy::new(&config, self.metrics.clone())
+            Proxy::new(config, self.metrics.clone())
         };
         let proxy = Arc::new(proxy);
         if !same_feeds {
             proxy.carbon_feeds().refresh().await;
             let next_poll = Instant::now() + config.carbon.poll_interval;
-            let stop = start_feeds(&config, proxy.carbon_feeds(), next_poll);
+            let stop = start_feeds(config, proxy.carbon_feeds(), next_poll);
             let _ = std::mem::replace(&mut state.feeds_stop, stop).send(true);
         }
         proxy.probe_latency().await;
         proxy.start_health_checks();
         self.proxy.store(proxy);
-        drop(old);
+    }
 
+    /// Serves the newly `bound` listeners, updates the kept ones in place and stops the
+    /// removed ones.
+    fn swap_listeners(
+        &self,
+        state: &mut State,
+        config: &Config,
+        bound: Vec<(usize, listener::Listener)>,
+        drain: &mpsc::Sender<()>,
+    ) -> ReloadSummary {
         let mut summary = ReloadSummary {
             added: Vec::new(),
             removed: Vec::new(),
@@ -267,19 +279,21 @@ impl Control {
             .drain(..)
             .map(|(c, h)| (c.name.clone(), (c, h)))
             .collect();
-        let mut bound = bound.into_iter();
+        let mut bound = bound.into_iter().peekable();
         for (i, l) in config.listeners.iter().enumerate() {
-            let handle = if to_bind.contains(&i) {
-                let (_, listener) = bound.next().expect("one bound listener per planned bind");
-                summary.added.push(l.name.clone());
-                self.serve(listener, l, &drain)
-            } else {
-                let (_, handle) = previous
-                    .remove(&l.name)
-                    .expect("planned updates name a running listener");
-                handle.update(l);
-                summary.updated.push(l.name.clone());
-                handle
+            let handle = match bound.next_if(|(at, _)| *at == i) {
+                Some((_, listener)) => {
+                    summary.added.push(l.name.clone());
+                    self.serve(listener, l, drain)
+                }
+                None => {
+                    let (_, handle) = previous
+                        .remove(&l.name)
+                        .expect("planned updates name a running listener");
+                    handle.update(l);
+                    summary.updated.push(l.name.clone());
+                    handle
+                }
             };
             state.listeners.push((l.clone(), handle));
         }
@@ -287,12 +301,7 @@ impl Control {
             handle.stop();
             summary.removed.push(name);
         }
-        self.global_connections.set_max(config.max_connections);
-        self.config_page.store(Arc::new(ConfigPage::of(&config)));
-        state.config = config;
-        self.publish_listeners(&state);
-        tracing::info!(%summary, "configuration reloaded");
-        Ok(summary)
+        summary
     }
 
     /// Reports not ready, keeps accepting for the shutdown delay (load balancers and
@@ -317,6 +326,26 @@ impl Control {
 
 /// Indices of the new listeners that need sockets: those with no running listener of the same
 /// name whose sockets fit (same configured address, same TCP/QUIC kinds).
+/// Binds the listeners at `to_bind` (indexes into `config.listeners`, in order), or names
+/// the first that cannot be bound.
+async fn bind_all(
+    config: &Config,
+    to_bind: &[usize],
+) -> Result<Vec<(usize, listener::Listener)>, ConfigErrors> {
+    let mut bound = Vec::new();
+    for &i in to_bind {
+        let l = &config.listeners[i];
+        match listener::Listener::bind(l).await {
+            Ok(listener) => bound.push((i, listener)),
+            Err(e) => {
+                let message = format!("cannot bind {}: {e}", l.addr);
+                return Err(single_error(&format!("listeners[{i}].listen"), &message));
+            }
+        }
+    }
+    Ok(bound)
+}
+
 fn listeners_to_bind(state: &State, config: &Config) -> Vec<usize> {
     config
         .listeners

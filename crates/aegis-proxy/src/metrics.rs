@@ -312,77 +312,87 @@ impl Metrics {
             prometheus_client::metrics::info::Info::new(BUILD),
         );
         metrics.register_traffic(aegis);
-        aegis.register(
-            "upstream_request_duration_seconds",
-            "Time from sending a request upstream to its response head",
-            metrics.upstream_duration.clone(),
-        );
-        aegis.register(
-            "upstream_errors",
-            "Upstream requests that failed, by reason",
-            metrics.upstream_errors.clone(),
-        );
-        aegis.register(
-            "downstream_connections_active",
-            "Open client connections",
-            metrics.connections_active.clone(),
-        );
-        aegis.register(
-            "downstream_connections",
-            "Client connections accepted",
-            metrics.connections_total.clone(),
-        );
-        aegis.register(
-            "tls_handshakes",
-            "Completed TLS handshakes by negotiated key-exchange group and protocol",
-            metrics.handshakes.clone(),
-        );
-        aegis.register(
-            "tls_handshake_failures",
-            "Failed TLS handshakes by reason",
-            metrics.handshake_failures.clone(),
-        );
-        aegis.register(
-            "upstream_health_checks",
-            "Active health checks by cluster and result",
-            metrics.health_checks.clone(),
-        );
-        aegis.register(
-            "upstream_ejections",
-            "Outlier ejections per endpoint",
-            metrics.ejections.clone(),
-        );
-        aegis.register(
-            "upstream_retries",
-            "Upstream requests retried on another endpoint, by what failed first",
-            metrics.retries.clone(),
-        );
-        aegis.register(
-            "upstream_retries_over_budget",
-            "Retries not sent because the cluster's retry budget was used up",
-            metrics.retries_over_budget.clone(),
-        );
-        aegis.register(
-            "upstream_requests_shed",
-            "Requests answered 503 because the cluster had max_pending_requests in flight",
-            metrics.shed.clone(),
-        );
-        aegis.register(
-            "downstream_connections_refused",
-            "Client connections refused by a connection limit",
-            metrics.connections_refused.clone(),
-        );
-        aegis.register(
-            "config_reloads",
-            "Configuration reloads by result",
-            metrics.reloads.clone(),
-        );
+        metrics.register_upstream(aegis);
+        metrics.register_connections(aegis);
         metrics.register_carbon(aegis.sub_registry_with_prefix("carbon"));
         metrics
     }
 }
 
 impl Metrics {
+    /// The upstream families: exchange time, errors, checks, ejections, retries, shedding.
+    fn register_upstream(&self, registry: &mut Registry) {
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Time from sending a request upstream to its response head",
+            self.upstream_duration.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream requests that failed, by reason",
+            self.upstream_errors.clone(),
+        );
+        registry.register(
+            "upstream_health_checks",
+            "Active health checks by cluster and result",
+            self.health_checks.clone(),
+        );
+        registry.register(
+            "upstream_ejections",
+            "Outlier ejections per endpoint",
+            self.ejections.clone(),
+        );
+        registry.register(
+            "upstream_retries",
+            "Upstream requests retried on another endpoint, by what failed first",
+            self.retries.clone(),
+        );
+        registry.register(
+            "upstream_retries_over_budget",
+            "Retries not sent because the cluster's retry budget was used up",
+            self.retries_over_budget.clone(),
+        );
+        registry.register(
+            "upstream_requests_shed",
+            "Requests answered 503 because the cluster had max_pending_requests in flight",
+            self.shed.clone(),
+        );
+    }
+
+    /// The client-side families: connections, TLS handshakes, refusals, and reloads.
+    fn register_connections(&self, registry: &mut Registry) {
+        registry.register(
+            "downstream_connections_active",
+            "Open client connections",
+            self.connections_active.clone(),
+        );
+        registry.register(
+            "downstream_connections",
+            "Client connections accepted",
+            self.connections_total.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "Completed TLS handshakes by negotiated key-exchange group and protocol",
+            self.handshakes.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "Failed TLS handshakes by reason",
+            self.handshake_failures.clone(),
+        );
+        registry.register(
+            "downstream_connections_refused",
+            "Client connections refused by a connection limit",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            self.reloads.clone(),
+        );
+    }
+
     fn register_traffic(&self, aegis: &mut Registry) {
         aegis.register(
             "http_requests",

@@ -80,6 +80,14 @@ pub(super) fn parse(
     Err(ConfigErrors(errors))
 }
 
+/// A listener's timeouts, validated.
+struct ListenerTimeouts {
+    header_read: Duration,
+    idle: Duration,
+    handshake: Duration,
+    stream_idle: Duration,
+}
+
 struct Checker<'a> {
     text: &'a str,
     base_dir: &'a Path,
@@ -253,6 +261,63 @@ impl Checker<'_> {
         l: &RawListener,
         addr: Option<SocketAddr>,
     ) -> Option<ListenerConfig> {
+        let timeouts = self.listener_timeouts(key, l);
+        let max_header = self.bounded(
+            &format!("{key}.max_header_bytes"),
+            &l.max_header_bytes,
+            DEFAULT_MAX_HEADER_BYTES,
+            MIN_HEADER_BYTES..=MAX_HEADER_BYTES,
+        );
+        let max_body = self.max_request_body(key, l);
+        let max_connections =
+            self.optional_count(&format!("{key}.max_connections"), &l.max_connections);
+        let trusted_hops = self.bounded(
+            &format!("{key}.trusted_proxy_hops"),
+            &l.trusted_proxy_hops,
+            0,
+            0..=MAX_TRUSTED_HOPS,
+        );
+        let backlog = self.bounded(
+            &format!("{key}.backlog"),
+            &l.backlog,
+            DEFAULT_BACKLOG,
+            1..=65_535,
+        );
+        let streams = self.bounded(
+            &format!("{key}.max_concurrent_streams"),
+            &l.max_concurrent_streams,
+            DEFAULT_H2_STREAMS,
+            1..=10_000,
+        );
+        let protocols = self.protocols(key, l);
+        let (tls, quic) = self.listener_encryption(key, l, protocols)?;
+        let timeouts = timeouts?;
+        Some(ListenerConfig {
+            name: l.name.get_ref().clone(),
+            addr: addr?,
+            tls,
+            protocols: protocols?,
+            quic,
+            header_read_timeout: timeouts.header_read,
+            idle_timeout: timeouts.idle,
+            handshake_timeout: timeouts.handshake,
+            max_header_bytes: max_header? as usize,
+            max_request_body_bytes: max_body?,
+            max_connections: max_connections?,
+            paths: PathRules {
+                reject_unnormalized: l.path_normalization == Some(PathNormalization::Reject),
+                merge_slashes: l.merge_slashes.unwrap_or(true),
+                encoded_slashes: l.encoded_slashes.unwrap_or_default(),
+            },
+            trusted_proxy_hops: trusted_hops? as u8,
+            backlog: backlog? as u32,
+            stream_idle_timeout: timeouts.stream_idle,
+            max_concurrent_streams: streams? as u32,
+        })
+    }
+
+    /// A listener's four timeouts, each checked (all of them reported before `None`).
+    fn listener_timeouts(&mut self, key: &str, l: &RawListener) -> Option<ListenerTimeouts> {
         let header_read = self.duration(
             &format!("{key}.header_read_timeout_ms"),
             &l.header_read_timeout_ms,
@@ -268,13 +333,22 @@ impl Checker<'_> {
             &l.handshake_timeout_ms,
             DEFAULT_HANDSHAKE_MS,
         );
-        let max_header = self.bounded(
-            &format!("{key}.max_header_bytes"),
-            &l.max_header_bytes,
-            DEFAULT_MAX_HEADER_BYTES,
-            MIN_HEADER_BYTES..=MAX_HEADER_BYTES,
+        let stream_idle = self.duration(
+            &format!("{key}.stream_idle_timeout_ms"),
+            &l.stream_idle_timeout_ms,
+            DEFAULT_STREAM_IDLE_MS,
         );
-        let max_body = match &l.max_request_body_bytes {
+        Some(ListenerTimeouts {
+            header_read: header_read?,
+            idle: idle?,
+            handshake: handshake?,
+            stream_idle: stream_idle?,
+        })
+    }
+
+    /// `max_request_body_bytes`: no limit when absent, never 0.
+    fn max_request_body(&mut self, key: &str, l: &RawListener) -> Option<Option<u64>> {
+        match &l.max_request_body_bytes {
             Some(v) if *v.get_ref() == 0 => {
                 self.error(
                     format!("{key}.max_request_body_bytes"),
@@ -284,33 +358,17 @@ impl Checker<'_> {
                 None
             }
             other => Some(other.as_ref().map(|v| *v.get_ref())),
-        };
-        let max_connections =
-            self.optional_count(&format!("{key}.max_connections"), &l.max_connections);
-        let trusted_hops = self.bounded(
-            &format!("{key}.trusted_proxy_hops"),
-            &l.trusted_proxy_hops,
-            0,
-            0..=MAX_TRUSTED_HOPS,
-        );
-        let backlog = self.bounded(
-            &format!("{key}.backlog"),
-            &l.backlog,
-            DEFAULT_BACKLOG,
-            1..=65_535,
-        );
-        let stream_idle = self.duration(
-            &format!("{key}.stream_idle_timeout_ms"),
-            &l.stream_idle_timeout_ms,
-            DEFAULT_STREAM_IDLE_MS,
-        );
-        let streams = self.bounded(
-            &format!("{key}.max_concurrent_streams"),
-            &l.max_concurrent_streams,
-            DEFAULT_H2_STREAMS,
-            1..=10_000,
-        );
-        let protocols = self.protocols(key, l);
+        }
+    }
+
+    /// The listener's TLS and, when it serves `h3`, its QUIC settings; `quic` without `h3` is
+    /// an error.
+    fn listener_encryption(
+        &mut self,
+        key: &str,
+        l: &RawListener,
+        protocols: Option<Protocols>,
+    ) -> Option<(Option<ListenerTls>, Option<QuicListener>)> {
         let wants_h3 = protocols.is_some_and(|p| p.http3);
         let (tls, quic_crypto) = match &l.tls {
             Some(t) => {
@@ -331,28 +389,7 @@ impl Checker<'_> {
                 "is set but protocols do not include \"h3\" (add it, or remove quic)",
             );
         }
-        Some(ListenerConfig {
-            name: l.name.get_ref().clone(),
-            addr: addr?,
-            tls,
-            protocols: protocols?,
-            quic,
-            header_read_timeout: header_read?,
-            idle_timeout: idle?,
-            handshake_timeout: handshake?,
-            max_header_bytes: max_header? as usize,
-            max_request_body_bytes: max_body?,
-            max_connections: max_connections?,
-            paths: PathRules {
-                reject_unnormalized: l.path_normalization == Some(PathNormalization::Reject),
-                merge_slashes: l.merge_slashes.unwrap_or(true),
-                encoded_slashes: l.encoded_slashes.unwrap_or_default(),
-            },
-            trusted_proxy_hops: trusted_hops? as u8,
-            backlog: backlog? as u32,
-            stream_idle_timeout: stream_idle?,
-            max_concurrent_streams: streams? as u32,
-        })
+        Some((tls, quic))
     }
 
     fn protocols(&mut self, key: &str, l: &RawListener) -> Option<Protocols> {
