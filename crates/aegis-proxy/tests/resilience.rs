@@ -31,6 +31,10 @@ struct OriginState {
     failing_checks: AtomicBool,
     /// Requests (not health checks) get the connection closed without a response.
     reset: AtomicBool,
+    /// Connections accepted.
+    connections: AtomicUsize,
+    /// Health checks answered.
+    checks: AtomicUsize,
 }
 
 impl Controlled {
@@ -74,6 +78,7 @@ async fn serve(listener: tokio::net::TcpListener, state: Arc<OriginState>) {
     // Connection tasks live in this set, so aborting the server aborts them too.
     let mut connections = JoinSet::new();
     while let Ok((stream, _)) = listener.accept().await {
+        state.connections.fetch_add(1, Ordering::SeqCst);
         let state = state.clone();
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -92,6 +97,7 @@ async fn answer(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     if req.uri().path() == "/health" {
+        state.checks.fetch_add(1, Ordering::SeqCst);
         let status = if state.failing_checks.load(Ordering::SeqCst) {
             503
         } else {
@@ -216,6 +222,38 @@ async fn an_endpoint_failing_its_checks_gets_no_traffic_until_it_passes() {
     .await;
     ten_requests_over_every_protocol(&proxy, &dir).await;
     assert_eq!(a.hits(), 5);
+}
+
+/// A health check of an HTTP/1.1 cluster goes over the client and idle pool that traffic
+/// uses: the connection the check opened serves the next request, on the fast path and the
+/// general path alike, so a passing check has exercised the code that carries the traffic.
+#[tokio::test]
+async fn health_checks_use_the_connection_pool_that_traffic_uses() {
+    let dir = TestDir::new("checkpool");
+    let a = Controlled::start().await;
+    // One check at start, then none for a minute: nothing else touches the pool.
+    let checks = "health_check = { path = \"/health\", interval_ms = 60000 }";
+    let proxy = matrix_proxy(&dir, &[a.addr], checks).await;
+    let idle = format!(
+        "aegis_upstream_idle_connections{{cluster=\"api\",endpoint=\"{}\",region=\"\"}}",
+        a.addr
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the check's connection back in the pool",
+        || async { counter(&proxy, &idle).await == 1.0 },
+    )
+    .await;
+    assert_eq!(a.state.checks.load(Ordering::SeqCst), 1);
+    for proto in [Proto::H1Fast, Proto::H1General, Proto::H2] {
+        let answer = proto.send(&proxy, &dir, &Sent::get("/")).await.unwrap();
+        assert_eq!(answer.status, 200, "{proto:?}");
+    }
+    let opened = a.state.connections.load(Ordering::SeqCst);
+    assert_eq!(
+        opened, 1,
+        "the check's connection carried every request after it"
+    );
 }
 
 /// The matrix proxy in front of one cluster, `api`, of `endpoints` with `cluster` lines.

@@ -24,12 +24,13 @@ use super::error::{ClientBodyError, ProxyError};
 use super::interim::Interim;
 use super::path::PathRules;
 use super::record::{CarbonRecord, Recorded, RequestRecord};
-use super::{headers, host, path, replay, upstream_h1};
+use super::{headers, host, path, replay};
 use crate::carbon_feed::CarbonFeeds;
 use crate::config::{Config, UpstreamProtocol};
 use crate::dial::{UpstreamBody, UpstreamTlsGroup};
 use crate::metrics::{ClusterLabels, EndpointLabels, Metrics, RetryLabels, UpstreamErrorLabels};
 use crate::route::RouteTable;
+use crate::upstream::h1 as upstream_h1;
 use crate::upstream::{Choice, Cluster, InFlight};
 use crate::{Body, BoxError};
 use aegis_carbon::energy::EnergyModel;
@@ -550,7 +551,7 @@ fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
 
 /// One exchange with endpoint `index`: send, wait for the response head, record the outcome
 /// for outlier ejection and latency. A request without a body to an HTTP/1.1 cluster is sent from
-/// this task over the endpoint's idle pool (`upstream_h1`); any other goes through the
+/// this task over the endpoint's idle pool (`upstream::h1`); any other goes through the
 /// endpoint's hyper-util client.
 async fn attempt(
     proxy: &Proxy,

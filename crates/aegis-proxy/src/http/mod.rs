@@ -16,7 +16,6 @@ pub mod record;
 pub mod replay;
 pub mod rewind;
 pub mod server;
-mod upstream_h1;
 pub mod wire;
 
 pub use error::ProxyError;

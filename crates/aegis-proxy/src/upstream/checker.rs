@@ -1,6 +1,8 @@
 //! Active health checks: each endpoint of a cluster with a `health_check` gets a GET on its
-//! configured path every interval, over the endpoint's own client (so TLS upstreams are checked
-//! over the same PQ TLS as traffic). Results feed [`super::health::EndpointHealth`].
+//! configured path every interval, over the client traffic uses (HTTP/1.1: `super::h1` and
+//! the endpoint's idle pool; HTTP/2: the endpoint's hyper client), so a passing check has
+//! exercised that code, and TLS upstreams are checked over the same PQ TLS as traffic.
+//! Results feed [`super::health::EndpointHealth`].
 //!
 //! Checkers hold only a weak reference to their cluster: when a reload replaces the cluster and
 //! its last request finishes, they stop at their next tick.
@@ -13,7 +15,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use tokio::time::MissedTickBehavior;
 
 use super::Cluster;
-use crate::config::HealthCheckConfig;
+use crate::config::{HealthCheckConfig, UpstreamProtocol};
 use crate::metrics::{HealthCheckLabels, Metrics};
 
 /// Bytes of a check response read (and then discarded) so the connection can be reused.
@@ -111,21 +113,62 @@ pub(super) async fn exchange(
         header::USER_AGENT,
         HeaderValue::from_static("aegis-health-check"),
     );
-    if cluster.protocol == crate::config::UpstreamProtocol::Http1 {
+    if cluster.protocol == UpstreamProtocol::Http1 {
         request = request.header(header::HOST, host);
     }
     let body = Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync();
     let request = request
         .body(body)
         .map_err(|e| format!("bad check request: {e}"))?;
-    let response = endpoint.client.request(request).await.map_err(|e| {
-        let hint = crate::http::error::hint_for(&e, cluster.protocol).unwrap_or("");
-        format!("request failed: {}{hint}", crate::http::error::describe(&e))
-    })?;
+    // HTTP/1.1: the client and idle pool that traffic uses (a passing check has used them);
+    // HTTP/2: the endpoint's hyper client, which traffic shares too.
+    let status = if cluster.protocol == UpstreamProtocol::Http1 {
+        let (parts, _) = request.into_parts();
+        http1_check(endpoint, parts).await?
+    } else {
+        let response = endpoint
+            .client
+            .request(request)
+            .await
+            .map_err(|e| failure(&e, cluster.protocol))?;
+        let status = response.status();
+        let _ = Limited::new(response.into_body(), MAX_CHECK_BODY)
+            .collect()
+            .await;
+        status
+    };
+    // The body was read (bounded) so a keep-alive connection goes back to its pool.
+    Ok(status)
+}
+
+/// Why a check's request failed, with the configuration hint when there is one.
+fn failure(error: &(dyn std::error::Error + 'static), protocol: UpstreamProtocol) -> String {
+    let hint = crate::http::error::hint_for(error, protocol).unwrap_or("");
+    format!(
+        "request failed: {}{hint}",
+        crate::http::error::describe(error)
+    )
+}
+
+/// The HTTP/1.1 exchange of a check. Its body is read frame by frame rather than through
+/// `Limited`, with which rustc cannot prove the checker's task `Send` (a higher-ranked lifetime
+/// check on the boxed body's error type fails).
+async fn http1_check(
+    endpoint: &Arc<super::Endpoint>,
+    parts: http::request::Parts,
+) -> Result<StatusCode, String> {
+    let response = super::h1::send(endpoint, &parts, None)
+        .await
+        .map_err(|e| failure(&e, UpstreamProtocol::Http1))?;
     let status = response.status();
-    // Read the body so a keep-alive connection goes back to the pool.
-    let _ = Limited::new(response.into_body(), MAX_CHECK_BODY)
-        .collect()
-        .await;
+    // Read up to the limit: a body read to its end puts the connection back in the pool.
+    let mut body = response.into_body();
+    let mut read = 0;
+    while read <= MAX_CHECK_BODY {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |data| data.len()),
+            _ => break,
+        }
+    }
     Ok(status)
 }

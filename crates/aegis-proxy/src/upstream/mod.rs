@@ -7,6 +7,7 @@
 
 pub mod checker;
 pub mod gauges;
+pub mod h1;
 pub mod health;
 pub mod latency;
 pub mod pool;
@@ -43,7 +44,7 @@ pub struct Endpoint {
     /// Opens connections to this endpoint (the HTTP/1.1 fast path dials with it directly).
     pub connector: Connector,
     /// Idle HTTP/1.1 connections, used from the request's own task (`http::h1`,
-    /// `http::upstream_h1`).
+    /// `upstream::h1`).
     pub idle: pool::IdlePool,
     /// Active check state and passive outlier ejection.
     pub health: health::EndpointHealth,

@@ -1,5 +1,5 @@
 //! Idle HTTP/1.1 connections to one endpoint, shared by the HTTP/1.1 fast path (`http::h1`) and
-//! the general path's body-less requests (`http::upstream_h1`).
+//! the general path's body-less requests (`upstream::h1`).
 //!
 //! The request's own task takes a connection, writes, reads and puts it back: no connection task,
 //! no channel. Last in, first out, so the warmest connection is reused and the oldest ones age

@@ -1,5 +1,5 @@
 //! HTTP/1.1 message syntax that both clients of an HTTP/1.1 upstream share, the fast path
-//! (`h1`) and the general path's exchange (`upstream_h1`): response heads, chunked bodies, and
+//! (`h1`) and the general path's exchange (`upstream::h1`): response heads, chunked bodies, and
 //! the sizes they are read in.
 
 pub mod chunked;

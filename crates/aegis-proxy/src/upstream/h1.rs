@@ -1,5 +1,7 @@
 //! HTTP/1.1 exchanges with an endpoint from the request's own task, for the general path
-//! (HTTP/2 and HTTP/3 clients, and HTTP/1.1 requests the fast path hands over).
+//! (HTTP/2 and HTTP/3 clients, and HTTP/1.1 requests the fast path hands over) and for the
+//! active health checks and latency probes of HTTP/1.1 clusters, so that a passing check has
+//! used the client and idle pool that carry the traffic.
 //!
 //! It shares the fast path's idle pool and response parser. The task that serves the request
 //! writes the request head, reads the response head and then, as the client's connection asks
@@ -24,21 +26,22 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::interim::Interim;
-use super::wire::chunked::Chunked;
-use super::wire::response::{self, Framing};
-use super::wire::{reset, MAX_RESPONSE_HEAD, READ_SIZE};
-use super::{headers, replay, ProxyError};
+use super::{Cluster, Endpoint};
 use crate::config::UpstreamProtocol;
 use crate::dial::{UpstreamBody, UpstreamStream, UpstreamTlsGroup};
-use crate::upstream::{Cluster, Endpoint};
+use crate::http::error::ProxyError;
+use crate::http::interim::Interim;
+use crate::http::wire::chunked::Chunked;
+use crate::http::wire::response::{self, Framing};
+use crate::http::wire::{reset, MAX_RESPONSE_HEAD, READ_SIZE};
+use crate::http::{headers, replay};
 use crate::{Body, BoxError};
 
 /// Most fields parsed from a trailer section (the chunked decoder already caps it at 8 KiB).
 const MAX_TRAILER_FIELDS: usize = 64;
 
 /// Whether this exchange is for [`send`]: an HTTP/1.1 cluster and a request without a body.
-pub(super) fn takes(cluster: &Cluster, parts: &http::request::Parts, body: &UpstreamBody) -> bool {
+pub(crate) fn takes(cluster: &Cluster, parts: &http::request::Parts, body: &UpstreamBody) -> bool {
     cluster.protocol == UpstreamProtocol::Http1
         && body.is_end_stream()
         && parts.method != Method::CONNECT
@@ -49,7 +52,7 @@ pub(super) fn takes(cluster: &Cluster, parts: &http::request::Parts, body: &Upst
 /// endpoint closed just as it was reused is replaced by a new one when the method is
 /// idempotent, as the endpoint cannot have processed the request. Interim 1xx responses go to
 /// `interim` as they arrive.
-pub(super) async fn send(
+pub(crate) async fn send(
     endpoint: &Arc<Endpoint>,
     parts: &http::request::Parts,
     interim: Option<&Interim>,
