@@ -1,6 +1,8 @@
 //! Every way a proxied request can fail, and the one place that turns a failure into a response.
 //!
-//! The variant records which side failed: downstream mistakes are 4xx, upstream failures 502/504.
+//! Each failure knows which side it came from ([`Side`]: a client's mistakes are 4xx and never
+//! count against an endpoint; upstream failures are 502/504) and whether the request may be
+//! sent again ([`RetrySafety`]); [`ProxyError::answer`] is what every protocol sends back.
 
 use std::error::Error as StdError;
 use std::time::Duration;
@@ -48,6 +50,41 @@ pub enum ProxyError {
     /// counts against the endpoint, and nobody reads the answer.
     #[error("client request body failed: {0}")]
     ClientBody(#[source] BoxError),
+}
+
+/// Which side of the proxy a failure came from (pingora's `ErrorSource`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Side {
+    /// The client: a malformed or unroutable request, a body too large or abandoned.
+    Client,
+    /// The endpoint: it could not be reached, reset the exchange or did not answer in time.
+    Upstream,
+    /// The proxy as configured: the cluster is full, or no endpoint is left.
+    Proxy,
+}
+
+/// Whether a failed attempt may be sent to another endpoint (RFC 9110 §9.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetrySafety {
+    /// The request never reached an endpoint (the connection failed): any request may go again.
+    Unsent,
+    /// It may have reached the application before the reset: only an idempotent request.
+    IfIdempotent,
+    /// Not again.
+    Never,
+}
+
+/// What the proxy answers for a failure, the same on every protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The status code.
+    pub status: StatusCode,
+    /// `Retry-After` (RFC 9110 §10.2.3), when the client should come back later.
+    pub retry_after: Option<&'static str>,
+    /// A one-line `text/plain` body.
+    pub body: String,
 }
 
 /// A failure of the client's request body, as the upstream client sees it: the marker that
@@ -119,34 +156,68 @@ impl ProxyError {
         "no_endpoint",
     ];
 
-    /// Whether the proxy, not the client, is at fault (logged as a warning).
-    pub fn is_upstream(&self) -> bool {
-        // Shedding is the proxy working as configured, not an upstream failure to warn about.
-        self.status().is_server_error() && !matches!(self, Self::Overloaded)
-    }
-
-    /// The one-line text body of the response.
-    pub fn body_text(&self) -> String {
+    /// Which side failed.
+    pub fn side(&self) -> Side {
         match self {
-            Self::BadRequest(what) => format!("bad request: {what}\n"),
-            other => format!("{}\n", other.status().canonical_reason().unwrap_or("error")),
+            Self::BadRequest(_)
+            | Self::NoRoute
+            | Self::BodyTooLarge { .. }
+            | Self::ClientBody(_) => Side::Client,
+            Self::UpstreamConnect(_) | Self::UpstreamTimeout(_) | Self::Upstream(_) => {
+                Side::Upstream
+            }
+            Self::Overloaded | Self::NoEndpoint => Side::Proxy,
         }
     }
 
-    /// The response sent to the client: status plus a one-line text body.
+    /// Whether the attempt that failed may be sent to another endpoint.
+    pub fn retry_safety(&self) -> RetrySafety {
+        match self {
+            Self::UpstreamConnect(_) => RetrySafety::Unsent,
+            Self::Upstream(_) => RetrySafety::IfIdempotent,
+            _ => RetrySafety::Never,
+        }
+    }
+
+    /// Whether the failure counts against the endpoint for outlier ejection: only the
+    /// endpoint's own, never the client's.
+    pub fn counts_against_endpoint(&self) -> bool {
+        self.side() == Side::Upstream
+    }
+
+    /// Whether the proxy, not the client, is at fault (logged as a warning).
+    pub fn is_upstream(&self) -> bool {
+        // Shedding is the proxy working as configured, not an upstream failure to warn about.
+        self.side() != Side::Client && !matches!(self, Self::Overloaded)
+    }
+
+    /// What the client is answered, on every protocol.
+    pub fn answer(&self) -> Answer {
+        let status = self.status();
+        let body = match self {
+            Self::BadRequest(what) => format!("bad request: {what}\n"),
+            _ => format!("{}\n", status.canonical_reason().unwrap_or("error")),
+        };
+        Answer {
+            status,
+            retry_after: matches!(self, Self::Overloaded).then_some("1"),
+            body,
+        }
+    }
+
+    /// [`ProxyError::answer`] as a response for hyper and h3.
     pub fn to_response(&self) -> Response<Body> {
-        let text = self.body_text();
+        let answer = self.answer();
         let mut response = Response::new(
-            Full::new(Bytes::from(text))
+            Full::new(Bytes::from(answer.body))
                 .map_err(|e| match e {})
                 .boxed_unsync(),
         );
-        *response.status_mut() = self.status();
-        if matches!(self, Self::Overloaded) {
-            // RFC 9110 §10.2.3: when to come back.
+        *response.status_mut() = answer.status;
+        if let Some(after) = answer.retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(after));
         }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -250,4 +321,87 @@ pub fn find_cause<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)
         current = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> BoxError {
+        Box::new(std::io::Error::from(kind))
+    }
+
+    /// One row per variant: who failed, whether it may go again, what the client gets.
+    #[test]
+    fn each_failure_knows_its_side_its_retry_and_its_answer() {
+        let rows = [
+            (
+                ProxyError::BadRequest("two hosts"),
+                Side::Client,
+                RetrySafety::Never,
+                400,
+            ),
+            (ProxyError::NoRoute, Side::Client, RetrySafety::Never, 404),
+            (
+                ProxyError::BodyTooLarge { limit: 1 },
+                Side::Client,
+                RetrySafety::Never,
+                413,
+            ),
+            (
+                ProxyError::ClientBody(io(std::io::ErrorKind::ConnectionReset)),
+                Side::Client,
+                RetrySafety::Never,
+                499,
+            ),
+            (
+                ProxyError::UpstreamConnect(io(std::io::ErrorKind::ConnectionRefused)),
+                Side::Upstream,
+                RetrySafety::Unsent,
+                502,
+            ),
+            (
+                ProxyError::Upstream(io(std::io::ErrorKind::ConnectionReset)),
+                Side::Upstream,
+                RetrySafety::IfIdempotent,
+                502,
+            ),
+            (
+                ProxyError::UpstreamTimeout(Duration::from_secs(1)),
+                Side::Upstream,
+                RetrySafety::Never,
+                504,
+            ),
+            (ProxyError::Overloaded, Side::Proxy, RetrySafety::Never, 503),
+            (ProxyError::NoEndpoint, Side::Proxy, RetrySafety::Never, 503),
+        ];
+        for (error, side, retry, status) in rows {
+            assert_eq!(error.side(), side, "{error}");
+            assert_eq!(error.retry_safety(), retry, "{error}");
+            assert_eq!(
+                error.counts_against_endpoint(),
+                side == Side::Upstream,
+                "{error}"
+            );
+            let answer = error.answer();
+            assert_eq!(answer.status.as_u16(), status, "{error}");
+            assert_eq!(
+                answer.retry_after.is_some(),
+                matches!(error, ProxyError::Overloaded)
+            );
+            let response = error.to_response();
+            assert_eq!(response.status(), answer.status);
+            assert_eq!(
+                response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .map(|v| v.to_str().unwrap()),
+                answer.retry_after
+            );
+        }
+        assert_eq!(
+            ProxyError::BadRequest("two hosts").answer().body,
+            "bad request: two hosts\n"
+        );
+    }
 }

@@ -20,7 +20,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 
-use super::error::{ClientBodyError, ProxyError};
+use super::error::{ClientBodyError, ProxyError, RetrySafety};
 use super::interim::Interim;
 use super::path::PathRules;
 use super::record::{CarbonRecord, Recorded, RequestRecord};
@@ -495,9 +495,9 @@ async fn send_with_retries(
 pub const RETRY_REASONS: &[&str] = &["connect", "reset"];
 
 pub(super) fn retry_reason(error: &ProxyError, idempotent: bool) -> Option<&'static str> {
-    match error {
-        ProxyError::UpstreamConnect(_) => Some("connect"),
-        ProxyError::Upstream(_) if idempotent => Some("reset"),
+    match error.retry_safety() {
+        RetrySafety::Unsent => Some("connect"),
+        RetrySafety::IfIdempotent if idempotent => Some("reset"),
         _ => None,
     }
 }
@@ -590,10 +590,7 @@ async fn attempt(
     let failed = match &sent {
         Ok(Ok(response)) => response.status().is_server_error(),
         // The client's own failures say nothing about the endpoint.
-        Ok(Err(e)) => !matches!(
-            e,
-            ProxyError::BodyTooLarge { .. } | ProxyError::ClientBody(_)
-        ),
+        Ok(Err(e)) => e.counts_against_endpoint(),
         Err(_) => true,
     };
     note_outcome(proxy, cluster, index, failed);

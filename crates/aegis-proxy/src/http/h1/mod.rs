@@ -404,7 +404,7 @@ impl<I: ClientIo> Exchange<'_, I> {
                 Err(Failure::Proxy(error)) => error,
                 Err(Failure::Stale(error)) => reset(error),
             };
-            forward::note_outcome(proxy, cluster, index, true);
+            forward::note_outcome(proxy, cluster, index, error.counts_against_endpoint());
             let reason = forward::retry_reason(&error, idempotent);
             let Some(reason) = reason.filter(|_| !*streamed) else {
                 return Err(error.into());
@@ -425,19 +425,17 @@ impl<I: ClientIo> Exchange<'_, I> {
         keep_alive: bool,
     ) -> bool {
         forward::note_failure(&mut record, &error);
-        record.status = error.status().as_u16();
-        let text = error.body_text();
-        let mut out = Vec::with_capacity(256 + text.len());
+        let answer = error.answer();
+        record.status = answer.status.as_u16();
+        let mut out = Vec::with_capacity(256 + answer.body.len());
         let region = record.carbon.as_ref().map(|c| c.region.clone());
         let extra = response::Extra {
             region: self.proxy.region_header().zip(region.as_deref()),
             alt_svc: self.conn.rules.alt_svc.as_ref(),
         };
-        let retry_after = matches!(error, ProxyError::Overloaded);
-        let status = error.status();
-        response::write_local(&mut out, status, &text, retry_after, extra, !keep_alive);
+        response::write_local(&mut out, &answer, extra, !keep_alive);
         let sent = write_flush(self.client.io, &out).await.is_ok();
-        record.finish(text.len() as u64, sent);
+        record.finish(answer.body.len() as u64, sent);
         sent && keep_alive
     }
 }

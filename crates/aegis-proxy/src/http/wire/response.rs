@@ -4,6 +4,7 @@
 use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
 
+use super::super::error::Answer;
 use super::super::headers;
 
 /// Headers the fast path parses in a response.
@@ -241,25 +242,18 @@ fn write_head(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], head: &Head, 
 }
 
 /// Writes a complete response the proxy makes itself (an error): status, a text body.
-pub fn write_local(
-    out: &mut Vec<u8>,
-    status: StatusCode,
-    text: &str,
-    retry_after: bool,
-    extra: Extra<'_>,
-    close: bool,
-) {
-    status_line(out, status);
+pub fn write_local(out: &mut Vec<u8>, answer: &Answer, extra: Extra<'_>, close: bool) {
+    status_line(out, answer.status);
     out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
-    if retry_after {
-        out.extend_from_slice(b"retry-after: 1\r\n");
+    if let Some(after) = answer.retry_after {
+        push_header(out, b"retry-after", after.as_bytes());
     }
     out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(text.len().to_string().as_bytes());
+    out.extend_from_slice(answer.body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
     add_headers(out, None, extra);
     end_head(out, close);
-    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(answer.body.as_bytes());
 }
 
 fn status_line(out: &mut Vec<u8>, status: StatusCode) {
