@@ -68,33 +68,40 @@ async fn h2c_prior_knowledge_on_a_plain_listener() {
     assert_eq!(metric(&text, series), Some(1.0), "{text}");
 }
 
+/// The origin a demo origin's JSON echo names.
+fn origin_of(answer: &Answer) -> String {
+    let seen: serde_json::Value =
+        serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("{e}: {}", answer.body));
+    seen["origin"].as_str().unwrap().to_owned()
+}
+
+/// Round robin alternates whatever protocol each request arrives over.
 #[tokio::test]
 async fn round_robin_alternates_between_endpoints() {
     let dir = TestDir::new("rr");
     let a = spawn_origin("a").await.unwrap();
     let b = spawn_origin("b").await.unwrap();
-    let proxy = start(&config(None, &[a, b], "", "lb = \"round_robin\""), &dir).await;
-    let addr = proxy.listener_addr("public").unwrap();
+    let rest = format!(
+        "[[routes]]\ncluster = \"api\"\n\n[clusters.api]\nlb = \"round_robin\"\nendpoints = [\"{a}\", \"{b}\"]\n"
+    );
+    let proxy = start(&matrix_config("", &rest), &dir).await;
     let mut order = Vec::new();
-    for _ in 0..4 {
-        let answer = http(addr, get("/"), false).await.unwrap();
-        let seen: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
-        order.push(seen["origin"].as_str().unwrap().to_owned());
+    for proto in PROTOCOLS.iter().chain(&PROTOCOLS) {
+        let answer = proto.send(&proxy, &dir, &Sent::get("/")).await.unwrap();
+        order.push(origin_of(&answer));
     }
-    assert_eq!(order, ["a", "b", "a", "b"]);
+    assert_eq!(order, ["a", "b"].repeat(5));
 }
 
+/// Routes match host (a port and letter case aside) and path prefix, in order, on every
+/// protocol: `Host` for HTTP/1.1, `:authority` for HTTP/2 and HTTP/3.
 #[tokio::test]
 async fn routes_match_host_and_path_in_order() {
     let dir = TestDir::new("routes");
     let api = spawn_origin("api").await.unwrap();
     let web = spawn_origin("web").await.unwrap();
-    let toml = format!(
+    let rest = format!(
         r#"
-[[listeners]]
-name = "public"
-listen = "127.0.0.1:0"
-
 [[routes]]
 host = "*.example.com"
 path_prefix = "/api/"
@@ -110,40 +117,38 @@ endpoints = ["{api}"]
 endpoints = ["{web}"]
 "#
     );
-    let proxy = start(&toml, &dir).await;
-    let addr = proxy.listener_addr("public").unwrap();
-    let origin_for = |host: &'static str, path: &'static str| async move {
-        let request = Request::get(path)
-            .header("host", host)
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        let answer = http(addr, request, false).await.unwrap();
-        let seen: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
-        seen["origin"].as_str().unwrap().to_owned()
-    };
-    assert_eq!(origin_for("shop.example.com", "/api/v1").await, "api");
-    assert_eq!(origin_for("shop.example.com:8443", "/api/v1").await, "api");
-    assert_eq!(origin_for("shop.example.com", "/index.html").await, "web");
-    assert_eq!(origin_for("example.com", "/api/v1").await, "web");
+    let proxy = start(&matrix_config("", &rest), &dir).await;
+    let cases = [
+        ("shop.example.com", "/api/v1", "api"),
+        ("shop.example.com:8443", "/api/v1", "api"),
+        ("Shop.Example.COM", "/api/v1", "api"),
+        ("shop.example.com", "/index.html", "web"),
+        ("example.com", "/api/v1", "web"),
+    ];
+    for proto in PROTOCOLS {
+        for (host, path, expected) in cases {
+            let sent = Sent::get(path).authority(host);
+            let answer = proto.send(&proxy, &dir, &sent).await.unwrap();
+            assert_eq!(origin_of(&answer), expected, "{proto:?} {host}{path}");
+        }
+    }
 }
 
+/// A 3 MiB upload is streamed to the origin and its echo back, over every protocol.
 #[tokio::test]
 async fn post_bodies_stream_both_ways() {
     let dir = TestDir::new("echo");
     let origin = spawn_origin("o1").await.unwrap();
-    let proxy = start(&config(Some(TLS), &[origin], "", ""), &dir).await;
-    let body = "x".repeat(3 * 1024 * 1024);
-    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
-        let client = client_tls(dir.roots(), Groups::PqOnly, &[alpn]);
-        let request = Request::post("/echo")
-            .header("host", "localhost")
-            .body(Full::new(Bytes::from(body.clone())))
-            .unwrap();
-        let answer = https(proxy.listener_addr("public").unwrap(), client, request)
-            .await
-            .unwrap();
-        assert_eq!(answer.status, 200);
-        assert_eq!(answer.body.len(), body.len());
+    let proxy = start(&matrix_config("", &one_cluster(origin)), &dir).await;
+    let body = Bytes::from("x".repeat(3 * 1024 * 1024));
+    for proto in PROTOCOLS {
+        let sent = Sent {
+            body: body.clone(),
+            ..Sent::post("/echo", "")
+        };
+        let answer = proto.send(&proxy, &dir, &sent).await.unwrap();
+        assert_eq!(answer.status, 200, "{proto:?}");
+        assert_eq!(answer.body.len(), body.len(), "{proto:?}");
     }
 }
 
