@@ -135,6 +135,7 @@ impl Checker<'_> {
         if c.feeds.get_ref().is_empty() {
             self.error("carbon.feeds", &c.feeds, "must list at least one feed");
         }
+        self.unused_feed_settings(c);
         let file = self.file_feed(c);
         let electricitymaps = self.electricitymaps(c);
         let uk = self.uk(c);
@@ -191,6 +192,28 @@ impl Checker<'_> {
         };
         self.one_quantity(&config, &c.feeds);
         Some(config)
+    }
+
+    /// Warns of each feed's settings whose feed `feeds` does not list: they are ignored, which
+    /// is most likely a feed left out of the list by mistake.
+    fn unused_feed_settings(&mut self, c: &RawCarbon) {
+        let set = [
+            (FeedKind::File, c.file.is_some()),
+            (FeedKind::Electricitymaps, c.electricitymaps.is_some()),
+            (FeedKind::Uk, c.uk.is_some()),
+            (FeedKind::Watttime, c.watttime.is_some()),
+            (FeedKind::CarbonAwareSdk, c.carbon_aware_sdk.is_some()),
+        ];
+        for (feed, _) in set.into_iter().filter(|(_, present)| *present) {
+            if !c.feeds.get_ref().contains(&feed) {
+                let name = feed.name();
+                let message = format!(
+                    "does not list \"{name}\", so carbon.{name} is ignored (add \"{name}\" to \
+                     the feeds, or remove carbon.{name})"
+                );
+                self.warning("carbon.feeds", &c.feeds, message);
+            }
+        }
     }
 
     /// The `file` feed's path: an error when the feed is listed without one, a warning when

@@ -206,3 +206,22 @@ fn carbon_without_regions_is_a_warning_and_a_missing_region_says_what_to_add() {
         ["clusters.c.regions.eu, line 8: no region named \"eu\": add a [regions.eu] table with its grid zone"]
     );
 }
+
+#[test]
+fn feed_settings_whose_feed_is_not_listed_are_a_warning() {
+    let text = CARBON.replace(
+        "file = { path = \"carbon.csv\" }",
+        "file = { path = \"carbon.csv\" }\nuk = { timeout_ms = 500 }",
+    );
+    let config = parse(&text, Path::new("/etc/aegis"), &no_env).unwrap();
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        warnings.contains(
+            &"carbon.feeds, line 17: does not list \"uk\", so carbon.uk is ignored (add \"uk\" \
+              to the feeds, or remove carbon.uk)"
+                .to_owned()
+        ),
+        "{warnings:?}"
+    );
+    assert!(config.carbon.uk.is_none());
+}
