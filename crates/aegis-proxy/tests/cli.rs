@@ -238,7 +238,6 @@ fn accept_loops_back_off_when_file_descriptors_run_out() {
     let config = path.display().to_string();
     let limited = format!("ulimit -n 48 && exec {BIN} run --config {config}");
     let (child, addr, log) = spawn_command(Command::new("sh").args(["-c", &limited]));
-    let child = KillOnDrop(child);
     let admin: SocketAddr = log
         .iter()
         .find_map(|line| {
@@ -275,24 +274,6 @@ fn accept_loops_back_off_when_file_descriptors_run_out() {
     let mut answer = String::new();
     waiting.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-}
-
-/// A child process that a failing assertion does not leave running.
-struct KillOnDrop(Child);
-
-impl std::ops::Deref for KillOnDrop {
-    type Target = Child;
-
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {

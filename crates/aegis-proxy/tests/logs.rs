@@ -337,13 +337,15 @@ fn closed_log_pipes_do_not_stop_the_proxy() {
              [[routes]]\ncluster = \"api\"\n\n[clusters.api]\nendpoints = [\"{refused}\"]\n"
         ),
     );
-    let mut child = Command::new(BIN)
-        .env("RUST_LOG", "info")
-        .args(["run", "--config", &config])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop::new(
+        Command::new(BIN)
+            .env("RUST_LOG", "info")
+            .args(["run", "--config", &config])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let addr: SocketAddr = loop {
         let line = lines.next().expect("exited before listening").unwrap();

@@ -2,8 +2,12 @@
 //! command printed there is run from the repository root (a fresh clone has everything it
 //! reads, in `data/carbon`), and what it prints must be the text that follows it.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
+
+use support::process::KillOnDrop;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aegis-proxy");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -129,12 +133,14 @@ fn the_readme_post_quantum_checks_work_against_the_demo() {
         .find(|s| s.starts_with("curl -s http://127.0.0.1:9901/metrics"))
         .expect("the metrics check");
 
-    let mut demo = Command::new(BIN)
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut demo = KillOnDrop::new(
+        Command::new(BIN)
+            .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let folder = std::env::temp_dir().join(format!("aegis-demo-{}", demo.id()));
     let instructions = demo_instructions(&mut demo);
     let https = between(&instructions, "behind https://", " ");

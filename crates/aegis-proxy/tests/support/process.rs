@@ -14,24 +14,61 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A child process that a failing assertion does not leave running: dropped, it is killed
+/// (if it has not exited) and reaped.
+pub struct KillOnDrop(Child);
+
+impl KillOnDrop {
+    /// Guards `child`.
+    pub fn new(child: Child) -> Self {
+        Self(child)
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // A child already reaped by `wait` is not signalled again (std keeps its status).
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the binary and waits for its first `listening` line; returns it, the address and
 /// every later stderr line.
-pub fn spawn_with_log(args: &[&str]) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
+pub fn spawn_with_log(
+    args: &[&str],
+) -> (KillOnDrop, SocketAddr, std::sync::mpsc::Receiver<String>) {
     spawn_command(Command::new(BIN).args(args))
 }
 
 /// Like [`spawn_with_log`], for any command that ends up running the binary.
 pub fn spawn_command(
     command: &mut Command,
-) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
+) -> (KillOnDrop, SocketAddr, std::sync::mpsc::Receiver<String>) {
     if !command.get_envs().any(|(k, _)| k == "RUST_LOG") {
         command.env("RUST_LOG", "info");
     }
-    let mut child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let (send, receive) = std::sync::mpsc::channel();
     // The lines up to the address are passed on too: tests read the startup lines.
@@ -64,7 +101,7 @@ pub fn line_addr(line: &str) -> Option<SocketAddr> {
 }
 
 /// Starts the binary and waits for its first `listening` line; returns it and the address.
-pub fn spawn(args: &[&str]) -> (Child, SocketAddr) {
+pub fn spawn(args: &[&str]) -> (KillOnDrop, SocketAddr) {
     // The dropped receiver is fine: the reader thread keeps draining stderr regardless.
     let (child, addr, _) = spawn_with_log(args);
     (child, addr)
