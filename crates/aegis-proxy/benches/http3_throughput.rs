@@ -77,7 +77,7 @@ fn request_pieces(c: &mut Criterion) {
                 .version(Version::HTTP_3)
                 .body(Empty::<Bytes>::new())
                 .unwrap();
-            let response = forward(&proxy, &conn, request).await;
+            let response = forward(&proxy, &conn, request, None).await;
             response.into_body().collect().await.unwrap()
         })
     });

@@ -305,33 +305,32 @@ async fn early_hints_origin() -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let service = hyper::service::service_fn(|request: Request<hyper::body::Incoming>| {
-                let hints = request
-                    .extensions()
-                    .get::<hyper::ext::InformationalSender>()
-                    .cloned();
-                let h1 = request.version() == http::Version::HTTP_11;
-                async move {
-                    for (i, link) in ["</a.css>; rel=preload", "</b.js>; rel=preload"]
-                        .into_iter()
-                        .enumerate()
-                    {
-                        let mut hint = http::Response::builder().status(103).header("link", link);
-                        if h1 && i == 0 {
-                            hint = hint
-                                .header("connection", "x-hop")
-                                .header("x-hop", "1")
-                                .header("keep-alive", "timeout=5");
+            let service =
+                hyper::service::service_fn(|mut request: Request<hyper::body::Incoming>| {
+                    let hints = request.body_mut().take_informational();
+                    let h1 = request.version() == http::Version::HTTP_11;
+                    async move {
+                        for (i, link) in ["</a.css>; rel=preload", "</b.js>; rel=preload"]
+                            .into_iter()
+                            .enumerate()
+                        {
+                            let mut hint =
+                                http::Response::builder().status(103).header("link", link);
+                            if h1 && i == 0 {
+                                hint = hint
+                                    .header("connection", "x-hop")
+                                    .header("x-hop", "1")
+                                    .header("keep-alive", "timeout=5");
+                            }
+                            let sent = hints.as_ref().map(|h| h.send(hint.body(()).unwrap()));
+                            assert!(matches!(sent, Some(Ok(()))), "{sent:?}");
                         }
-                        let sent = hints.as_ref().map(|h| h.send(hint.body(()).unwrap()));
-                        assert!(matches!(sent, Some(Ok(()))), "{sent:?}");
+                        let _ = http_body_util::BodyExt::collect(request.into_body()).await;
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
                     }
-                    let _ = http_body_util::BodyExt::collect(request.into_body()).await;
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                        Bytes::from_static(b"ok"),
-                    )))
-                }
-            });
+                });
             tokio::spawn(async move {
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)

@@ -225,7 +225,12 @@ impl RequestRules {
 
 /// Forwards one request and returns the response to send, never an error: failures become
 /// synthetic responses. Every HTTP version's server calls this.
-pub async fn forward<B>(proxy: &Proxy, conn: &ConnInfo, request: Request<B>) -> Response<Body>
+pub async fn forward<B>(
+    proxy: &Proxy,
+    conn: &ConnInfo,
+    request: Request<B>,
+    interim: Option<Interim>,
+) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -247,7 +252,7 @@ where
             proxy.access_log_query,
         );
     }
-    let mut response = match send(proxy, conn, request, &mut record).await {
+    let mut response = match send(proxy, conn, request, interim.as_ref(), &mut record).await {
         Ok(response) => response,
         Err(error) => {
             note_failure(&mut record, &error);
@@ -362,6 +367,7 @@ async fn send<B>(
     proxy: &Proxy,
     conn: &ConnInfo,
     request: Request<B>,
+    interim: Option<&Interim>,
     record: &mut RequestRecord,
 ) -> Result<Response<Body>, ProxyError>
 where
@@ -400,10 +406,9 @@ where
 
     let response = if cluster.retry.attempts == 0 {
         let index = choose_endpoint(proxy, cluster, record, &[]).ok_or(ProxyError::NoEndpoint)?;
-        let interim = Interim::take(&mut parts.extensions);
-        attempt(proxy, cluster, index, parts, body, interim.as_ref(), record).await
+        attempt(proxy, cluster, index, parts, body, interim, record).await
     } else {
-        send_with_retries(proxy, cluster, parts, body, record).await
+        send_with_retries(proxy, cluster, parts, body, interim, record).await
     };
     let response = response.inspect_err(|e| note_upstream_error(proxy, cluster, e))?;
     record.upstream_tls_group = response.extensions().get::<UpstreamTlsGroup>().map(|g| g.0);
@@ -445,12 +450,12 @@ fn response_head(
 async fn send_with_retries(
     proxy: &Proxy,
     cluster: &Cluster,
-    mut parts: http::request::Parts,
+    parts: http::request::Parts,
     body: UpstreamBody,
+    interim: Option<&Interim>,
     record: &mut RequestRecord,
 ) -> Result<Response<Body>, ProxyError> {
     let idempotent = replay::is_idempotent(&parts.method);
-    let interim = Interim::take(&mut parts.extensions);
     let (mut body, reclaim) = replay::replayable(body);
     let mut tried = [usize::MAX; MAX_ATTEMPTS];
     let mut attempts = 0;
@@ -467,7 +472,7 @@ async fn send_with_retries(
             index,
             head,
             body.boxed_unsync(),
-            interim.as_ref(),
+            interim,
             record,
         );
         let result = attempt.await;

@@ -150,9 +150,8 @@ async fn handle(
         body.peek(false).await;
     }
     let (interim, mut interims) = mpsc::channel(interim::H3_QUEUE);
-    parts.extensions.insert(Interim::H3(interim));
     let request = Request::from_parts(parts, body);
-    let mut forwarding = pin!(forward(proxy, info, request));
+    let mut forwarding = pin!(forward(proxy, info, request, Some(Interim::H3(interim))));
     let response = loop {
         // A client that abandons the request (STOP_SENDING on the response, RFC 9114 §4.1.1)
         // cancels it: dropping `forward` drops the upstream exchange, as a reset does on

@@ -3,10 +3,10 @@
 //! Hints (RFC 8297) is what browsers act on: they start loading the linked resources while the
 //! origin is still preparing the page.
 //!
-//! The server that received the request puts the client's end in the request's extensions:
-//! hyper's [`InformationalSender`] for HTTP/1.1 and HTTP/2 (none for an HTTP/1.0 client, which
-//! must not get one), a channel to the stream's task for HTTP/3. The HTTP/1.1 fast path writes
-//! interim heads to its client itself.
+//! The server that received the request hands the client's end to `forward`: hyper's
+//! [`InformationalSender`], carried by the request body for HTTP/1.1 and HTTP/2 (none for an
+//! HTTP/1.0 client, which must not get one), a channel to the stream's task for HTTP/3. The
+//! HTTP/1.1 fast path writes interim heads to its client itself.
 
 use http::{HeaderMap, Response, StatusCode};
 use hyper::ext::InformationalSender;
@@ -36,15 +36,6 @@ pub enum Interim {
 }
 
 impl Interim {
-    /// Takes the client's end out of the extensions of the request, if it takes interim
-    /// responses.
-    pub fn take(extensions: &mut http::Extensions) -> Option<Self> {
-        if let Some(sender) = extensions.remove::<InformationalSender>() {
-            return Some(Self::Hyper(sender));
-        }
-        extensions.remove::<Self>()
-    }
-
     /// Passes an upstream's interim response on, without its hop-by-hop and connection-specific
     /// fields. A status that is not forwarded, or a client that is gone or already has its
     /// final response, drops it: interim responses are advisory.

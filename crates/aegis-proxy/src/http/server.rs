@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::activity::{Activity, InFlight, Progress, Watchdog};
+use super::interim::Interim;
 use super::{forward, ConnInfo, Proxy};
 use crate::config::ListenerConfig;
 
@@ -84,8 +85,9 @@ pub async fn serve_connection<I>(
     let activity = Arc::new(Activity::new());
     let requests = activity.clone();
     let streams = watchdog.clone();
-    let service = service_fn(move |request: hyper::Request<Incoming>| {
+    let service = service_fn(move |mut request: hyper::Request<Incoming>| {
         let in_flight = InFlight::start(&requests);
+        let interim = request.body_mut().take_informational().map(Interim::Hyper);
         let stream = streams.register();
         let http2 = request.version() == hyper::Version::HTTP_2;
         let request = request.map(|body| Progress::new(body, stream.clone(), http2));
@@ -96,7 +98,7 @@ pub async fn serve_connection<I>(
         // Boxed: hyper keeps a slot the size of this future for the whole life of an HTTP/1
         // connection; boxed, an idle keep-alive connection holds a pointer, not the future.
         Box::pin(async move {
-            let response = forward(&proxy, &conn, request).await;
+            let response = forward(&proxy, &conn, request, interim).await;
             // In flight until the whole response body has been sent, dropped or cut off.
             Ok::<_, Infallible>(response.map(|body| stream.hold(body, in_flight)))
         })

@@ -38,6 +38,9 @@ use crate::proto::h2::ping;
 #[must_use = "streams do nothing unless polled"]
 pub struct Incoming {
     kind: Kind,
+    /// A server request's way to send 1xx responses ahead of its final one.
+    #[cfg(all(feature = "server", any(feature = "http1", feature = "http2")))]
+    informational: Option<crate::ext::InformationalSender>,
 }
 
 enum Kind {
@@ -94,7 +97,24 @@ impl Incoming {
     }
 
     fn new(kind: Kind) -> Incoming {
-        Incoming { kind }
+        Incoming {
+            kind,
+            #[cfg(all(feature = "server", any(feature = "http1", feature = "http2")))]
+            informational: None,
+        }
+    }
+
+    /// Takes the [`InformationalSender`](crate::ext::InformationalSender) of a server request
+    /// (its body carries it, so the request's extension map is not allocated for it): `None`
+    /// for an HTTP/1.0 request, a client's response, or once taken.
+    #[cfg(all(feature = "server", any(feature = "http1", feature = "http2")))]
+    pub fn take_informational(&mut self) -> Option<crate::ext::InformationalSender> {
+        self.informational.take()
+    }
+
+    #[cfg(all(feature = "server", any(feature = "http1", feature = "http2")))]
+    pub(crate) fn set_informational(&mut self, sender: crate::ext::InformationalSender) {
+        self.informational = Some(sender);
     }
 
     #[allow(dead_code)]

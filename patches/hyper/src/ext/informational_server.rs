@@ -8,15 +8,18 @@ const MAX_QUEUED: usize = 16;
 /// Sends 1xx informational responses (103 Early Hints, for example) ahead of a request's final
 /// response, from a server's service.
 ///
-/// The HTTP/1 and HTTP/2 servers put one in the extensions of every request that may receive
-/// them (not HTTP/1.0 ones: RFC 9110 §15.2). What is sent goes out, in order, before the final
-/// response; once the final response head is written, [`send`](Self::send) refuses.
+/// The HTTP/1 and HTTP/2 servers give one to every request that may receive them (not
+/// HTTP/1.0 ones: RFC 9110 §15.2), through its body:
+/// [`Incoming::take_informational`](crate::body::Incoming::take_informational). What is sent
+/// goes out, in order, before the final response; once the final response head is written,
+/// [`send`](Self::send) refuses.
 ///
 /// # Example
 ///
 /// ```
 /// # async fn service(req: hyper::Request<hyper::body::Incoming>) {
-/// if let Some(hints) = req.extensions().get::<hyper::ext::InformationalSender>() {
+/// # let mut req = req;
+/// if let Some(hints) = req.body_mut().take_informational() {
 ///     let early_hints = http::Response::builder()
 ///         .status(103)
 ///         .header("link", "</style.css>; rel=preload; as=style")

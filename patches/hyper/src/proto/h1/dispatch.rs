@@ -642,19 +642,19 @@ cfg_server! {
         }
 
         fn recv_msg(&mut self, msg: crate::Result<(Self::RecvItem, IncomingBody)>) -> crate::Result<()> {
-            let (msg, body) = msg?;
+            let (msg, mut body) = msg?;
+            // RFC 9110 §15.2: no 1xx response to an HTTP/1.0 client.
+            if msg.version >= http::Version::HTTP_11 {
+                let (sender, receiver) = crate::ext::informational_channel();
+                body.set_informational(sender);
+                self.informational = Some(receiver);
+            }
             let mut req = Request::new(body);
             *req.method_mut() = msg.subject.0;
             *req.uri_mut() = msg.subject.1;
             *req.headers_mut() = msg.headers;
             *req.version_mut() = msg.version;
             *req.extensions_mut() = msg.extensions;
-            // RFC 9110 §15.2: no 1xx response to an HTTP/1.0 client.
-            if msg.version >= http::Version::HTTP_11 {
-                let (sender, receiver) = crate::ext::informational_channel();
-                req.extensions_mut().insert(sender);
-                self.informational = Some(receiver);
-            }
             let fut = self.service.call(req);
             self.in_flight.set(Some(fut));
             Ok(())

@@ -306,7 +306,7 @@ where
                         }
 
                         let (informational, receiver) = crate::ext::informational_channel();
-                        req.extensions_mut().insert(informational);
+                        req.body_mut().set_informational(informational);
                         let fut = H2Stream::new(
                             service.call(req),
                             connect_parts,
