@@ -18,10 +18,11 @@ use h3::server::RequestStream;
 use http::{Request, Response, Version};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
-use tokio::sync::{mpsc, watch};
+use hyper::ext::{InformationalReceiver, InformationalSender};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::interim::{self, Interim};
+use super::interim::Interim;
 use super::{forward, ConnInfo, Proxy};
 use crate::{Body, BoxError};
 
@@ -120,6 +121,14 @@ pub async fn serve_connection(
     while requests.join_next().await.is_some() {}
 }
 
+/// The next interim response already queued, without waiting.
+fn queued(interims: &InformationalReceiver) -> Option<Response<()>> {
+    match interims.poll_next(&mut Context::from_waker(std::task::Waker::noop())) {
+        Poll::Ready(informational) => Some(informational),
+        Poll::Pending => None,
+    }
+}
+
 /// What a request's stream waits for.
 enum Next {
     Final(Response<Body>),
@@ -149,9 +158,9 @@ async fn handle(
     } else {
         body.peek(false).await;
     }
-    let (interim, mut interims) = mpsc::channel(interim::H3_QUEUE);
+    let (interim, interims) = InformationalSender::channel();
     let request = Request::from_parts(parts, body);
-    let mut forwarding = pin!(forward(proxy, info, request, Some(Interim::H3(interim))));
+    let mut forwarding = pin!(forward(proxy, info, request, Some(Interim(interim))));
     let response = loop {
         // A client that abandons the request (STOP_SENDING on the response, RFC 9114 §4.1.1)
         // cancels it: dropping `forward` drops the upstream exchange, as a reset does on
@@ -159,7 +168,9 @@ async fn handle(
         let next = tokio::select! {
             biased;
             response = &mut forwarding => Next::Final(response),
-            Some(informational) = interims.recv() => Next::Interim(informational),
+            informational = std::future::poll_fn(|cx| interims.poll_next(cx)) => {
+                Next::Interim(informational)
+            }
             stopped = std::future::poll_fn(|cx| send.poll_stopped(cx)) => Next::Stopped(stopped),
         };
         match next {
@@ -176,12 +187,13 @@ async fn handle(
             }
         }
     };
-    // Those sent just before the final response still go first.
-    while let Ok(informational) = interims.try_recv() {
+    // Those sent just before the final response still go first; none after it.
+    while let Some(informational) = queued(&interims) {
         if send.send_response(informational).await.is_err() {
             return;
         }
     }
+    interims.close();
     if malformed.load(Ordering::Acquire) {
         // The upstream request was cut off with the body; the client gets the stream error.
         return send.stop_stream(MALFORMED);

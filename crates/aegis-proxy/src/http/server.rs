@@ -87,7 +87,7 @@ pub async fn serve_connection<I>(
     let streams = watchdog.clone();
     let service = service_fn(move |mut request: hyper::Request<Incoming>| {
         let in_flight = InFlight::start(&requests);
-        let interim = request.body_mut().take_informational().map(Interim::Hyper);
+        let interim = request.body_mut().take_informational().map(Interim);
         let stream = streams.register();
         let http2 = request.version() == hyper::Version::HTTP_2;
         let request = request.map(|body| Progress::new(body, stream.clone(), http2));

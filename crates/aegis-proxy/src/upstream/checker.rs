@@ -9,9 +9,9 @@
 
 use std::sync::{Arc, Weak};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use tokio::time::MissedTickBehavior;
 
 use super::Cluster;
@@ -132,12 +132,9 @@ pub(super) async fn exchange(
             .await
             .map_err(|e| failure(&e, cluster.protocol))?;
         let status = response.status();
-        let _ = Limited::new(response.into_body(), MAX_CHECK_BODY)
-            .collect()
-            .await;
+        read_bounded(response.into_body()).await;
         status
     };
-    // The body was read (bounded) so a keep-alive connection goes back to its pool.
     Ok(status)
 }
 
@@ -150,9 +147,7 @@ fn failure(error: &(dyn std::error::Error + 'static), protocol: UpstreamProtocol
     )
 }
 
-/// The HTTP/1.1 exchange of a check. Its body is read frame by frame rather than through
-/// `Limited`, with which rustc cannot prove the checker's task `Send` (a higher-ranked lifetime
-/// check on the boxed body's error type fails).
+/// The HTTP/1.1 exchange of a check.
 async fn http1_check(
     endpoint: &Arc<super::Endpoint>,
     parts: http::request::Parts,
@@ -161,14 +156,20 @@ async fn http1_check(
         .await
         .map_err(|e| failure(&e, UpstreamProtocol::Http1))?;
     let status = response.status();
-    // Read up to the limit: a body read to its end puts the connection back in the pool.
-    let mut body = response.into_body();
+    read_bounded(response.into_body()).await;
+    Ok(status)
+}
+
+/// Reads and drops a check's response body, up to `MAX_CHECK_BODY`: a body read to its end
+/// puts a keep-alive connection back in its pool. Frame by frame rather than through
+/// `Limited`, with which rustc cannot prove the checker's task `Send` (a higher-ranked
+/// lifetime check on the boxed body's error type fails).
+async fn read_bounded<B: http_body::Body + Unpin>(mut body: B) {
     let mut read = 0;
     while read <= MAX_CHECK_BODY {
         match body.frame().await {
-            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |data| data.len()),
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |data| data.remaining()),
             _ => break,
         }
     }
-    Ok(status)
 }

@@ -32,9 +32,10 @@ const MAX_QUEUED: usize = 16;
 #[derive(Clone, Debug)]
 pub struct InformationalSender(Arc<Mutex<Queue>>);
 
-/// The server's end: what the service sent, in order.
+/// The server's end: what the service sent, in order. hyper's servers make their own; a
+/// server on another transport (HTTP/3) makes a pair with [`InformationalSender::channel`].
 #[derive(Debug)]
-pub(crate) struct InformationalReceiver(Arc<Mutex<Queue>>);
+pub struct InformationalReceiver(Arc<Mutex<Queue>>);
 
 #[derive(Debug, Default)]
 struct Queue {
@@ -43,15 +44,16 @@ struct Queue {
     closed: bool,
 }
 
-pub(crate) fn channel() -> (InformationalSender, InformationalReceiver) {
-    let queue = Arc::new(Mutex::new(Queue::default()));
-    (
-        InformationalSender(queue.clone()),
-        InformationalReceiver(queue),
-    )
-}
-
 impl InformationalSender {
+    /// A sender and the receiver its responses go to, for a server that writes them itself.
+    pub fn channel() -> (InformationalSender, InformationalReceiver) {
+        let queue = Arc::new(Mutex::new(Queue::default()));
+        (
+            InformationalSender(queue.clone()),
+            InformationalReceiver(queue),
+        )
+    }
+
     /// Queues `response` to be written before the final response.
     ///
     /// Gives it back if its status is not 1xx, is 100 (hyper answers `Expect: 100-continue`
@@ -79,7 +81,7 @@ impl InformationalSender {
 
 impl InformationalReceiver {
     /// The next informational response, or `Pending` (registering `cx`) when none is queued.
-    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<http::Response<()>> {
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<http::Response<()>> {
         let Ok(mut queue) = self.0.lock() else {
             return Poll::Pending;
         };
@@ -95,7 +97,7 @@ impl InformationalReceiver {
     }
 
     /// The final response is being written: later sends are refused, queued ones dropped.
-    pub(crate) fn close(&self) {
+    pub fn close(&self) {
         if let Ok(mut queue) = self.0.lock() {
             queue.closed = true;
             queue.pending.clear();

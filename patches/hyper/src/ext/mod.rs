@@ -58,9 +58,7 @@ pub use h1_reason_phrase::ReasonPhrase;
 #[cfg(all(feature = "server", any(feature = "http1", feature = "http2")))]
 mod informational_server;
 #[cfg(all(feature = "server", any(feature = "http1", feature = "http2")))]
-pub use informational_server::InformationalSender;
-#[cfg(all(feature = "server", any(feature = "http1", feature = "http2")))]
-pub(crate) use informational_server::{channel as informational_channel, InformationalReceiver};
+pub use informational_server::{InformationalReceiver, InformationalSender};
 
 #[cfg(all(feature = "http1", feature = "client"))]
 mod informational;

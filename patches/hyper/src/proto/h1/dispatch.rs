@@ -645,7 +645,7 @@ cfg_server! {
             let (msg, mut body) = msg?;
             // RFC 9110 §15.2: no 1xx response to an HTTP/1.0 client.
             if msg.version >= http::Version::HTTP_11 {
-                let (sender, receiver) = crate::ext::informational_channel();
+                let (sender, receiver) = crate::ext::InformationalSender::channel();
                 body.set_informational(sender);
                 self.informational = Some(receiver);
             }

@@ -305,7 +305,7 @@ where
                             req.extensions_mut().insert(Protocol::from_inner(protocol));
                         }
 
-                        let (informational, receiver) = crate::ext::informational_channel();
+                        let (informational, receiver) = crate::ext::InformationalSender::channel();
                         req.body_mut().set_informational(informational);
                         let fut = H2Stream::new(
                             service.call(req),
