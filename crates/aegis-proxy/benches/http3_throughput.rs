@@ -10,7 +10,7 @@ mod support;
 
 use std::sync::Arc;
 
-use aegis_proxy::http::forward::RequestRules;
+use aegis_proxy::http::proxy::RequestRules;
 use aegis_proxy::http::{forward, ConnInfo, Proxy};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

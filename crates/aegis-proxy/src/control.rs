@@ -395,7 +395,7 @@ impl ConfigPage {
 /// The reasons of every failure counter, from the modules that count them.
 const FAILURE_REASONS: FailureReasons = FailureReasons {
     upstream: ProxyError::UPSTREAM_REASONS,
-    retry: crate::http::forward::RETRY_REASONS,
+    retry: crate::http::driver::RETRY_REASONS,
     handshake: listener::HANDSHAKE_FAILURE_REASONS,
     feed: crate::carbon_feed::FEED_ERROR_REASONS,
 };

@@ -9,7 +9,6 @@
 //! ```
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,208 +19,17 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 
-use super::error::{ClientBodyError, ProxyError, RetrySafety};
+use super::error::{ClientBodyError, ProxyError};
 use super::interim::Interim;
 use super::path::PathRules;
-use super::record::{CarbonRecord, Recorded, RequestRecord};
-use super::{headers, host, path, replay};
-use crate::carbon_feed::CarbonFeeds;
-use crate::config::{Config, UpstreamProtocol};
+use super::proxy::{ConnInfo, Proxy};
+use super::record::{Recorded, RequestRecord};
+use super::{driver, headers, host, path, replay};
+use crate::config::UpstreamProtocol;
 use crate::dial::{UpstreamBody, UpstreamTlsGroup};
-use crate::metrics::{ClusterLabels, EndpointLabels, Metrics, RetryLabels, UpstreamErrorLabels};
-use crate::route::RouteTable;
 use crate::upstream::h1 as upstream_h1;
-use crate::upstream::{Choice, Cluster, InFlight};
+use crate::upstream::{Cluster, Endpoint};
 use crate::{Body, BoxError};
-use aegis_carbon::energy::EnergyModel;
-use http::header::HeaderName;
-use rand::Rng;
-
-/// Routes and clusters: everything the forward path reads, built once from a [`Config`].
-#[derive(Debug)]
-pub struct Proxy {
-    routes: RouteTable,
-    route_names: Vec<Arc<str>>,
-    clusters: Vec<Arc<Cluster>>,
-    metrics: Arc<Metrics>,
-    access_log: bool,
-    access_log_query: crate::config::QueryLog,
-    carbon: Arc<CarbonFeeds>,
-    region_names: Vec<Arc<str>>,
-    region_header: Option<HeaderName>,
-    energy: EnergyModel,
-    probe: ProbeSettings,
-}
-
-/// How often and how patiently regions are probed for latency.
-#[derive(Debug, Clone, Copy)]
-struct ProbeSettings {
-    interval: std::time::Duration,
-    timeout: std::time::Duration,
-}
-
-impl Proxy {
-    /// Builds routes, upstream pools and carbon feeds. Needs a tokio runtime (pools spawn
-    /// tasks lazily).
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
-        let carbon = Arc::new(CarbonFeeds::new(
-            config.carbon.clone(),
-            config.regions.clone(),
-            metrics.clone(),
-        ));
-        Self::with_feeds(config, metrics, carbon)
-    }
-
-    /// Like [`Proxy::new`], but reads intensities from existing `carbon` feeds (a reload that
-    /// leaves `[carbon]` and `[regions]` unchanged keeps them).
-    pub fn with_feeds(config: &Config, metrics: Arc<Metrics>, carbon: Arc<CarbonFeeds>) -> Self {
-        let clusters: Vec<Arc<Cluster>> = config
-            .clusters
-            .iter()
-            .map(|c| Arc::new(Cluster::new(c, &config.regions, config.carbon.baseline)))
-            .collect();
-        Self {
-            route_names: config
-                .routes
-                .iter()
-                .map(|r| Arc::from(r.name.as_str()))
-                .collect(),
-            routes: RouteTable::new(config.routes.clone()),
-            clusters,
-            carbon,
-            metrics,
-            access_log: config.access_log,
-            access_log_query: config.access_log_query,
-            region_names: config
-                .regions
-                .iter()
-                .map(|r| Arc::from(r.name.as_str()))
-                .collect(),
-            region_header: config.carbon.region_header.clone(),
-            energy: config.carbon.energy,
-            probe: ProbeSettings {
-                interval: config.carbon.probe_interval,
-                timeout: config.carbon.probe_timeout,
-            },
-        }
-    }
-
-    /// The carbon feeds whose table the forward path reads.
-    pub fn carbon_feeds(&self) -> &Arc<CarbonFeeds> {
-        &self.carbon
-    }
-
-    /// The name of every configured region, indexed like [`Config::regions`].
-    pub fn region_names(&self) -> &[Arc<str>] {
-        &self.region_names
-    }
-
-    /// The upstream clusters, in configuration order.
-    pub fn clusters(&self) -> &[Arc<Cluster>] {
-        &self.clusters
-    }
-
-    /// Starts the active health checks of every cluster that has them, and the latency probes
-    /// of every carbon-aware cluster. They stop by themselves once this proxy (and so its
-    /// clusters) is dropped.
-    pub fn start_health_checks(&self) {
-        for cluster in &self.clusters {
-            crate::upstream::checker::spawn(cluster, &self.metrics);
-            crate::upstream::latency::spawn(
-                cluster,
-                self.probe.interval,
-                self.probe.timeout,
-                &self.metrics,
-            );
-        }
-    }
-
-    /// Probes the latency of every region of every carbon-aware cluster once, now (at start
-    /// and reload, so the first request already has estimates, and from tests).
-    pub async fn probe_latency(&self) {
-        let rounds = self.clusters.iter().map(|cluster| {
-            crate::upstream::latency::probe_round(cluster, self.probe.timeout, &self.metrics)
-        });
-        futures_util::future::join_all(rounds).await;
-    }
-
-    /// The metrics this proxy records into.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    /// The route table.
-    pub fn routes(&self) -> &RouteTable {
-        &self.routes
-    }
-
-    /// The name of route `index` (shared with metric labels).
-    pub fn route_name(&self, index: usize) -> Arc<str> {
-        self.route_names[index].clone()
-    }
-
-    /// Whether requests are written to the access log.
-    pub fn access_log(&self) -> bool {
-        self.access_log
-    }
-
-    /// What the access log keeps of query strings.
-    pub fn access_log_query(&self) -> crate::config::QueryLog {
-        self.access_log_query
-    }
-
-    /// The response header that names the region served from, if configured.
-    pub fn region_header(&self) -> Option<&HeaderName> {
-        self.region_header.as_ref()
-    }
-}
-
-/// What the forward path needs to know about the client connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// Listener name.
-    pub listener: Arc<str>,
-    /// Client address.
-    pub peer: SocketAddr,
-    /// Whether the client connection is TLS.
-    pub secure: bool,
-    /// Key-exchange group of the client connection.
-    pub tls_group: Option<&'static str>,
-    /// The listener's rules, shared by all its connections (one pointer in each
-    /// connection's task, which an idle connection keeps for its whole life).
-    pub rules: Arc<RequestRules>,
-    /// Requests of this connection admitted to clusters and not finished, on protocols that
-    /// multiplex (HTTP/2, HTTP/3): one connection may hold only a share of a cluster.
-    pub admitted: Option<Arc<std::sync::atomic::AtomicUsize>>,
-}
-
-/// What a listener applies to every request, shared by its connections.
-#[derive(Debug, Clone)]
-pub struct RequestRules {
-    /// Largest request body the listener accepts.
-    pub max_request_body_bytes: Option<u64>,
-    /// `alt-svc` advertisement added to responses (HTTP/3 on the same port).
-    pub alt_svc: Option<HeaderValue>,
-    /// How the listener normalises request paths.
-    pub paths: PathRules,
-    /// Proxies in front whose forwarding headers are kept.
-    pub trusted_proxy_hops: u8,
-    /// A response body that makes no progress for this long is cut off.
-    pub stream_idle_timeout: std::time::Duration,
-}
-
-impl RequestRules {
-    /// The rules of `config`, advertising `alt_svc` on responses.
-    pub fn new(config: &crate::config::ListenerConfig, alt_svc: Option<HeaderValue>) -> Self {
-        Self {
-            max_request_body_bytes: config.max_request_body_bytes,
-            alt_svc,
-            paths: config.paths,
-            trusted_proxy_hops: config.trusted_proxy_hops,
-            stream_idle_timeout: config.stream_idle_timeout,
-        }
-    }
-}
 
 /// Forwards one request and returns the response to send, never an error: failures become
 /// synthetic responses. Every HTTP version's server calls this.
@@ -237,25 +45,25 @@ where
 {
     let version = request.version();
     // Host and path are copied only for the access log.
-    let path = match proxy.access_log {
+    let path = match proxy.access_log() {
         true => request.uri().path().to_owned(),
         false => String::new(),
     };
     let mut record = new_record(proxy, conn, version, request.method().clone(), path);
-    if proxy.access_log {
+    if proxy.access_log() {
         let header = |name: &str| request.headers().get(name).map(HeaderValue::as_bytes);
         super::record::note_client_fields(
             &mut record,
             request.uri().query(),
             header("user-agent"),
             header("x-request-id"),
-            proxy.access_log_query,
+            proxy.access_log_query(),
         );
     }
     let mut response = match send(proxy, conn, request, interim.as_ref(), &mut record).await {
         Ok(response) => response,
         Err(error) => {
-            note_failure(&mut record, &error);
+            driver::note_failure(&mut record, &error);
             let mut response = error.to_response();
             let status = error.status();
             let unread_body = status == http::StatusCode::PAYLOAD_TOO_LARGE;
@@ -272,7 +80,7 @@ where
     };
     record.status = response.status().as_u16();
     headers::add_via(response.headers_mut(), version);
-    if let (Some(header), Some(carbon)) = (&proxy.region_header, &record.carbon) {
+    if let (Some(header), Some(carbon)) = (proxy.region_header(), &record.carbon) {
         if let Ok(value) = HeaderValue::from_str(&carbon.region) {
             response.headers_mut().insert(header.clone(), value);
         }
@@ -294,8 +102,8 @@ pub(super) fn new_record(
     path: String,
 ) -> RequestRecord {
     RequestRecord {
-        metrics: proxy.metrics.clone(),
-        access_log: proxy.access_log,
+        metrics: proxy.metrics().clone(),
+        access_log: proxy.access_log(),
         start: Instant::now(),
         listener: conn.listener.clone(),
         client: conn.peer,
@@ -322,16 +130,6 @@ pub(super) fn new_record(
     }
 }
 
-/// Logs a request the proxy answers itself and notes why in its record.
-pub(super) fn note_failure(record: &mut RequestRecord, error: &ProxyError) {
-    if error.is_upstream() {
-        tracing::warn!(cluster = record.cluster.as_deref(), %error, "upstream failure");
-    } else {
-        tracing::debug!(%error, "request rejected");
-    }
-    record.error = Some(error.reason());
-}
-
 /// The failure with what it most likely means for the cluster's protocol, if anything.
 fn with_hint(error: ProxyError, protocol: UpstreamProtocol) -> ProxyError {
     match error {
@@ -340,26 +138,6 @@ fn with_hint(error: ProxyError, protocol: UpstreamProtocol) -> ProxyError {
             None => ProxyError::Upstream(e),
         },
         other => other,
-    }
-}
-
-/// Counts a request shed because its cluster is at `max_pending_requests`.
-pub(super) fn note_shed(proxy: &Proxy, cluster: &Cluster) {
-    let labels = ClusterLabels {
-        cluster: cluster.name.clone(),
-    };
-    proxy.metrics.shed.get_or_create(&labels).inc();
-}
-
-/// Counts a failure on the upstream side of a request.
-pub(super) fn note_upstream_error(proxy: &Proxy, cluster: &Cluster, error: &ProxyError) {
-    if error.is_upstream() {
-        debug_assert!(ProxyError::UPSTREAM_REASONS.contains(&error.reason()));
-        let labels = UpstreamErrorLabels {
-            cluster: cluster.name.clone(),
-            reason: error.reason(),
-        };
-        proxy.metrics.upstream_errors.get_or_create(&labels).inc();
     }
 }
 
@@ -384,17 +162,13 @@ where
         record.host = host.to_owned();
     }
     let (route_index, route) = proxy
-        .routes
+        .routes()
         .find(host, parts.uri.path())
         .ok_or(ProxyError::NoRoute)?;
-    record.route = Some(proxy.route_names[route_index].clone());
-    record.cluster = Some(proxy.clusters[route.cluster].name.clone());
-    let cluster = &proxy.clusters[route.cluster];
-    let Some(admitted) = cluster.try_admit(conn.admitted.as_ref()) else {
-        note_shed(proxy, cluster);
-        return Err(ProxyError::Overloaded);
-    };
-    record.admitted = Some(admitted);
+    record.route = Some(proxy.route_name(route_index));
+    let cluster = &proxy.clusters()[route.cluster];
+    record.cluster = Some(cluster.name.clone());
+    record.admitted = Some(driver::admit(proxy, cluster, conn.admitted.as_ref())?);
     let count = (!body.is_end_stream()).then(|| record.count_received());
     let body = limit_body(
         body,
@@ -404,17 +178,13 @@ where
     )?;
     rewrite_request(&mut parts, conn, cluster, authority.as_ref())?;
 
-    let response = if cluster.retry.attempts == 0 {
-        let index = choose_endpoint(proxy, cluster, record, &[]).ok_or(ProxyError::NoEndpoint)?;
-        attempt(proxy, cluster, index, parts, body, interim, record).await
-    } else {
-        send_with_retries(proxy, cluster, parts, body, interim, record).await
-    };
-    let response = response.inspect_err(|e| note_upstream_error(proxy, cluster, e))?;
+    let method = parts.method.clone();
+    let mut upstream = HyperUpstream::new(cluster, parts, body, interim);
+    let response = driver::send(proxy, cluster, record, &method, &mut upstream).await?;
     record.upstream_tls_group = response.extensions().get::<UpstreamTlsGroup>().map(|g| g.0);
     let (mut parts, body) = response.into_parts();
     response_head(&mut parts, client_version)
-        .inspect_err(|e| note_upstream_error(proxy, cluster, e))?;
+        .inspect_err(|e| driver::note_upstream_error(proxy, cluster, e))?;
     Ok(Response::from_parts(parts, body))
 }
 
@@ -443,106 +213,108 @@ fn response_head(
     Ok(())
 }
 
-/// Sends with up to `retry.attempts` retries, each on an endpoint not tried yet, within the
-/// cluster's retry budget. A retry happens only when the request provably did not reach the
-/// upstream application: the connection failed, or an idempotent request was reset before any
-/// response byte and its body was never read.
-async fn send_with_retries(
-    proxy: &Proxy,
-    cluster: &Cluster,
-    parts: http::request::Parts,
-    body: UpstreamBody,
-    interim: Option<&Interim>,
-    record: &mut RequestRecord,
-) -> Result<Response<Body>, ProxyError> {
-    let idempotent = replay::is_idempotent(&parts.method);
-    let (mut body, reclaim) = replay::replayable(body);
-    let mut tried = [usize::MAX; MAX_ATTEMPTS];
-    let mut attempts = 0;
-    let mut _retry_permit = None;
-    loop {
-        let index = choose_endpoint(proxy, cluster, record, &tried[..attempts])
-            .ok_or(ProxyError::NoEndpoint)?;
-        tried[attempts] = index;
-        attempts += 1;
-        let head = clone_head(&parts);
-        let attempt = attempt(
-            proxy,
+/// The upstream adapter of requests that arrive as `http::Request`: a request without a body to
+/// an HTTP/1.1 cluster goes from this task over the endpoint's idle pool (`upstream::h1`); any
+/// other through the endpoint's hyper-util client. With retries on, the body is
+/// [`replay::replayable`], so an attempt that never read it leaves it for the next.
+struct HyperUpstream<'a> {
+    cluster: &'a Cluster,
+    /// The head, kept for another attempt when the cluster retries.
+    parts: Option<http::request::Parts>,
+    /// The body for the next attempt.
+    body: Option<UpstreamBody>,
+    /// Takes the body back from a failed attempt; `None` when the cluster never retries.
+    reclaim: Option<replay::Reclaim>,
+    interim: Option<&'a Interim>,
+}
+
+impl<'a> HyperUpstream<'a> {
+    fn new(
+        cluster: &'a Cluster,
+        parts: http::request::Parts,
+        body: UpstreamBody,
+        interim: Option<&'a Interim>,
+    ) -> Self {
+        let (body, reclaim) = match cluster.retry.attempts {
+            0 => (body, None),
+            _ => {
+                let (body, reclaim) = replay::replayable(body);
+                (body.boxed_unsync(), Some(reclaim))
+            }
+        };
+        Self {
             cluster,
-            index,
-            head,
-            body.boxed_unsync(),
+            parts: Some(parts),
+            body: Some(body),
+            reclaim,
             interim,
-            record,
-        );
-        let result = attempt.await;
-        let Err(error) = result else {
-            return result;
-        };
-        let Some(reason) = retry_reason(&error, idempotent) else {
-            return Err(error);
-        };
-        if !may_retry(cluster, attempts) {
-            return Err(error);
         }
-        let Some(next_body) = reclaim.take() else {
-            return Err(error);
+    }
+
+    /// The head for this attempt: a copy while another attempt may follow.
+    fn head(&mut self) -> Option<http::request::Parts> {
+        match &self.reclaim {
+            Some(_) => self.parts.as_ref().map(clone_head),
+            None => self.parts.take(),
+        }
+    }
+}
+
+impl driver::Upstream for HyperUpstream<'_> {
+    type Sent = Response<Body>;
+
+    fn status(sent: &Response<Body>) -> http::StatusCode {
+        sent.status()
+    }
+
+    async fn send(
+        &mut self,
+        endpoint: &Arc<Endpoint>,
+        timeout: std::time::Duration,
+        record: &RequestRecord,
+    ) -> Result<Response<Body>, ProxyError> {
+        let (Some(parts), Some(body)) = (self.head(), self.body.take()) else {
+            return Err(ProxyError::NoEndpoint); // not reached: `can_resend` said no
         };
-        _retry_permit = Some(retry_permit(proxy, cluster).ok_or(error)?);
-        note_retry(proxy, cluster, reason);
-        (body, _) = replay::replayable(next_body);
-    }
-}
-
-/// Why a failed attempt may be retried (`connect`, `reset`), if it may: the connection failed,
-/// or an idempotent request was reset before any response byte.
-/// Every reason [`retry_reason`] gives.
-pub const RETRY_REASONS: &[&str] = &["connect", "reset"];
-
-pub(super) fn retry_reason(error: &ProxyError, idempotent: bool) -> Option<&'static str> {
-    match error.retry_safety() {
-        RetrySafety::Unsent => Some("connect"),
-        RetrySafety::IfIdempotent if idempotent => Some("reset"),
-        _ => None,
-    }
-}
-
-/// Whether the retry policy allows another attempt after `attempts`, with an endpoint left.
-pub(super) fn may_retry(cluster: &Cluster, attempts: usize) -> bool {
-    attempts <= cluster.retry.attempts as usize
-        && attempts < MAX_ATTEMPTS
-        && attempts < cluster.endpoints.len()
-}
-
-/// A place in the cluster's retry budget; when it is spent, counts the refusal.
-pub(super) fn retry_permit(proxy: &Proxy, cluster: &Cluster) -> Option<crate::limit::Slot> {
-    let permit = cluster.try_retry();
-    if permit.is_none() {
-        let labels = ClusterLabels {
-            cluster: cluster.name.clone(),
+        let cluster = self.cluster;
+        let interim = self.interim;
+        let body_limit = record.body_limit;
+        let exchange = async {
+            if upstream_h1::takes(cluster, &parts, &body) {
+                return upstream_h1::send(endpoint, &parts, interim).await;
+            }
+            let mut request = Request::from_parts(parts, body);
+            if let Some(interim) = interim.cloned() {
+                hyper::ext::on_informational(&mut request, move |response| {
+                    interim.send(response.status(), response.headers());
+                });
+            }
+            match endpoint.client.request(request).await {
+                Ok(response) => Ok(response.map(|b| b.map_err(BoxError::from).boxed_unsync())),
+                Err(error) => Err(with_hint(
+                    ProxyError::from_client(error, body_limit),
+                    cluster.protocol,
+                )),
+            }
         };
-        proxy
-            .metrics
-            .retries_over_budget
-            .get_or_create(&labels)
-            .inc();
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(ProxyError::UpstreamTimeout(timeout)))
     }
-    permit
-}
 
-/// Counts a retry.
-pub(super) fn note_retry(proxy: &Proxy, cluster: &Cluster, reason: &'static str) {
-    debug_assert!(RETRY_REASONS.contains(&reason));
-    let labels = RetryLabels {
-        cluster: cluster.name.clone(),
-        reason,
-    };
-    proxy.metrics.retries.get_or_create(&labels).inc();
-    tracing::debug!(cluster = %cluster.name, reason, "retrying on another endpoint");
+    fn can_resend(&mut self) -> bool {
+        let next = self.reclaim.as_ref().and_then(replay::Reclaim::take);
+        match next {
+            Some(next) => {
+                let (body, reclaim) = replay::replayable(next);
+                self.body = Some(body.boxed_unsync());
+                self.reclaim = Some(reclaim);
+                true
+            }
+            None => false,
+        }
+    }
 }
-
-/// Tries, per request, the first endpoint and at most this many minus one more.
-pub(super) const MAX_ATTEMPTS: usize = 6;
 
 /// A copy of the request head for another attempt (extensions are not carried over).
 fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
@@ -552,167 +324,6 @@ fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
     head.version = parts.version;
     head.headers = parts.headers.clone();
     head
-}
-
-/// One exchange with endpoint `index`: send, wait for the response head, record the outcome
-/// for outlier ejection and latency. A request without a body to an HTTP/1.1 cluster is sent from
-/// this task over the endpoint's idle pool (`upstream::h1`); any other goes through the
-/// endpoint's hyper-util client.
-async fn attempt(
-    proxy: &Proxy,
-    cluster: &Cluster,
-    index: usize,
-    parts: http::request::Parts,
-    body: UpstreamBody,
-    interim: Option<&Interim>,
-    record: &mut RequestRecord,
-) -> Result<Response<Body>, ProxyError> {
-    let endpoint = &cluster.endpoints[index];
-    let in_flight = InFlight::new(endpoint.clone());
-    let started = Instant::now();
-    let body_limit = record.body_limit;
-    let exchange = async {
-        if upstream_h1::takes(cluster, &parts, &body) {
-            return upstream_h1::send(endpoint, &parts, interim).await;
-        }
-        let mut request = Request::from_parts(parts, body);
-        if let Some(interim) = interim.cloned() {
-            hyper::ext::on_informational(&mut request, move |response| {
-                interim.send(response.status(), response.headers());
-            });
-        }
-        match endpoint.client.request(request).await {
-            Ok(response) => Ok(response.map(|b| b.map_err(BoxError::from).boxed_unsync())),
-            Err(error) => Err(with_hint(
-                ProxyError::from_client(error, body_limit),
-                cluster.protocol,
-            )),
-        }
-    };
-    let sent = tokio::time::timeout(cluster.request_timeout, exchange).await;
-    let elapsed = started.elapsed();
-    record.in_flight = Some(in_flight);
-    let failed = match &sent {
-        Ok(Ok(response)) => response.status().is_server_error(),
-        // The client's own failures say nothing about the endpoint.
-        Ok(Err(e)) => e.counts_against_endpoint(),
-        Err(_) => true,
-    };
-    note_outcome(proxy, cluster, index, failed);
-    let response = match sent {
-        Err(_) => return Err(ProxyError::UpstreamTimeout(cluster.request_timeout)),
-        Ok(result) => result?,
-    };
-    note_latency(proxy, cluster, record, elapsed);
-    Ok(response)
-}
-
-/// Feeds one attempt's outcome to outlier ejection. (Region latency comes from probes, not
-/// from traffic: a response's time includes the application's, and a failure's says nothing.)
-pub(super) fn note_outcome(proxy: &Proxy, cluster: &Cluster, index: usize, failed: bool) {
-    if let Some(time) = cluster.record_outcome(index, failed) {
-        let endpoint = &cluster.endpoints[index];
-        let labels = EndpointLabels {
-            cluster: cluster.name.clone(),
-            endpoint: endpoint.label.clone(),
-        };
-        proxy.metrics.ejections.get_or_create(&labels).inc();
-        tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.label, ejected_for = ?time, "endpoint ejected after consecutive failures");
-    }
-}
-
-/// Records how long the upstream took to send the response head.
-pub(super) fn note_latency(
-    proxy: &Proxy,
-    cluster: &Cluster,
-    record: &mut RequestRecord,
-    elapsed: std::time::Duration,
-) {
-    proxy
-        .metrics
-        .upstream_duration
-        .get_or_create(&ClusterLabels {
-            cluster: cluster.name.clone(),
-        })
-        .observe(elapsed.as_secs_f64());
-    record.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
-}
-
-/// Picks the endpoint, never one in `tried`: within the region the carbon policy chooses (or,
-/// for a retry with nothing left there, anywhere in the cluster), by the cluster's load
-/// balancing.
-pub(super) fn choose_endpoint(
-    proxy: &Proxy,
-    cluster: &Cluster,
-    record: &mut RequestRecord,
-    tried: &[usize],
-) -> Option<usize> {
-    let mut rng = rand::rng();
-    let Some(carbon) = &cluster.carbon else {
-        let index = cluster.pick_index(None, tried, &mut rng)?;
-        note_attempt(cluster, record, index, tried.len());
-        return Some(index);
-    };
-    let table = proxy.carbon.current();
-    let Choice {
-        decision,
-        baseline_intensity,
-    } = carbon.decide(&table, &cluster.endpoints, rng.random());
-    let among = decision
-        .region
-        .map(|local| carbon.endpoints[local].as_slice());
-    let index = cluster
-        .pick_index(among, tried, &mut rng)
-        .or_else(|| cluster.pick_index(None, tried, &mut rng))?;
-    let local = carbon.region_of(index);
-    carbon.record_choice(local);
-    if let Some(previous) = carbon.note_leader(local, decision.reason) {
-        let name = |local: usize| &*proxy.region_names[carbon.regions[local]];
-        tracing::info!(
-            cluster = %cluster.name,
-            from = previous.map(name),
-            to = name(local),
-            reason = decision.reason.as_str(),
-            intensity = decision.intensity,
-            "carbon routing moved to another region"
-        );
-    }
-    let global = carbon.regions[local];
-    record.carbon = Some(CarbonRecord {
-        region: proxy.region_names[global].clone(),
-        intensity: table.regions.get(global).map_or(0.0, |v| v.intensity),
-        baseline_intensity,
-        policy: policy_name(carbon.policy.policy),
-        reason: decision.reason.as_str(),
-        energy: proxy.energy,
-    });
-    note_attempt(cluster, record, index, tried.len());
-    Some(index)
-}
-
-/// `RUST_LOG=debug`: the route, the carbon decision and the endpoint of each attempt, on every
-/// protocol (the one place every path chooses an endpoint).
-fn note_attempt(cluster: &Cluster, record: &RequestRecord, index: usize, tried: usize) {
-    let carbon = record.carbon.as_ref();
-    tracing::debug!(
-        route = record.route.as_deref(),
-        cluster = %cluster.name,
-        endpoint = %cluster.endpoints[index].label,
-        attempt = tried + 1,
-        region = carbon.map(|c| &*c.region),
-        reason = carbon.map(|c| c.reason),
-        protocol = record.protocol,
-        "upstream attempt"
-    );
-}
-
-fn policy_name(policy: aegis_carbon::Policy) -> &'static str {
-    match policy {
-        aegis_carbon::Policy::Greenest => "greenest",
-        aegis_carbon::Policy::Weighted => "weighted",
-        aegis_carbon::Policy::Nearest => "nearest",
-        _ => "off",
-    }
 }
 
 /// Rejects requests whose framing or host is ambiguous (RFC 9112 §6.3, §3.2).

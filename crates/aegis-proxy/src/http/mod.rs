@@ -1,6 +1,7 @@
 //! HTTP: the version-independent forward path and the HTTP/1.1 + HTTP/2 server around it.
 
 mod activity;
+pub mod driver;
 pub mod error;
 pub mod forward;
 pub mod framing;
@@ -12,6 +13,7 @@ pub mod interim;
 pub mod linger;
 pub mod path;
 pub mod preface;
+pub mod proxy;
 pub mod record;
 pub mod replay;
 pub mod rewind;
@@ -25,4 +27,5 @@ pub use error::ProxyError;
 pub(crate) fn is_valid_status(code: u16) -> bool {
     (100..=599).contains(&code)
 }
-pub use forward::{forward, ConnInfo, Proxy};
+pub use forward::forward;
+pub use proxy::{ConnInfo, Proxy, RequestRules};

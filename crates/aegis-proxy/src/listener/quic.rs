@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use super::tcp::Limits;
 use super::{handshake_done, handshake_failed, ActiveGuard};
 use crate::config::{ListenerConfig, QuicListener};
-use crate::http::forward::RequestRules;
+use crate::http::proxy::RequestRules;
 use crate::http::{h3, ConnInfo, Proxy};
 use crate::limit::Slot;
 use crate::metrics::ListenerLabels;

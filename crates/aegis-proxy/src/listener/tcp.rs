@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 
 use super::{alpn_name, handshake_done, handshake_failed, ActiveGuard};
 use crate::config::ListenerConfig;
-use crate::http::forward::RequestRules;
+use crate::http::proxy::RequestRules;
 use crate::http::{h1, preface, server, ConnInfo, Proxy};
 use crate::limit::{ConnectionLimit, Slot};
 use crate::metrics::{ListenerLabels, Metrics};

@@ -13,6 +13,7 @@
 //! body goes through the endpoint's hyper-util client, which streams the body while it reads
 //! the response.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -60,26 +61,66 @@ pub(crate) async fn send(
     let mut head = Vec::with_capacity(512);
     write_request_head(&mut head, parts);
     let head_request = parts.method == Method::HEAD;
-    let pooled = match endpoint.idle.take(Instant::now()) {
-        Some(stream) => match exchange(stream, &head, head_request, interim).await {
-            Err(Failure::Stale(_)) if replay::is_idempotent(&parts.method) => None,
-            other => Some(other),
-        },
-        None => None,
+    let mut exchange = BodylessExchange {
+        head: &head,
+        head_request,
+        interim,
     };
-    let got = match pooled {
-        Some(got) => got,
-        None => {
-            let stream = endpoint
-                .connector
-                .open()
-                .await
-                .map_err(|e| ProxyError::UpstreamConnect(Box::new(e)))?;
-            exchange(stream, &head, head_request, interim).await
+    let idempotent = replay::is_idempotent(&parts.method);
+    let got = pooled_or_new(endpoint, Instant::now(), idempotent, &mut exchange).await?;
+    Ok(got.into_response(endpoint))
+}
+
+/// One request's exchange on whichever connection [`pooled_or_new`] gives it.
+pub(crate) trait Exchange {
+    /// What a successful exchange yields (a response head and the connection).
+    type Done;
+
+    /// Sends the request on `stream` and reads the response head.
+    fn on(
+        &mut self,
+        stream: UpstreamStream,
+    ) -> impl Future<Output = Result<Self::Done, Failure>> + Send;
+}
+
+/// Runs `exchange` on a pooled connection to `endpoint`, else on a new one. A pooled
+/// connection the endpoint closed just as it was reused ([`Failure::Stale`]) is replaced by a
+/// new one when the request may be repeated (`replayable`: idempotent, and nothing of it
+/// consumed), as the endpoint cannot have processed it. The HTTP/1.1 fast path and [`send`]
+/// both connect this way.
+pub(crate) async fn pooled_or_new<E: Exchange>(
+    endpoint: &Endpoint,
+    now: Instant,
+    replayable: bool,
+    exchange: &mut E,
+) -> Result<E::Done, ProxyError> {
+    if let Some(stream) = endpoint.idle.take(now) {
+        match exchange.on(stream).await {
+            Err(Failure::Stale(_)) if replayable => {}
+            other => return other.map_err(Failure::into_error),
         }
-    };
-    got.map(|got| got.into_response(endpoint))
-        .map_err(Failure::into_error)
+    }
+    let stream = endpoint
+        .connector
+        .open()
+        .await
+        .map_err(|e| ProxyError::UpstreamConnect(Box::new(e)))?;
+    exchange.on(stream).await.map_err(Failure::into_error)
+}
+
+/// [`send`]'s exchange: a request head, no body.
+struct BodylessExchange<'a> {
+    head: &'a [u8],
+    head_request: bool,
+    interim: Option<&'a Interim>,
+}
+
+impl Exchange for BodylessExchange<'_> {
+    type Done = Got;
+
+    async fn on(&mut self, stream: UpstreamStream) -> Result<Got, Failure> {
+        exchange(stream, self.head, self.head_request, self.interim).await
+    }
 }
 
 /// The request line and headers, in origin form (the connector already dials the endpoint).
@@ -98,8 +139,8 @@ fn write_request_head(out: &mut Vec<u8>, parts: &http::request::Parts) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// How an exchange failed.
-enum Failure {
+/// How an exchange on one upstream connection failed.
+pub(crate) enum Failure {
     /// The connection failed before any response byte arrived.
     Stale(io::Error),
     /// Anything else.
@@ -109,7 +150,7 @@ enum Failure {
 impl Failure {
     /// On a new connection, or for a request that may not be repeated, a failure before the
     /// response is an ordinary reset.
-    fn into_error(self) -> ProxyError {
+    pub(crate) fn into_error(self) -> ProxyError {
         match self {
             Self::Stale(error) => reset(error),
             Self::Proxy(error) => error,

@@ -35,16 +35,18 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::forward::{self, ConnInfo, Proxy, MAX_ATTEMPTS};
+use super::forward;
 use super::framing::FramingGuard;
+use super::proxy::{ConnInfo, Proxy};
 use super::record::{Received, RequestRecord};
 use super::rewind::Rewind;
 use super::wire::chunked::Chunked;
 use super::wire::response::{self, Framing};
 use super::wire::{reset, MAX_RESPONSE_HEAD, READ_SIZE};
-use super::{interim, preface, replay, server, ProxyError};
+use super::{driver, interim, preface, replay, server, ProxyError};
 use crate::dial::UpstreamStream;
-use crate::upstream::{Cluster, Endpoint, InFlight};
+use crate::upstream::h1::{self as upstream_h1, Failure};
+use crate::upstream::Endpoint;
 use deadline::Deadline;
 
 /// Most bytes of pipelined requests read from a client while its request is at the upstream;
@@ -240,30 +242,92 @@ struct Sent {
     out: Vec<u8>,
 }
 
-/// How an upstream attempt failed.
-enum Failure {
-    /// Answer the client with this error.
-    Proxy(ProxyError),
-    /// The client went away while sending its body or waiting for the response.
-    Client,
-    /// The connection failed before any response byte arrived.
-    Stale(io::Error),
+/// The fast path's upstream adapter: one attempt writes the head the client's request was
+/// rewritten to, and whatever of the body has arrived, on a pooled or new connection, from the
+/// client's own task.
+struct FastUpstream<'e, 'a, I> {
+    client: &'e mut Client<'a, I>,
+    head: &'e request::Head,
+    upstream_head: &'e mut Vec<u8>,
+    /// The connection's timer.
+    deadline: &'e mut Deadline,
+    region_header: Option<&'e http::HeaderName>,
+    alt_svc: Option<&'e http::HeaderValue>,
+    /// Part of the body was read from the client and sent: no other attempt can send it.
+    streamed: bool,
 }
 
-impl Failure {
-    /// On a new connection, a failure before the response is an ordinary reset.
-    fn stale_is_reset(self) -> Self {
-        match self {
-            Self::Stale(error) => Self::Proxy(reset(error)),
+impl<I: ClientIo> driver::Upstream for FastUpstream<'_, '_, I> {
+    type Sent = Sent;
+
+    fn status(sent: &Sent) -> http::StatusCode {
+        sent.head.status
+    }
+
+    async fn send(
+        &mut self,
+        endpoint: &Arc<Endpoint>,
+        timeout: Duration,
+        record: &RequestRecord,
+    ) -> Result<Sent, ProxyError> {
+        let region = record.carbon.as_ref().map(|c| c.region.clone());
+        let extra = response::Extra {
+            region: self.region_header.zip(region.as_deref()),
+            alt_svc: self.alt_svc,
+        };
+        let started = tokio::time::Instant::now();
+        let attempt = self.client.attempt(
+            endpoint,
+            started.into_std(),
+            self.head,
+            self.upstream_head,
+            extra,
+            &mut self.streamed,
+        );
+        let sent = self.deadline.run(started + timeout, pin!(attempt)).await;
+        sent.unwrap_or(Err(ProxyError::UpstreamTimeout(timeout)))
+    }
+
+    fn can_resend(&mut self) -> bool {
+        !self.streamed
+    }
+}
+
+/// The fast path's exchange on one upstream connection, for [`upstream_h1::pooled_or_new`].
+struct FastExchange<'e, 'a, 'x, I> {
+    client: &'e mut Client<'a, I>,
+    head: &'e request::Head,
+    upstream_head: &'e mut Vec<u8>,
+    extra: response::Extra<'x>,
+    streamed: &'e mut bool,
+}
+
+impl<I: ClientIo> upstream_h1::Exchange for FastExchange<'_, '_, '_, I> {
+    type Done = Sent;
+
+    async fn on(&mut self, stream: UpstreamStream) -> Result<Sent, Failure> {
+        let sent = self
+            .client
+            .request(
+                stream,
+                self.head,
+                self.upstream_head,
+                self.extra,
+                self.streamed,
+            )
+            .await;
+        match sent {
+            // Once the body is consumed, no failure leaves the request unsent.
+            Err(Failure::Stale(error)) if *self.streamed => Err(Failure::Proxy(reset(error))),
             other => other,
         }
     }
 }
 
-impl From<ProxyError> for Failure {
-    fn from(error: ProxyError) -> Self {
-        Self::Proxy(error)
-    }
+/// The client closed its connection while sending its body or waiting for the response.
+fn client_gone() -> Failure {
+    let gone = io::Error::new(io::ErrorKind::ConnectionAborted, "client closed");
+    Failure::Proxy(ProxyError::ClientBody(Box::new(gone)))
 }
 
 impl<I: ClientIo> Exchange<'_, I> {
@@ -293,25 +357,24 @@ impl<I: ClientIo> Exchange<'_, I> {
         record.cluster = Some(cluster.name.clone());
         let mut keep_alive = head.keep_alive && !self.closing;
         // One request at a time per HTTP/1.1 connection: no per-connection share to keep.
-        let Some(admitted) = cluster.try_admit(None) else {
-            forward::note_shed(proxy, cluster);
-            keep_alive &= self.client.skip_body(head.body_len);
-            return self
-                .answer_error(record, ProxyError::Overloaded, keep_alive)
-                .await;
+        match driver::admit(proxy, cluster, None) {
+            Ok(admitted) => record.admitted = Some(admitted),
+            Err(error) => {
+                keep_alive &= self.client.skip_body(head.body_len);
+                return self.answer_error(record, error, keep_alive).await;
+            }
+        }
+        let mut upstream = FastUpstream {
+            client: &mut self.client,
+            head: &head,
+            upstream_head: &mut upstream_head,
+            deadline: &mut *self.deadline,
+            region_header: proxy.region_header(),
+            alt_svc: self.conn.rules.alt_svc.as_ref(),
+            streamed: false,
         };
-        record.admitted = Some(admitted);
-        let mut streamed = false;
-        let sent = self
-            .send_with_retries(
-                &head,
-                &mut upstream_head,
-                cluster,
-                &mut record,
-                &mut streamed,
-            )
-            .await;
-        if !streamed {
+        let sent = driver::send(proxy, cluster, &mut record, &head.method, &mut upstream).await;
+        if !upstream.streamed {
             keep_alive &= self.client.skip_body(head.body_len);
         }
         buffers::give(upstream_head);
@@ -334,86 +397,12 @@ impl<I: ClientIo> Exchange<'_, I> {
                 record.finish(bytes, completed);
                 completed && !close
             }
-            Err(Failure::Client) => {
+            // The client went away: nobody reads an answer.
+            Err(ProxyError::ClientBody(_)) => {
                 record.client_closed();
                 false
             }
-            Err(Failure::Stale(error)) => {
-                let error = reset(error);
-                forward::note_upstream_error(proxy, cluster, &error);
-                self.answer_error(record, error, keep_alive).await
-            }
-            Err(Failure::Proxy(error)) => {
-                forward::note_upstream_error(proxy, cluster, &error);
-                self.answer_error(record, error, keep_alive).await
-            }
-        }
-    }
-
-    /// Attempts, within the cluster's retry policy, until a response head arrives.
-    async fn send_with_retries(
-        &mut self,
-        head: &request::Head,
-        upstream_head: &mut Vec<u8>,
-        cluster: &Cluster,
-        record: &mut RequestRecord,
-        streamed: &mut bool,
-    ) -> Result<Sent, Failure> {
-        let proxy = self.proxy;
-        let idempotent = replay::is_idempotent(&head.method);
-        let mut tried = [usize::MAX; MAX_ATTEMPTS];
-        let mut attempts = 0;
-        let mut _retry_permit = None;
-        loop {
-            let index = forward::choose_endpoint(proxy, cluster, record, &tried[..attempts])
-                .ok_or(ProxyError::NoEndpoint)?;
-            tried[attempts] = index;
-            attempts += 1;
-            let endpoint = &cluster.endpoints[index];
-            let in_flight = InFlight::new(endpoint.clone());
-            let region_name = record.carbon.as_ref().map(|c| c.region.clone());
-            let extra = response::Extra {
-                region: proxy.region_header().zip(region_name.as_deref()),
-                alt_svc: self.conn.rules.alt_svc.as_ref(),
-            };
-            let started = tokio::time::Instant::now();
-            let until = started + cluster.request_timeout;
-            let attempt = self.client.attempt(
-                endpoint,
-                started.into_std(),
-                head,
-                upstream_head,
-                extra,
-                streamed,
-            );
-            let sent = self.deadline.run(until, pin!(attempt)).await;
-            let sent = sent.unwrap_or_else(|_| {
-                Err(ProxyError::UpstreamTimeout(cluster.request_timeout).into())
-            });
-            let elapsed = started.elapsed();
-            record.in_flight = Some(in_flight);
-            let error = match sent {
-                Ok(done) => {
-                    let failed = done.head.status.is_server_error();
-                    forward::note_outcome(proxy, cluster, index, failed);
-                    forward::note_latency(proxy, cluster, record, elapsed);
-                    return Ok(done);
-                }
-                // The client's fault: says nothing about the endpoint.
-                Err(Failure::Client) => return Err(Failure::Client),
-                Err(Failure::Proxy(error)) => error,
-                Err(Failure::Stale(error)) => reset(error),
-            };
-            forward::note_outcome(proxy, cluster, index, error.counts_against_endpoint());
-            let reason = forward::retry_reason(&error, idempotent);
-            let Some(reason) = reason.filter(|_| !*streamed) else {
-                return Err(error.into());
-            };
-            if !forward::may_retry(cluster, attempts) {
-                return Err(error.into());
-            }
-            _retry_permit = Some(forward::retry_permit(proxy, cluster).ok_or(error)?);
-            forward::note_retry(proxy, cluster, reason);
+            Err(error) => self.answer_error(record, error, keep_alive).await,
         }
     }
 
@@ -424,7 +413,7 @@ impl<I: ClientIo> Exchange<'_, I> {
         error: ProxyError,
         keep_alive: bool,
     ) -> bool {
-        forward::note_failure(&mut record, &error);
+        driver::note_failure(&mut record, &error);
         let answer = error.answer();
         record.status = answer.status.as_u16();
         let mut out = Vec::with_capacity(256 + answer.body.len());
@@ -458,9 +447,8 @@ impl<I: ClientIo> Client<'_, I> {
         here as u64 == body_len
     }
 
-    /// One exchange with `endpoint`: connection, request, response head. A pooled connection
-    /// the endpoint closed just as it was reused is replaced by a new one when the request
-    /// allows (idempotent, body not streamed), as the endpoint cannot have processed it.
+    /// One exchange with `endpoint`: connection, request, response head, on a pooled
+    /// connection or a new one ([`upstream_h1::pooled_or_new`]).
     async fn attempt(
         &mut self,
         endpoint: &Endpoint,
@@ -469,25 +457,16 @@ impl<I: ClientIo> Client<'_, I> {
         upstream_head: &mut Vec<u8>,
         extra: response::Extra<'_>,
         streamed: &mut bool,
-    ) -> Result<Sent, Failure> {
-        if let Some(stream) = endpoint.idle.take(now) {
-            match self
-                .request(stream, head, upstream_head, extra, streamed)
-                .await
-            {
-                Err(Failure::Stale(_)) if !*streamed && replay::is_idempotent(&head.method) => {}
-                other => return other.map_err(Failure::stale_is_reset),
-            }
-        }
-        let stream = endpoint
-            .connector
-            .open()
-            .await
-            .map_err(|e| ProxyError::UpstreamConnect(Box::new(e)))?;
-        let sent = self
-            .request(stream, head, upstream_head, extra, streamed)
-            .await;
-        sent.map_err(Failure::stale_is_reset)
+    ) -> Result<Sent, ProxyError> {
+        let idempotent = replay::is_idempotent(&head.method);
+        let mut exchange = FastExchange {
+            client: self,
+            head,
+            upstream_head,
+            extra,
+            streamed,
+        };
+        upstream_h1::pooled_or_new(endpoint, now, idempotent, &mut exchange).await
     }
 
     /// Sends the request on `stream` and reads the response head.
@@ -531,7 +510,7 @@ impl<I: ClientIo> Client<'_, I> {
                 read = stream.read_buf(&mut buf) => read,
                 more = self.io.read_buf(self.buf), if self.buf.len() < MAX_PIPELINED => {
                     match more {
-                        Ok(0) | Err(_) => return Err(Failure::Client),
+                        Ok(0) | Err(_) => return Err(client_gone()),
                         Ok(_) => continue,
                     }
                 }
@@ -573,7 +552,7 @@ impl<I: ClientIo> Client<'_, I> {
                     response::end_head(&mut out, false);
                     write_flush(self.io, &out)
                         .await
-                        .map_err(|_| Failure::Client)?;
+                        .map_err(|_| client_gone())?;
                 }
                 buf.drain(..response.len); // then wait for the final response
             }
@@ -593,9 +572,9 @@ impl<I: ClientIo> Client<'_, I> {
                 .io
                 .read_buf(self.buf)
                 .await
-                .map_err(|_| Failure::Client)?;
+                .map_err(|_| client_gone())?;
             if n == 0 {
-                return Err(Failure::Client);
+                return Err(client_gone());
             }
             let take = n.min(usize::try_from(left).unwrap_or(usize::MAX));
             stream.write_all(&self.buf[..take]).await.map_err(reset)?;

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use http::Method;
 
-use super::super::forward::{ConnInfo, Proxy};
+use super::super::proxy::{ConnInfo, Proxy};
 use super::super::{headers, host, path, preface};
 use crate::config::UpstreamProtocol;
 
