@@ -3,6 +3,9 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};
@@ -127,4 +130,118 @@ async fn a_bad_upstream_response_is_502_and_a_bad_body_resets_the_stream() {
         3,
         "neither broken connection was pooled"
     );
+}
+
+/// An HTTP/1.1 origin that echoes each request's body (`Content-Length` or chunked, RFC 9112
+/// §6.3), counting the connections it accepts, and answers `/early` with a 413 before it reads
+/// the body (which it then drains, so nothing is reset).
+async fn body_echo_origin() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    counted_origin(echo_bodies).await
+}
+
+async fn echo_bodies(stream: TcpStream) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::io::BufReader::new(stream);
+    loop {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read_until(b'\n', &mut head).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let field = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+        };
+        if head.starts_with("post /early") {
+            let answer = "HTTP/1.1 413 Payload Too Large\r\ncontent-length: 5\r\nconnection: close\r\n\r\nearly";
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.get_mut().shutdown().await;
+            let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+            return;
+        }
+        let mut body = Vec::new();
+        if let Some(length) = field("content-length:") {
+            body.resize(length.parse().unwrap(), 0);
+            if stream.read_exact(&mut body).await.is_err() {
+                return;
+            }
+        } else if field("transfer-encoding:").as_deref() == Some("chunked") {
+            loop {
+                let mut size = String::new();
+                if stream.read_line(&mut size).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let size = usize::from_str_radix(size.trim(), 16).unwrap();
+                if size == 0 {
+                    // The trailer section, up to its blank line.
+                    let mut line = String::new();
+                    while stream.read_line(&mut line).await.unwrap_or(0) > 2 {
+                        line.clear();
+                    }
+                    break;
+                }
+                let start = body.len();
+                body.resize(start + size + 2, 0);
+                stream.read_exact(&mut body[start..]).await.unwrap();
+                body.truncate(start + size);
+            }
+        }
+        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+        let sent = stream.write_all(&[answer.as_bytes(), &body].concat()).await;
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+/// Requests with a body go over the same pooled HTTP/1.1 client as every other request to an
+/// HTTP/1.1 cluster, whichever protocol the client spoke: one upstream connection carries
+/// them all (with hyper-util's client for bodies, there were two pools).
+#[tokio::test]
+async fn requests_with_bodies_use_the_one_pool_on_every_protocol() {
+    let (origin, connections) = body_echo_origin().await;
+    let dir = TestDir::new("bodies-pool");
+    let proxy = start(&matrix_config("", &one_cluster(origin)), &dir).await;
+    for proto in PROTOCOLS {
+        for sent in [Sent::post("/upload", "hello, origin"), Sent::get("/after")] {
+            let answer = proto.send(&proxy, &dir, &sent).await.unwrap();
+            assert_eq!(answer.status, 200, "{proto:?} {}", sent.path);
+            assert_eq!(answer.body.as_bytes(), &sent.body[..], "{proto:?}");
+        }
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+/// A response that arrives before the request body is complete is forwarded, and the rest of
+/// the body still goes out (the origin drains it), on every protocol; the connection, left
+/// mid-request, is not pooled.
+//= https://www.rfc-editor.org/rfc/rfc9112#section-9.3
+#[tokio::test]
+async fn a_response_before_the_end_of_the_body_is_forwarded_on_every_protocol() {
+    let (origin, connections) = body_echo_origin().await;
+    let dir = TestDir::new("bodies-early");
+    let proxy = start(&matrix_config("", &one_cluster(origin)), &dir).await;
+    let big: &'static str = Box::leak("x".repeat(8 << 20).into_boxed_str());
+    for (n, proto) in PROTOCOLS.into_iter().enumerate() {
+        // Once an HTTP/3 response is complete, the proxy stops reading the request stream
+        // (STOP_SENDING, H3_NO_ERROR: RFC 9114 §4.1), which the test client takes as a failed
+        // request; it gets a body its flow-control window takes at once.
+        let body = match proto {
+            Proto::H3 => &big[..64 << 10],
+            _ => big,
+        };
+        let answer = proto
+            .send(&proxy, &dir, &Sent::post("/early", body))
+            .await
+            .unwrap();
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (413, "early"),
+            "{proto:?}"
+        );
+        assert_eq!(connections.load(Ordering::SeqCst), n + 1, "{proto:?}");
+    }
 }

@@ -213,9 +213,9 @@ fn response_head(
     Ok(())
 }
 
-/// The upstream adapter of requests that arrive as `http::Request`: a request without a body to
-/// an HTTP/1.1 cluster goes from this task over the endpoint's idle pool (`upstream::h1`); any
-/// other through the endpoint's hyper-util client. With retries on, the body is
+/// The upstream adapter of requests that arrive as `http::Request`: a request to an HTTP/1.1
+/// cluster goes from this task over the endpoint's idle pool (`upstream::h1`), one to an
+/// HTTP/2 cluster through the endpoint's hyper-util client. With retries on, the body is
 /// [`replay::replayable`], so an attempt that never read it leaves it for the next.
 struct HyperUpstream<'a> {
     cluster: &'a Cluster,
@@ -280,8 +280,8 @@ impl driver::Upstream for HyperUpstream<'_> {
         let interim = self.interim;
         let body_limit = record.body_limit;
         let exchange = async {
-            if upstream_h1::takes(cluster, &parts, &body) {
-                return upstream_h1::send(endpoint, &parts, interim).await;
+            if upstream_h1::takes(cluster, &parts) {
+                return upstream_h1::send(endpoint, &parts, body, interim, body_limit).await;
             }
             let mut request = Request::from_parts(parts, body);
             if let Some(interim) = interim.cloned() {

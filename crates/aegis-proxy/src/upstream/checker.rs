@@ -152,7 +152,8 @@ async fn http1_check(
     endpoint: &Arc<super::Endpoint>,
     parts: http::request::Parts,
 ) -> Result<StatusCode, String> {
-    let response = super::h1::send(endpoint, &parts, None)
+    let empty = Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync();
+    let response = super::h1::send(endpoint, &parts, empty, None, None)
         .await
         .map_err(|e| failure(&e, UpstreamProtocol::Http1))?;
     let status = response.status();

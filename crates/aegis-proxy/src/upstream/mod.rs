@@ -1,8 +1,8 @@
 //! Upstream clusters: endpoints, their pooled HTTP clients, and load balancing.
 //!
-//! Each endpoint owns a pool of idle HTTP/1.1 connections, used from the request's own task, and
-//! a hyper-util client (its own keep-alive pool) for HTTP/2 upstreams and requests with a body;
-//! both dial only that endpoint. Choosing an endpoint is a pure function of the cluster's counters and an RNG, so a
+//! Each endpoint owns a pool of idle HTTP/1.1 connections, used from the request's own task
+//! (`h1`), and a hyper-util client (its own keep-alive pool) for HTTP/2 upstreams; both dial
+//! only that endpoint. Choosing an endpoint is a pure function of the cluster's counters and an RNG, so a
 //! routing policy (carbon, health) can narrow the candidates before the balancer picks.
 
 pub mod checker;

@@ -143,6 +143,26 @@ pub async fn gated_origin() -> (Origin, Arc<tokio::sync::Notify>, Arc<tokio::syn
     (origin(gate).await, arrived, release)
 }
 
+/// A raw TCP origin that serves each connection with `serve` in its own task, and counts the
+/// connections it accepts.
+pub async fn counted_origin<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(stream));
+        }
+    });
+    (addr, connections)
+}
+
 /// An origin that answers GETs by path with scripted raw bytes, and counts its connections.
 pub struct Scripted {
     pub addr: SocketAddr,
@@ -151,16 +171,7 @@ pub struct Scripted {
 
 impl Scripted {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counter = connections.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(answer_requests(stream));
-            }
-        });
+        let (addr, connections) = counted_origin(answer_requests).await;
         Self { addr, connections }
     }
 

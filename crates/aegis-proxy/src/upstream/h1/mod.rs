@@ -1,19 +1,16 @@
-//! HTTP/1.1 exchanges with an endpoint from the request's own task, for the general path
-//! (HTTP/2 and HTTP/3 clients, and HTTP/1.1 requests the fast path hands over) and for the
-//! active health checks and latency probes of HTTP/1.1 clusters, so that a passing check has
-//! used the client and idle pool that carry the traffic.
+//! HTTP/1.1 exchanges with an endpoint from the request's own task: every request to an
+//! HTTP/1.1 cluster on the general path (HTTP/2 and HTTP/3 clients, and HTTP/1.1 requests the
+//! fast path hands over), and the active health checks and latency probes of HTTP/1.1
+//! clusters, so that a passing check has used the client and idle pool that carry the traffic.
+//! The fast path connects through [`pooled_or_new`] as well.
 //!
 //! It shares the fast path's idle pool and response parser. The task that serves the request
-//! writes the request head, reads the response head and then, as the client's connection asks
-//! for it, the body: no connection task and no channel between tasks, as hyper-util's pooled
-//! client needs. Once the body is complete, the connection goes back to the endpoint's idle
-//! pool.
-//!
-//! It takes requests without a body (GET, HEAD, DELETE, ...: most of them). A request with a
-//! body goes through the endpoint's hyper-util client, which streams the body while it reads
-//! the response.
+//! writes the request head and body (`request_body`), reads the response head and then, as
+//! the client's connection asks for it, the response body: no connection task and no channel
+//! between tasks, as hyper-util's pooled client needs. Once the body is complete, the
+//! connection goes back to the endpoint's idle pool.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,7 +22,11 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncWriteExt, ReadHalf};
+
+mod request_body;
+
+use request_body::{RequestBody, Upload};
 
 use super::{Cluster, Endpoint};
 use crate::config::UpstreamProtocol;
@@ -41,30 +42,38 @@ use crate::{Body, BoxError};
 /// Most fields parsed from a trailer section (the chunked decoder already caps it at 8 KiB).
 const MAX_TRAILER_FIELDS: usize = 64;
 
-/// Whether this exchange is for [`send`]: an HTTP/1.1 cluster and a request without a body.
-pub(crate) fn takes(cluster: &Cluster, parts: &http::request::Parts, body: &UpstreamBody) -> bool {
-    cluster.protocol == UpstreamProtocol::Http1
-        && body.is_end_stream()
-        && parts.method != Method::CONNECT
+/// Whether this exchange is for [`send`]: an HTTP/1.1 cluster (`CONNECT` is not forwarded).
+pub(crate) fn takes(cluster: &Cluster, parts: &http::request::Parts) -> bool {
+    cluster.protocol == UpstreamProtocol::Http1 && parts.method != Method::CONNECT
 }
 
-/// Sends the body-less request `parts` to `endpoint` and returns the response once its head has
-/// arrived; the body streams from the connection as it is polled. A pooled connection that the
-/// endpoint closed just as it was reused is replaced by a new one when the method is
-/// idempotent, as the endpoint cannot have processed the request. Interim 1xx responses go to
-/// `interim` as they arrive.
+/// Sends the request `parts` with `body` to `endpoint` and returns the response once its head
+/// has arrived; the response body streams from the connection as it is polled. A pooled
+/// connection that the endpoint closed just as it was reused is replaced by a new one when the
+/// method is idempotent and no byte of the body was read yet, as the endpoint cannot have
+/// processed the request. Interim 1xx responses go to `interim` as they arrive. A body over
+/// `body_limit` is a 413.
 pub(crate) async fn send(
     endpoint: &Arc<Endpoint>,
     parts: &http::request::Parts,
+    body: UpstreamBody,
     interim: Option<&Interim>,
+    body_limit: Option<u64>,
 ) -> Result<Response<Body>, ProxyError> {
+    let body = (!body.is_end_stream()).then(|| {
+        let framing = request_body::Framing::of(&parts.headers);
+        RequestBody::new(body, framing, body_limit)
+    });
+    let chunked = body
+        .as_ref()
+        .is_some_and(|b| b.framing() == request_body::Framing::Chunked);
     let mut head = Vec::with_capacity(512);
-    write_request_head(&mut head, parts);
-    let head_request = parts.method == Method::HEAD;
-    let mut exchange = BodylessExchange {
+    write_request_head(&mut head, parts, chunked);
+    let mut exchange = HttpExchange {
         head: &head,
-        head_request,
+        head_request: parts.method == Method::HEAD,
         interim,
+        body,
     };
     let idempotent = replay::is_idempotent(&parts.method);
     let got = pooled_or_new(endpoint, Instant::now(), idempotent, &mut exchange).await?;
@@ -108,23 +117,36 @@ pub(crate) async fn pooled_or_new<E: Exchange>(
     exchange.on(stream).await.map_err(Failure::into_error)
 }
 
-/// [`send`]'s exchange: a request head, no body.
-struct BodylessExchange<'a> {
+/// [`send`]'s exchange: a request head and its body, if it has one.
+struct HttpExchange<'a> {
     head: &'a [u8],
     head_request: bool,
     interim: Option<&'a Interim>,
+    body: Option<RequestBody>,
 }
 
-impl Exchange for BodylessExchange<'_> {
+impl Exchange for HttpExchange<'_> {
     type Done = Got;
 
     async fn on(&mut self, stream: UpstreamStream) -> Result<Got, Failure> {
-        exchange(stream, self.head, self.head_request, self.interim).await
+        let reader = HeadReader::new(self.head_request, self.interim);
+        let got = exchange(stream, self.head, reader, self.body.as_mut()).await;
+        match got {
+            // The rest of the body goes out as the response body is read.
+            Ok(mut got) if got.uploading => {
+                got.upload = self.body.take();
+                Ok(got)
+            }
+            Err(failure) if self.body.as_ref().is_some_and(|b| b.consumed) => {
+                Err(request_body::after_body(failure))
+            }
+            other => other,
+        }
     }
 }
 
 /// The request line and headers, in origin form (the connector already dials the endpoint).
-fn write_request_head(out: &mut Vec<u8>, parts: &http::request::Parts) {
+fn write_request_head(out: &mut Vec<u8>, parts: &http::request::Parts, chunked: bool) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -135,6 +157,9 @@ fn write_request_head(out: &mut Vec<u8>, parts: &http::request::Parts) {
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -171,6 +196,10 @@ struct Got {
     parts: http::response::Parts,
     /// The start of the body.
     buf: BytesMut,
+    /// The request body is not all out yet: it continues as the response body is read.
+    uploading: bool,
+    /// That request body.
+    upload: Option<RequestBody>,
 }
 
 impl Got {
@@ -186,8 +215,12 @@ impl Got {
             // `Framing::Empty`: HEAD, 204, 304.
             _ => State::Length(0),
         };
+        let conn = match self.upload {
+            None => Conn::Whole(self.stream),
+            Some(upload) => Conn::uploading(self.stream, upload),
+        };
         let mut body = ResponseBody {
-            stream: Some(self.stream),
+            stream: Some(conn),
             endpoint: endpoint.clone(),
             buf: self.buf,
             state,
@@ -201,50 +234,119 @@ impl Got {
     }
 }
 
-/// Writes the request head on `stream` and reads the final response head.
+/// Writes the request head on `stream`, then the body while it reads the final response head.
 async fn exchange(
     mut stream: UpstreamStream,
     head: &[u8],
-    head_request: bool,
-    interim: Option<&Interim>,
+    mut reader: HeadReader<'_>,
+    mut body: Option<&mut RequestBody>,
 ) -> Result<Got, Failure> {
-    stream.write_all(head).await.map_err(Failure::Stale)?;
-    stream.flush().await.map_err(Failure::Stale)?;
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
-    let mut received = false;
-    loop {
-        if buf.len() >= MAX_RESPONSE_HEAD {
-            return Err(reset(io::Error::other("response head too large")).into());
+    match body.as_deref_mut() {
+        Some(upload) => upload.start(head),
+        None => {
+            stream.write_all(head).await.map_err(Failure::Stale)?;
+            stream.flush().await.map_err(Failure::Stale)?;
         }
-        buf.reserve(READ_SIZE / 4);
-        match stream.read_buf(&mut buf).await {
-            Ok(0) if !received => {
+    }
+    let mut reusable = true;
+    let (mut head, parts) = poll_fn(|cx| loop {
+        if let Some(upload) = body.as_deref_mut() {
+            match upload.poll_send(cx, &mut stream) {
+                Poll::Ready(Ok(done)) => {
+                    reusable &= done == Upload::Complete;
+                    body = None;
+                }
+                Poll::Ready(Err(failure)) => return Poll::Ready(Err(failure)),
+                Poll::Pending => {}
+            }
+        }
+        if let Some(found) = reader.final_head()? {
+            return Poll::Ready(Ok(found));
+        }
+        ready!(reader.poll_read(cx, &mut stream))?;
+    })
+    .await?;
+    head.reusable &= reusable;
+    Ok(Got {
+        stream,
+        head,
+        parts,
+        buf: reader.buf,
+        uploading: body.is_some(),
+        upload: None,
+    })
+}
+
+/// Reads a response head from an upstream connection: 1xx interim heads go to `interim` (or
+/// nowhere), the final one is returned.
+struct HeadReader<'a> {
+    buf: BytesMut,
+    /// Any byte arrived: a failure from now on is not a stale connection.
+    received: bool,
+    head_request: bool,
+    interim: Option<&'a Interim>,
+}
+
+impl<'a> HeadReader<'a> {
+    fn new(head_request: bool, interim: Option<&'a Interim>) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(READ_SIZE),
+            received: false,
+            head_request,
+            interim,
+        }
+    }
+
+    /// Reads more from `stream`. The connection closing or failing before any byte is
+    /// [`Failure::Stale`].
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream: &mut UpstreamStream,
+    ) -> Poll<Result<(), Failure>> {
+        if self.buf.len() >= MAX_RESPONSE_HEAD {
+            return Poll::Ready(Err(
+                reset(io::Error::other("response head too large")).into()
+            ));
+        }
+        self.buf.reserve(READ_SIZE / 4);
+        let read = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(stream),
+            cx,
+            &mut self.buf
+        ));
+        Poll::Ready(match read {
+            Ok(0) if !self.received => {
                 let closed = io::ErrorKind::UnexpectedEof;
-                return Err(Failure::Stale(io::Error::new(
+                Err(Failure::Stale(io::Error::new(
                     closed,
                     "closed before a response",
-                )));
+                )))
             }
-            Err(error) if !received => return Err(Failure::Stale(error)),
-            Ok(0) => return Err(reset(io::ErrorKind::UnexpectedEof.into()).into()),
-            Err(error) => return Err(reset(error).into()),
-            Ok(_) => received = true,
-        }
-        while let Some((head, parts)) = response::parse_parts(&buf, head_request)
-            .map_err(|e| Failure::Proxy(ProxyError::Upstream(Box::new(e))))?
-        {
-            buf.advance(head.len);
-            if head.status.is_informational() {
-                if let Some(interim) = interim {
-                    interim.send(head.status, &parts.headers);
-                }
-            } else {
-                return Ok(Got {
-                    stream,
-                    head,
-                    parts,
-                    buf,
-                });
+            Err(error) if !self.received => Err(Failure::Stale(error)),
+            Ok(0) => Err(reset(io::ErrorKind::UnexpectedEof.into()).into()),
+            Err(error) => Err(reset(error).into()),
+            Ok(_) => {
+                self.received = true;
+                Ok(())
+            }
+        })
+    }
+
+    /// The final head, once what was read holds it; interim heads before it are passed on.
+    fn final_head(&mut self) -> Result<Option<(response::Head, http::response::Parts)>, Failure> {
+        loop {
+            let parsed = response::parse_parts(&self.buf, self.head_request)
+                .map_err(|e| Failure::Proxy(ProxyError::Upstream(Box::new(e))))?;
+            let Some((head, parts)) = parsed else {
+                return Ok(None);
+            };
+            self.buf.advance(head.len);
+            if !head.status.is_informational() {
+                return Ok(Some((head, parts)));
+            }
+            if let Some(interim) = self.interim {
+                interim.send(head.status, &parts.headers);
             }
         }
     }
@@ -268,7 +370,7 @@ enum State {
 /// dropped early, it closes the connection.
 #[derive(Debug)]
 struct ResponseBody {
-    stream: Option<UpstreamStream>,
+    stream: Option<Conn>,
     endpoint: Arc<Endpoint>,
     /// Bytes read and not yet passed on.
     buf: BytesMut,
@@ -278,13 +380,67 @@ struct ResponseBody {
     trailers: Vec<u8>,
 }
 
+/// The upstream connection a response body reads from.
+#[derive(Debug)]
+enum Conn {
+    /// All of it: it can go back to the pool.
+    Whole(UpstreamStream),
+    /// Its read half, while a task sends the rest of the request body on the write half (the
+    /// response came first: a 413, or an origin that answers as it reads). The task stops when
+    /// the body is dropped; the connection then closes.
+    Reading {
+        read: ReadHalf<UpstreamStream>,
+        _upload: AbortOnDrop,
+    },
+}
+
+impl Conn {
+    /// Splits `stream`: the rest of `upload` goes out from its own task, so that it progresses
+    /// however fast the client reads the response (an echo would otherwise stall both ways).
+    fn uploading(stream: UpstreamStream, mut upload: RequestBody) -> Self {
+        let (read, mut write) = tokio::io::split(stream);
+        let task = tokio::spawn(async move {
+            let _ = poll_fn(|cx| upload.poll_send(cx, &mut write)).await;
+        });
+        Self::Reading {
+            read,
+            _upload: AbortOnDrop(task.abort_handle()),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Whole(stream) => Pin::new(stream).poll_read(cx, buf),
+            Self::Reading { read, .. } => Pin::new(read).poll_read(cx, buf),
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl ResponseBody {
     /// Marks the body complete and pools the connection if it can carry another request.
     fn finish(&mut self) {
         self.state = State::Done;
-        let stream = self.stream.take();
-        if let Some(stream) = stream.filter(|_| self.reusable && self.buf.is_empty()) {
-            self.endpoint.idle.put(stream, Instant::now());
+        // A connection split for an upload the response outran is mid-request: it closes.
+        if let Some(Conn::Whole(stream)) = self.stream.take() {
+            if self.reusable && self.buf.is_empty() {
+                self.endpoint.idle.put(stream, Instant::now());
+            }
         }
     }
 
