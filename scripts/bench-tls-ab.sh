@@ -7,9 +7,9 @@
 #         (the harness's hs-mlkem scenario): handshakes/s, proxy CPU us per handshake
 # Needs nginx, h2load, openssl (scripts/bench-peers.sh installs them) and, for hspq, the
 # harness's pqload build (PQLOAD=..., default: its cache).
-# Usage: bash scripts/bench-tls-ab.sh h2|hspq BIN_A BIN_B [MORE_BINS...] [ROUNDS]
+# Usage: bash scripts/bench-tls-ab.sh h2|h2post|hspq BIN_A BIN_B [MORE_BINS...] [ROUNDS]
 set -euo pipefail
-[[ $# -ge 3 ]] || { echo "usage: $0 h2|hspq BIN_A BIN_B [MORE_BINS...] [ROUNDS]" >&2; exit 2; }
+[[ $# -ge 3 ]] || { echo "usage: $0 h2|h2post|hspq BIN_A BIN_B [MORE_BINS...] [ROUNDS]" >&2; exit 2; }
 MODE=$1; shift
 BINS=("$@") ROUNDS=2
 if [[ ${BINS[-1]} =~ ^[0-9]+$ ]]; then ROUNDS=${BINS[-1]}; unset 'BINS[-1]'; fi
@@ -36,6 +36,9 @@ load() {   # load SECONDS: prints the number of requests (h2) or handshakes (hsp
   local url=https://127.0.0.1:$PROXY_PORT/
   case $MODE in
     h2) taskset -c 0 h2load -t1 -c50 -m10 -D"$1" "$url" 2>&1 | grep -o '[0-9]* succeeded' | cut -d' ' -f1 ;;
+    h2post) head -c 1024 /dev/zero > "$dir/body"
+        taskset -c 0 h2load -t1 -c50 -m10 -D"$1" -d "$dir/body" "$url" 2>&1 |
+          grep -o '[0-9]* succeeded' | cut -d' ' -f1 ;;
     hspq) taskset -c 0 "$PQLOAD" handshakes --url "$url" --ca "$dir/ca.pem" --groups pq \
             --concurrency 20 --threads 1 --duration "$1" 2>/dev/null |
           python3 -c 'import json,sys; print(json.load(sys.stdin)["handshakes"])' ;;
