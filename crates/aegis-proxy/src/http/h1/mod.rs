@@ -495,17 +495,28 @@ impl<I: ClientIo> Client<'_, I> {
                 .await?;
         }
         stream.flush().await.map_err(reset)?;
+        let head_request = head.method == http::Method::HEAD;
+        self.response_head(stream, head_request, extra).await
+    }
+
+    /// Reads the final response head from `stream`, forwarding interim ones. While the upstream
+    /// works, bytes the client sends are its next (pipelined) requests, kept for later; its
+    /// close abandons this request, which drops the upstream connection: the upstream stops
+    /// work no one will read, as an HTTP/2 reset or an HTTP/3 STOP_SENDING does.
+    async fn response_head(
+        &mut self,
+        mut stream: UpstreamStream,
+        head_request: bool,
+        extra: response::Extra<'_>,
+    ) -> Result<Sent, Failure> {
         let mut buf = buffers::take();
         let mut out = buffers::take();
+        let mut received = false;
         loop {
             if buf.len() >= MAX_RESPONSE_HEAD {
                 return Err(reset(io::Error::other("response head too large")).into());
             }
             buf.reserve(READ_SIZE / 4);
-            // While the upstream works, bytes the client sends are its next (pipelined)
-            // requests, kept for later; its close abandons this request, which drops the
-            // upstream connection: the upstream stops work no one will read, as an HTTP/2
-            // reset or an HTTP/3 STOP_SENDING does.
             let read = tokio::select! {
                 read = stream.read_buf(&mut buf) => read,
                 more = self.io.read_buf(self.buf), if self.buf.len() < MAX_PIPELINED => {
@@ -515,20 +526,7 @@ impl<I: ClientIo> Client<'_, I> {
                     }
                 }
             };
-            match read {
-                Ok(0) if buf.is_empty() => {
-                    let closed = io::ErrorKind::UnexpectedEof;
-                    return Err(Failure::Stale(io::Error::new(
-                        closed,
-                        "closed before a response",
-                    )));
-                }
-                Err(error) if buf.is_empty() => return Err(Failure::Stale(error)),
-                Ok(0) => return Err(reset(io::ErrorKind::UnexpectedEof.into()).into()),
-                Err(error) => return Err(reset(error).into()),
-                Ok(_) => {}
-            }
-            let head_request = head.method == http::Method::HEAD;
+            upstream_h1::read_outcome(read, &mut received)?;
             while let Some(response) = response::parse(&buf, head_request, &mut out, extra)
                 .map_err(|e| ProxyError::Upstream(Box::new(e)))?
             {
@@ -541,22 +539,29 @@ impl<I: ClientIo> Client<'_, I> {
                     });
                 }
                 if interim::is_forwarded(response.status) {
-                    // RFC 9110 §15.2: the (HTTP/1.1) client gets it too, without hop-by-hop
-                    // fields or the headers the proxy adds to final responses.
-                    let plain = response::Extra {
-                        region: None,
-                        alt_svc: None,
-                    };
-                    response::parse(&buf, head_request, &mut out, plain)
-                        .map_err(|e| ProxyError::Upstream(Box::new(e)))?;
-                    response::end_head(&mut out, false);
-                    write_flush(self.io, &out)
-                        .await
-                        .map_err(|_| client_gone())?;
+                    self.forward_interim(&buf, head_request, &mut out).await?;
                 }
                 buf.drain(..response.len); // then wait for the final response
             }
         }
+    }
+
+    /// Writes the interim (1xx) head at the start of `buf` to the client (RFC 9110 §15.2),
+    /// without hop-by-hop fields or the headers the proxy adds to final responses.
+    async fn forward_interim(
+        &mut self,
+        buf: &[u8],
+        head_request: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
+        let plain = response::Extra {
+            region: None,
+            alt_svc: None,
+        };
+        response::parse(buf, head_request, out, plain)
+            .map_err(|e| ProxyError::Upstream(Box::new(e)))?;
+        response::end_head(out, false);
+        write_flush(self.io, out).await.map_err(|_| client_gone())
     }
 
     /// Copies `left` body bytes from the client to the upstream, a buffer at a time.

@@ -277,6 +277,29 @@ async fn exchange(
     })
 }
 
+/// What one read from an upstream connection waiting for a response head means: before any
+/// byte arrived (`received`), a close or failure is [`Failure::Stale`] (the endpoint may have
+/// closed the pooled connection as it was reused); after, a reset. The fast path reads its
+/// response heads by this rule too.
+pub(crate) fn read_outcome(read: io::Result<usize>, received: &mut bool) -> Result<(), Failure> {
+    match read {
+        Ok(0) if !*received => {
+            let closed = io::ErrorKind::UnexpectedEof;
+            Err(Failure::Stale(io::Error::new(
+                closed,
+                "closed before a response",
+            )))
+        }
+        Err(error) if !*received => Err(Failure::Stale(error)),
+        Ok(0) => Err(reset(io::ErrorKind::UnexpectedEof.into()).into()),
+        Err(error) => Err(reset(error).into()),
+        Ok(_) => {
+            *received = true;
+            Ok(())
+        }
+    }
+}
+
 /// Reads a response head from an upstream connection: 1xx interim heads go to `interim` (or
 /// nowhere), the final one is returned.
 struct HeadReader<'a> {
@@ -315,22 +338,7 @@ impl<'a> HeadReader<'a> {
             cx,
             &mut self.buf
         ));
-        Poll::Ready(match read {
-            Ok(0) if !self.received => {
-                let closed = io::ErrorKind::UnexpectedEof;
-                Err(Failure::Stale(io::Error::new(
-                    closed,
-                    "closed before a response",
-                )))
-            }
-            Err(error) if !self.received => Err(Failure::Stale(error)),
-            Ok(0) => Err(reset(io::ErrorKind::UnexpectedEof.into()).into()),
-            Err(error) => Err(reset(error).into()),
-            Ok(_) => {
-                self.received = true;
-                Ok(())
-            }
-        })
+        Poll::Ready(read_outcome(read, &mut self.received))
     }
 
     /// The final head, once what was read holds it; interim heads before it are passed on.
