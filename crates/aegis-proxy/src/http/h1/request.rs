@@ -223,20 +223,13 @@ fn once<'a>(seen: Option<&'a [u8]>, value: &'a [u8]) -> Option<Option<&'a [u8]>>
     }
 }
 
-/// Headers the fast path leaves to the general path.
+/// Headers the fast path leaves to the general path: the hop-by-hop ones the general path
+/// strips or acts on (one list, `headers::is_hop_by_hop`; `Connection` is read before this),
+/// `Expect` (hyper answers `100-continue`) and `HTTP2-Settings` (an h2c upgrade).
 fn is_special(name: &str) -> bool {
-    [
-        "transfer-encoding",
-        "expect",
-        "upgrade",
-        "te",
-        "trailer",
-        "keep-alive",
-        "proxy-connection",
-        "http2-settings",
-    ]
-    .iter()
-    .any(|special| name.eq_ignore_ascii_case(special))
+    headers::is_hop_by_hop(name)
+        || name.eq_ignore_ascii_case("expect")
+        || name.eq_ignore_ascii_case("http2-settings")
 }
 
 /// The upstream head: the client's request line and headers, minus `Connection` and
