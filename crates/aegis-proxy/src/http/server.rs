@@ -2,6 +2,8 @@
 //! connection, handing every request to [`forward`](super::forward).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -81,28 +83,8 @@ pub async fn serve_connection<I>(
     let mut conn = conn;
     conn.admitted = Some(Arc::new(AtomicUsize::new(0)));
     let watchdog = Arc::new(Watchdog::new(conn.rules.stream_idle_timeout));
-    let conn = Arc::new(conn);
     let activity = Arc::new(Activity::new());
-    let requests = activity.clone();
-    let streams = watchdog.clone();
-    let service = service_fn(move |mut request: hyper::Request<Incoming>| {
-        let in_flight = InFlight::start(&requests);
-        let interim = request.body_mut().take_informational().map(Interim);
-        let stream = streams.register();
-        let http2 = request.version() == hyper::Version::HTTP_2;
-        let request = request.map(|body| Progress::new(body, stream.clone(), http2));
-        // Each request uses the routes and clusters current when it arrives; a reload never
-        // changes them under a request in flight.
-        let proxy = proxy.load_full();
-        let conn = conn.clone();
-        // Boxed: hyper keeps a slot the size of this future for the whole life of an HTTP/1
-        // connection; boxed, an idle keep-alive connection holds a pointer, not the future.
-        Box::pin(async move {
-            let response = forward(&proxy, &conn, request, interim).await;
-            // In flight until the whole response body has been sent, dropped or cut off.
-            Ok::<_, Infallible>(response.map(|body| stream.hold(body, in_flight)))
-        })
-    });
+    let service = service(proxy, Arc::new(conn), activity.clone(), watchdog.clone());
     let io = super::linger::Lingering::new(io);
     let connection = hyper.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
@@ -139,6 +121,51 @@ pub async fn serve_connection<I>(
         }
     };
     connection.as_mut().graceful_shutdown();
+    drain(connection, grace, peer).await;
+}
+
+/// The service for one connection's requests: each goes to [`forward`] with the routes and
+/// clusters current when it arrives (a reload never changes them under a request in flight),
+/// counted in `activity` and watched by `watchdog` until its response body is done.
+fn service(
+    proxy: Arc<ArcSwap<Proxy>>,
+    conn: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+    watchdog: Arc<Watchdog>,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = hyper::Response<super::activity::Watched>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    service_fn(move |mut request: hyper::Request<Incoming>| {
+        let in_flight = InFlight::start(&activity);
+        let interim = request.body_mut().take_informational().map(Interim);
+        let stream = watchdog.register();
+        let http2 = request.version() == hyper::Version::HTTP_2;
+        let request = request.map(|body| Progress::new(body, stream.clone(), http2));
+        let proxy = proxy.load_full();
+        let conn = conn.clone();
+        // Boxed: hyper keeps a slot the size of this future for the whole life of an HTTP/1
+        // connection; boxed, an idle keep-alive connection holds a pointer, not the future.
+        Box::pin(async move {
+            let response = forward(&proxy, &conn, request, interim).await;
+            // In flight until the whole response body has been sent, dropped or cut off.
+            Ok::<_, Infallible>(response.map(|body| stream.hold(body, in_flight)))
+        })
+    })
+}
+
+/// Waits for a connection told to shut down gracefully: to its end when the process drains
+/// (`grace` is `None`: the drain timeout bounds the wait), or for at most `grace` after an
+/// idle close.
+async fn drain(
+    connection: impl Future<Output = Result<(), crate::BoxError>>,
+    grace: Option<Duration>,
+    peer: SocketAddr,
+) {
     let drained = async {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "connection ended with an error while draining");
