@@ -110,6 +110,18 @@ impl ProxyError {
         Self::Upstream(Box::new(error))
     }
 
+    /// What a request body that failed while it was read from the client means: over the
+    /// listener's limit (413, when `body_limit` is set), else the client's fault, which never
+    /// counts against the endpoint.
+    pub fn from_request_body(error: BoxError, body_limit: Option<u64>) -> Self {
+        match body_limit {
+            Some(limit) if is_caused_by::<http_body_util::LengthLimitError>(error.as_ref()) => {
+                Self::BodyTooLarge { limit }
+            }
+            _ => Self::ClientBody(error),
+        }
+    }
+
     /// The status code sent to the client.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -130,13 +130,8 @@ impl Exchange for HttpExchange<'_> {
 
     async fn on(&mut self, stream: UpstreamStream) -> Result<Got, Failure> {
         let reader = HeadReader::new(self.head_request, self.interim);
-        let got = exchange(stream, self.head, reader, self.body.as_mut()).await;
+        let got = exchange(stream, self.head, reader, &mut self.body).await;
         match got {
-            // The rest of the body goes out as the response body is read.
-            Ok(mut got) if got.uploading => {
-                got.upload = self.body.take();
-                Ok(got)
-            }
             Err(failure) if self.body.as_ref().is_some_and(|b| b.consumed) => {
                 Err(request_body::after_body(failure))
             }
@@ -196,9 +191,8 @@ struct Got {
     parts: http::response::Parts,
     /// The start of the body.
     buf: BytesMut,
-    /// The request body is not all out yet: it continues as the response body is read.
-    uploading: bool,
-    /// That request body.
+    /// The rest of a request body the response came before: it goes out as the response body
+    /// is read.
     upload: Option<RequestBody>,
 }
 
@@ -235,26 +229,28 @@ impl Got {
 }
 
 /// Writes the request head on `stream`, then the body while it reads the final response head.
+/// A body still going out when the head arrives moves into the [`Got`].
 async fn exchange(
     mut stream: UpstreamStream,
     head: &[u8],
     mut reader: HeadReader<'_>,
-    mut body: Option<&mut RequestBody>,
+    body: &mut Option<RequestBody>,
 ) -> Result<Got, Failure> {
-    match body.as_deref_mut() {
+    match body.as_mut() {
         Some(upload) => upload.start(head),
         None => {
             stream.write_all(head).await.map_err(Failure::Stale)?;
             stream.flush().await.map_err(Failure::Stale)?;
         }
     }
+    let mut uploading = body.is_some();
     let mut reusable = true;
     let (mut head, parts) = poll_fn(|cx| loop {
-        if let Some(upload) = body.as_deref_mut() {
+        if let Some(upload) = body.as_mut().filter(|_| uploading) {
             match upload.poll_send(cx, &mut stream) {
                 Poll::Ready(Ok(done)) => {
                     reusable &= done == Upload::Complete;
-                    body = None;
+                    uploading = false;
                 }
                 Poll::Ready(Err(failure)) => return Poll::Ready(Err(failure)),
                 Poll::Pending => {}
@@ -272,8 +268,7 @@ async fn exchange(
         head,
         parts,
         buf: reader.buf,
-        uploading: body.is_some(),
-        upload: None,
+        upload: body.take().filter(|_| uploading),
     })
 }
 

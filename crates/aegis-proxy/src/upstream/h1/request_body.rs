@@ -7,7 +7,7 @@
 //! then goes out as the response body is polled. An upload cut short (the endpoint answered and
 //! stopped reading, or the response ended first) closes the connection instead of pooling it.
 
-use std::io;
+use std::io::{self, Write};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -18,9 +18,8 @@ use tokio::io::AsyncWrite;
 
 use super::Failure;
 use crate::dial::UpstreamBody;
-use crate::http::error::{is_caused_by, ProxyError};
+use crate::http::error::ProxyError;
 use crate::http::wire::reset;
-use crate::BoxError;
 
 /// How the body is framed on the upstream connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +136,8 @@ impl RequestBody {
             match frame {
                 None => self.end(None)?,
                 Some(Err(error)) => {
-                    return Poll::Ready(Err(Failure::Proxy(self.client_error(error))))
+                    let error = ProxyError::from_request_body(error, self.limit);
+                    return Poll::Ready(Err(Failure::Proxy(error)));
                 }
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => self.data(data)?,
@@ -156,9 +156,10 @@ impl RequestBody {
         match self.framing {
             Framing::Length(_) if len > self.left => return Err(length_differs()),
             Framing::Length(_) => self.left -= len,
-            Framing::Chunked => self
-                .out
-                .extend_from_slice(format!("{len:x}\r\n").as_bytes()),
+            // Writing to a `Vec` cannot fail.
+            Framing::Chunked => {
+                let _ = write!(self.out, "{len:x}\r\n");
+            }
         }
         self.out.extend_from_slice(&data);
         if self.framing == Framing::Chunked {
@@ -185,17 +186,6 @@ impl RequestBody {
                 self.out.extend_from_slice(b"\r\n");
                 Ok(())
             }
-        }
-    }
-
-    /// A body that failed while it was read from the client: over the listener's limit (413),
-    /// or the client's fault, which never counts against the endpoint.
-    fn client_error(&self, error: BoxError) -> ProxyError {
-        match self.limit {
-            Some(limit) if is_caused_by::<http_body_util::LengthLimitError>(error.as_ref()) => {
-                ProxyError::BodyTooLarge { limit }
-            }
-            _ => ProxyError::ClientBody(error),
         }
     }
 }
