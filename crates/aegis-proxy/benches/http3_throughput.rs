@@ -49,6 +49,7 @@ fn request_pieces(c: &mut Criterion) {
         let conn = ConnInfo {
             listener: Arc::from("bench"),
             peer: "127.0.0.1:40000".parse().unwrap(),
+            peer_value: http::HeaderValue::from_static("127.0.0.1"),
             secure: true,
             tls_group: Some("X25519MLKEM768"),
             rules: Arc::new(RequestRules::new(&config.listeners[0], None)),

@@ -169,13 +169,16 @@ where
     let cluster = &proxy.clusters()[route.cluster];
     record.cluster = Some(cluster.name.clone());
     record.admitted = Some(driver::admit(proxy, cluster, conn.admitted.as_ref())?);
-    let count = (!body.is_end_stream()).then(|| record.count_received());
-    let body = limit_body(
-        body,
-        &parts.headers,
-        conn.rules.max_request_body_bytes,
-        count,
-    )?;
+    // A request that came without a body (a GET, most often) gets one that costs nothing to
+    // poll or to send again.
+    let body = match body.is_end_stream() {
+        true => None,
+        false => {
+            let count = Some(record.count_received());
+            let limit = conn.rules.max_request_body_bytes;
+            Some(limit_body(body, &parts.headers, limit, count)?)
+        }
+    };
     rewrite_request(&mut parts, conn, cluster, authority.as_ref())?;
 
     let method = parts.method.clone();
@@ -214,50 +217,72 @@ fn response_head(
 }
 
 /// The upstream adapter of requests that arrive as `http::Request`: a request to an HTTP/1.1
-/// cluster goes from this task over the endpoint's idle pool (`upstream::h1`), one to an
-/// HTTP/2 cluster through the endpoint's hyper-util client. With retries on, the body is
-/// [`replay::replayable`], so an attempt that never read it leaves it for the next.
+/// cluster goes from this task over the endpoint's idle pool (`upstream::h1`, which writes the
+/// head from a reference), one to an HTTP/2 cluster through the endpoint's hyper-util client.
+/// With retries on, a body is [`replay::replayable`], so an attempt that never read it leaves
+/// it for the next.
 struct HyperUpstream<'a> {
     cluster: &'a Cluster,
     /// The head, kept for another attempt when the cluster retries.
     parts: Option<http::request::Parts>,
     /// The body for the next attempt.
     body: Option<UpstreamBody>,
-    /// Takes the body back from a failed attempt; `None` when the cluster never retries.
-    reclaim: Option<replay::Reclaim>,
+    /// How another attempt gets the body.
+    again: Again,
     interim: Option<&'a Interim>,
 }
 
+/// How a request's body can be sent again.
+enum Again {
+    /// It cannot: the cluster never retries.
+    Never,
+    /// There is none: every attempt sends an empty one.
+    Empty,
+    /// From what the failed attempt left unread.
+    Reclaim(replay::Reclaim),
+}
+
 impl<'a> HyperUpstream<'a> {
+    /// `body` is `None` for a request without one.
     fn new(
         cluster: &'a Cluster,
         parts: http::request::Parts,
-        body: UpstreamBody,
+        body: Option<UpstreamBody>,
         interim: Option<&'a Interim>,
     ) -> Self {
-        let (body, reclaim) = match cluster.retry.attempts {
-            0 => (body, None),
-            _ => {
+        let (body, again) = match (body, cluster.retry.attempts) {
+            (None, 0) => (empty_body(), Again::Never),
+            (None, _) => (empty_body(), Again::Empty),
+            (Some(body), 0) => (body, Again::Never),
+            (Some(body), _) => {
                 let (body, reclaim) = replay::replayable(body);
-                (body.boxed_unsync(), Some(reclaim))
+                (body.boxed_unsync(), Again::Reclaim(reclaim))
             }
         };
         Self {
             cluster,
             parts: Some(parts),
             body: Some(body),
-            reclaim,
+            again,
             interim,
         }
     }
 
-    /// The head for this attempt: a copy while another attempt may follow.
-    fn head(&mut self) -> Option<http::request::Parts> {
-        match &self.reclaim {
-            Some(_) => self.parts.as_ref().map(clone_head),
-            None => self.parts.take(),
+    /// The head for an attempt through hyper's client, which takes it: a copy while another
+    /// attempt may follow.
+    fn owned_head(&mut self) -> Option<http::request::Parts> {
+        match &self.again {
+            Again::Never => self.parts.take(),
+            _ => self.parts.as_ref().map(clone_head),
         }
     }
+}
+
+/// A body with nothing in it (a zero-sized type: boxing it allocates nothing).
+fn empty_body() -> UpstreamBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 impl driver::Upstream for HyperUpstream<'_> {
@@ -273,16 +298,24 @@ impl driver::Upstream for HyperUpstream<'_> {
         timeout: std::time::Duration,
         record: &RequestRecord,
     ) -> Result<Response<Body>, ProxyError> {
-        let (Some(parts), Some(body)) = (self.head(), self.body.take()) else {
-            return Err(ProxyError::NoEndpoint); // not reached: `can_resend` said no
-        };
         let cluster = self.cluster;
         let interim = self.interim;
         let body_limit = record.body_limit;
+        let h1 = self
+            .parts
+            .as_ref()
+            .is_some_and(|p| upstream_h1::takes(cluster, p));
+        let head = match h1 {
+            true => None,
+            false => self.owned_head(),
+        };
+        let (Some(body), Some(borrowed)) = (self.body.take(), self.parts.as_ref()) else {
+            return Err(ProxyError::NoEndpoint); // not reached: `can_resend` said no
+        };
         let exchange = async {
-            if upstream_h1::takes(cluster, &parts) {
-                return upstream_h1::send(endpoint, &parts, body, interim, body_limit).await;
-            }
+            let Some(parts) = head else {
+                return upstream_h1::send(endpoint, borrowed, body, interim, body_limit).await;
+            };
             let mut request = Request::from_parts(parts, body);
             if let Some(interim) = interim.cloned() {
                 hyper::ext::on_informational(&mut request, move |response| {
@@ -303,12 +336,19 @@ impl driver::Upstream for HyperUpstream<'_> {
     }
 
     fn can_resend(&mut self) -> bool {
-        let next = self.reclaim.as_ref().and_then(replay::Reclaim::take);
+        let next = match &self.again {
+            Again::Never => return false,
+            Again::Empty => {
+                self.body = Some(empty_body());
+                return true;
+            }
+            Again::Reclaim(reclaim) => reclaim.take(),
+        };
         match next {
             Some(next) => {
                 let (body, reclaim) = replay::replayable(next);
                 self.body = Some(body.boxed_unsync());
-                self.reclaim = Some(reclaim);
+                self.again = Again::Reclaim(reclaim);
                 true
             }
             None => false,
@@ -447,7 +487,7 @@ fn rewrite_request(
     parts.headers.remove(header::EXPECT);
     headers::add_forwarded(
         &mut parts.headers,
-        conn.peer.ip(),
+        &conn.peer_value,
         conn.secure,
         conn.rules.trusted_proxy_hops,
     );
@@ -458,24 +498,30 @@ fn rewrite_request(
         None => Authority::try_from(cluster.endpoints[0].label.as_str())
             .map_err(|_| ProxyError::BadRequest("no host"))?,
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    // The connector dials the endpoint; the URI carries what the client asked for.
-    parts.uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    // The connector dials the endpoint; the URI carries what the client asked for. (Requests
+    // `upstream::h1` takes need only its path: it writes the origin form and `Host`.)
+    if !upstream_h1::takes(cluster, parts) {
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    }
     match cluster.protocol {
         UpstreamProtocol::Http1 => {
             parts.version = Version::HTTP_11;
             // The authority that was routed on is the one the origin sees (RFC 9112 §3.2.2).
-            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(header::HOST, host);
+            let host = parts.headers.get(header::HOST);
+            if host.is_none_or(|h| h.as_bytes() != authority.as_str().as_bytes()) {
+                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                    parts.headers.insert(header::HOST, host);
+                }
             }
         }
         UpstreamProtocol::Http2 => {

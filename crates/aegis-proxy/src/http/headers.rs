@@ -101,15 +101,25 @@ pub fn trusted_suffix(list: &[u8], hops: u8) -> &[u8] {
 /// `x-forwarded-for` line is combined, only the trusted entries kept and the client address
 /// appended; `forwarded` keeps only the trusted entries; `x-forwarded-proto` is the listener's
 /// own unless a trusted proxy set it. Client-sent `x-aegis-*` headers are removed.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, secure: bool, trusted_hops: u8) {
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    secure: bool,
+    trusted_hops: u8,
+) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let mut value = trusted_suffix(&combined(headers, &xff), trusted_hops).to_vec();
-    if !value.is_empty() {
+    let prior = combined(headers, &xff);
+    let kept = trusted_suffix(&prior, trusted_hops);
+    if kept.is_empty() {
+        headers.insert(xff, client.clone());
+    } else {
+        let mut value = Vec::with_capacity(kept.len() + 2 + client.len());
+        value.extend_from_slice(kept);
         value.extend_from_slice(b", ");
-    }
-    value.extend_from_slice(client.to_string().as_bytes());
-    if let Ok(value) = HeaderValue::from_bytes(&value) {
-        headers.insert(xff, value);
+        value.extend_from_slice(client.as_bytes());
+        if let Ok(value) = HeaderValue::from_bytes(&value) {
+            headers.insert(xff, value);
+        }
     }
     let forwarded = combined(headers, &header::FORWARDED);
     headers.remove(header::FORWARDED);
@@ -153,12 +163,17 @@ pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
         _ => "1.1 aegis",
     };
     let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {hop}"),
-        None => hop.to_owned(),
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {hop}")),
+        None => Ok(HeaderValue::from_static(hop)),
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    if let Ok(value) = value {
         headers.insert(header::VIA, value);
     }
+}
+
+/// A client address as `x-forwarded-for` names it, made once per connection.
+pub fn address_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(client.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]
@@ -201,7 +216,7 @@ mod tests {
     #[test]
     fn appends_to_forwarded_for_and_via() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("via", "1.1 edge")]);
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), true, 1);
+        add_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), true, 1);
         add_via(&mut h, http::Version::HTTP_2);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
@@ -218,7 +233,7 @@ mod tests {
             ("x-aegis-region", "spoofed"),
             ("X-Aegis-Anything", "spoofed"),
         ]);
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), false, 0);
+        add_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), false, 0);
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
@@ -239,7 +254,7 @@ mod tests {
                 "for=6.6.6.6, for=\"[2001:db8::1]\";proto=https,for=10.0.0.2",
             ),
         ]);
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), false, 2);
+        add_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), false, 2);
         assert_eq!(
             h.get("x-forwarded-for").unwrap(),
             "10.0.0.1, 10.0.0.2, 127.0.0.1"

@@ -166,6 +166,8 @@ pub struct ConnInfo {
     pub listener: Arc<str>,
     /// Client address.
     pub peer: SocketAddr,
+    /// The client's IP address as a header value ([`super::headers::address_value`]).
+    pub peer_value: HeaderValue,
     /// Whether the client connection is TLS.
     pub secure: bool,
     /// Key-exchange group of the client connection.

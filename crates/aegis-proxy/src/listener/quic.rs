@@ -201,6 +201,7 @@ impl Connection {
         let info = ConnInfo {
             listener: self.settings.name.clone(),
             peer,
+            peer_value: crate::http::headers::address_value(peer.ip()),
             secure: true,
             tls_group: group,
             rules: Arc::new(RequestRules::new(&self.settings.config, None)),

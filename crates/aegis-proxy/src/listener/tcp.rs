@@ -184,6 +184,7 @@ fn conn_info(listener: &Settings, peer: SocketAddr) -> ConnInfo {
     ConnInfo {
         listener: listener.name.clone(),
         peer,
+        peer_value: crate::http::headers::address_value(peer.ip()),
         secure: false,
         tls_group: None,
         rules: listener.rules.clone(),
