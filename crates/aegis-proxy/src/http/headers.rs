@@ -29,25 +29,31 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 ///
 /// `te: trailers` survives: it is the one `te` value HTTP/2 allows and gRPC needs it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
     let keep_te = headers
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in &HOP_BY_HOP {
-        if *name == header::TE && keep_te {
-            continue;
-        }
+    // One pass over the names present (no lookup per hop-by-hop name, no allocation when
+    // nothing goes): `HeaderMap` keys are lower case, and so are the names compared with.
+    let connection = headers.get_all(header::CONNECTION);
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let hop = HOP_BY_HOP.contains(name) && !(keep_te && *name == header::TE);
+            hop || names(&connection, name.as_str())
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
         headers.remove(name);
     }
+}
+
+/// Whether the `Connection` header lines name `name` (RFC 9110 §7.6.1).
+fn names(connection: &header::GetAll<'_, HeaderValue>, name: &str) -> bool {
+    connection
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// Every `Transfer-Encoding` coding of a response, joined, when there is one besides the

@@ -1,6 +1,7 @@
 //! The fast path's response side: parse the upstream response head, find how its body is
 //! framed (RFC 9112 §6.3), and write the head sent to the client.
 
+use bytes::BytesMut;
 use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
 
@@ -168,27 +169,47 @@ fn framing_of(
     })
 }
 
-/// Parses the head at the start of `bytes` (`None`: incomplete) into the response parts for
-/// the general path, with hop-by-hop headers still in place. Interim 1xx responses come back as
-/// for [`parse`].
+/// Parses the head at the start of `buf` (`None`: incomplete) into the response parts for
+/// the general path, with hop-by-hop headers still in place, and takes it off `buf`. The
+/// field values share the head's bytes (no copy, no allocation per field). Interim 1xx
+/// responses come back as for [`parse`].
 pub fn parse_parts(
-    bytes: &[u8],
+    buf: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<(Head, http::response::Parts)>, Invalid> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let Some(len) = parse_into(&mut response, bytes)? else {
-        return Ok(None);
+    // Where each name and value is in the head: (start, end) of both.
+    let mut fields = [[0u32; 4]; MAX_HEADERS];
+    let (head, count) = {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let Some(len) = parse_into(&mut response, buf)? else {
+            return Ok(None);
+        };
+        let head = framing_of(&response, len, head_request)?;
+        let start = buf.as_ptr() as usize;
+        // Readers stop at `MAX_RESPONSE_HEAD` (64 KiB) bytes of head, so offsets fit.
+        let at = |field: &[u8]| (field.as_ptr() as usize - start) as u32;
+        for (slot, header) in fields.iter_mut().zip(response.headers.iter()) {
+            let (name, value) = (header.name.as_bytes(), header.value);
+            *slot = [
+                at(name),
+                at(name) + name.len() as u32,
+                at(value),
+                at(value) + value.len() as u32,
+            ];
+        }
+        (head, response.headers.len())
     };
-    let head = framing_of(&response, len, head_request)?;
+    let bytes = buf.split_to(head.len).freeze();
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = head.status;
-    parts.headers.reserve(response.headers.len());
-    for header in response.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes())
-            .map_err(|_| Invalid("bad header name"))?;
+    parts.headers.reserve(count);
+    for &[name_start, name_end, value_start, value_end] in &fields[..count] {
+        let name = &bytes[name_start as usize..name_end as usize];
+        let name = HeaderName::from_bytes(name).map_err(|_| Invalid("bad header name"))?;
+        let value = bytes.slice(value_start as usize..value_end as usize);
         let value =
-            HeaderValue::from_bytes(header.value).map_err(|_| Invalid("bad header value"))?;
+            HeaderValue::from_maybe_shared(value).map_err(|_| Invalid("bad header value"))?;
         parts.headers.append(name, value);
     }
     Ok(Some((head, parts)))

@@ -339,12 +339,11 @@ impl<'a> HeadReader<'a> {
     /// The final head, once what was read holds it; interim heads before it are passed on.
     fn final_head(&mut self) -> Result<Option<(response::Head, http::response::Parts)>, Failure> {
         loop {
-            let parsed = response::parse_parts(&self.buf, self.head_request)
+            let parsed = response::parse_parts(&mut self.buf, self.head_request)
                 .map_err(|e| Failure::Proxy(ProxyError::Upstream(Box::new(e))))?;
             let Some((head, parts)) = parsed else {
                 return Ok(None);
             };
-            self.buf.advance(head.len);
             if !head.status.is_informational() {
                 return Ok(Some((head, parts)));
             }
