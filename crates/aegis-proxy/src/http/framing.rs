@@ -108,9 +108,9 @@ impl<IO> FramingGuard<IO> {
             return Ok(bytes.len());
         }
         self.head.extend_from_slice(&bytes[..take]);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        let parsed = request.parse(&self.head);
+        let mut slots = super::wire::header_slots::<MAX_HEADERS>();
+        let mut request = httparse::Request::new(&mut []);
+        let parsed = request.parse_with_uninit_headers(&self.head, &mut slots);
         let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(take),

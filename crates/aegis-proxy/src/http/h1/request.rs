@@ -78,9 +78,9 @@ pub(super) fn parse(
         preface::Start::Invalid => return Parsed::NotHttp1,
         preface::Start::Other => {}
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    let len = match request.parse(bytes) {
+    let mut slots = super::super::wire::header_slots::<MAX_HEADERS>();
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(bytes, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(httparse::Error::Version) if !has_http_version(bytes) => return Parsed::NotHttp1,

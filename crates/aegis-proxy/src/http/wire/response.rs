@@ -64,9 +64,9 @@ pub fn parse(
     out: &mut Vec<u8>,
     extra: Extra<'_>,
 ) -> Result<Option<Head>, Invalid> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let Some(len) = parse_into(&mut response, bytes)? else {
+    let mut slots = super::header_slots::<MAX_HEADERS>();
+    let mut response = httparse::Response::new(&mut []);
+    let Some(len) = parse_into(&mut response, bytes, &mut slots)? else {
         return Ok(None);
     };
     if response.headers.len() > MAX_HEADERS - ADDED_HEADERS {
@@ -82,8 +82,11 @@ pub fn parse(
 fn parse_into<'h, 'b>(
     response: &mut httparse::Response<'h, 'b>,
     bytes: &'b [u8],
+    slots: &'h mut [std::mem::MaybeUninit<httparse::Header<'b>>],
 ) -> Result<Option<usize>, Invalid> {
-    match response.parse(bytes) {
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(response, bytes, slots);
+    match parsed {
         Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(_) => Err(Invalid(not_http1(bytes))),
@@ -177,15 +180,26 @@ pub fn parse_parts(
     buf: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<(Head, http::response::Parts)>, Invalid> {
-    // Where each name and value is in the head: (start, end) of both.
-    let mut fields = [[0u32; 4]; MAX_HEADERS];
-    let (head, count) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        let Some(len) = parse_into(&mut response, buf)? else {
+    // Where each name and value is in the head: (start, end) of both; on the stack for a
+    // head of up to `INLINE_FIELDS` fields.
+    const INLINE_FIELDS: usize = 24;
+    let mut inline = [[0u32; 4]; INLINE_FIELDS];
+    let mut spilled = Vec::new();
+    let head = {
+        let mut slots = super::header_slots::<MAX_HEADERS>();
+        let mut response = httparse::Response::new(&mut []);
+        let Some(len) = parse_into(&mut response, buf, &mut slots)? else {
             return Ok(None);
         };
         let head = framing_of(&response, len, head_request)?;
+        let count = response.headers.len();
+        let fields = match count <= INLINE_FIELDS {
+            true => &mut inline[..count],
+            false => {
+                spilled.resize(count, [0u32; 4]);
+                &mut spilled[..]
+            }
+        };
         let start = buf.as_ptr() as usize;
         // Readers stop at `MAX_RESPONSE_HEAD` (64 KiB) bytes of head, so offsets fit.
         let at = |field: &[u8]| (field.as_ptr() as usize - start) as u32;
@@ -198,13 +212,18 @@ pub fn parse_parts(
                 at(value) + value.len() as u32,
             ];
         }
-        (head, response.headers.len())
+        (head, count)
+    };
+    let (head, count) = head;
+    let fields = match count <= INLINE_FIELDS {
+        true => &inline[..count],
+        false => &spilled[..],
     };
     let bytes = buf.split_to(head.len).freeze();
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = head.status;
-    parts.headers.reserve(count);
-    for &[name_start, name_end, value_start, value_end] in &fields[..count] {
+    parts.headers.reserve(fields.len());
+    for &[name_start, name_end, value_start, value_end] in fields {
         let name = &bytes[name_start as usize..name_end as usize];
         let name = HeaderName::from_bytes(name).map_err(|_| Invalid("bad header name"))?;
         let value = bytes.slice(value_start as usize..value_end as usize);
@@ -329,6 +348,36 @@ mod tests {
         parse(raw, head_request, &mut Vec::new(), NO_EXTRA)
             .unwrap()
             .unwrap()
+    }
+
+    #[test]
+    fn parts_share_the_head_and_leave_the_body() {
+        for fields in [2, 24, 25, 90] {
+            let mut raw = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n".to_vec();
+            for i in 1..fields {
+                raw.extend_from_slice(format!("x-field-{i}: value {i}\r\n").as_bytes());
+            }
+            raw.extend_from_slice(b"\r\nhello");
+            let mut buf = BytesMut::from(&raw[..]);
+            let (head, parts) = parse_parts(&mut buf, false).unwrap().unwrap();
+            assert_eq!(head.framing, Framing::Length(5));
+            assert_eq!(&buf[..], b"hello", "{fields} fields");
+            assert_eq!(parts.headers.len(), fields);
+            assert_eq!(parts.headers["content-length"], "5");
+            let last = format!("x-field-{}", fields - 1);
+            assert_eq!(
+                parts.headers[last.as_str()],
+                format!("value {}", fields - 1)
+            );
+        }
+        let incomplete = b"HTTP/1.1 200 OK\r\ncontent-le";
+        let mut partial = BytesMut::from(&incomplete[..]);
+        assert!(parse_parts(&mut partial, false).unwrap().is_none());
+        assert_eq!(
+            &partial[..],
+            incomplete,
+            "an incomplete head stays in the buffer"
+        );
     }
 
     #[test]
