@@ -6,7 +6,7 @@ mod support;
 
 use support::h2raw::*;
 use support::*;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A connection to the matrix proxy over `proto` (h2c or TLS with ALPN h2).
@@ -131,6 +131,41 @@ async fn data_after_end_stream_is_a_stream_closed_error() {
             (RST_STREAM, 1, Some(STREAM_CLOSED)),
             "{proto:?}: {frames:?}"
         );
+    }
+}
+
+/// `date` changes every second, so the proxy's responses never add it to the HPACK dynamic
+/// table (`patches/README.md`): a long-lived connection would otherwise gain one entry per
+/// second, each compared again on every later response.
+//= https://www.rfc-editor.org/rfc/rfc7541#section-6.2.2
+//# A literal header field without indexing representation results in appending a header
+//# field to the decoded header list without altering the dynamic table.
+#[tokio::test]
+async fn date_is_never_added_to_the_dynamic_table() {
+    const DATE: usize = 33; // RFC 7541 Appendix A
+    let origin = origin(Behaviour::Answer).await;
+    let dir = TestDir::new("h2-date");
+    let proxy = matrix_proxy(&dir, origin.addr).await;
+    for proto in [Proto::H2c, Proto::H2] {
+        let mut io = connect(proto, &proxy, &dir).await;
+        let first = exchange(&mut io, &headers(1, END_STREAM, &GET)).await;
+        io.write_all(&headers(3, END_STREAM, &GET)).await.unwrap();
+        let second = read_until_end(&mut io).await;
+        for (stream, frames) in [(1, first), (3, second)] {
+            let head = frames
+                .iter()
+                .find(|f| f.kind == HEADERS && f.stream == stream)
+                .unwrap_or_else(|| panic!("{proto:?}: no response head in {frames:?}"));
+            let fields = representations(&head.payload);
+            assert!(
+                fields.contains(&Representation::WithoutIndexing(DATE)),
+                "{proto:?} stream {stream}: {fields:?}"
+            );
+            assert!(
+                !fields.contains(&Representation::Incremental(DATE)),
+                "{proto:?} stream {stream}: {fields:?}"
+            );
+        }
     }
 }
 

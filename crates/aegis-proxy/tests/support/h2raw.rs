@@ -78,6 +78,69 @@ pub fn headers(stream: u32, flags: u8, fields: &[(&str, &str)]) -> Vec<u8> {
     frame(HEADERS, flags | END_HEADERS, stream, &block)
 }
 
+/// How a field block represents one field (RFC 7541 §6): whether it is added to the dynamic
+/// table, and the static or dynamic index of its name (0: a literal name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Representation {
+    /// §6.1: the whole field from the table.
+    Indexed(usize),
+    /// §6.2.1: literal, added to the dynamic table.
+    Incremental(usize),
+    /// §6.2.2 and §6.2.3: literal, left out of the dynamic table.
+    WithoutIndexing(usize),
+}
+
+/// The representations of a field block, in order (dynamic table size updates skipped).
+pub fn representations(mut block: &[u8]) -> Vec<Representation> {
+    let mut out = Vec::new();
+    while let Some(&first) = block.first() {
+        let (kind, prefix): (fn(usize) -> Representation, u8) = match first {
+            0x80.. => (Representation::Indexed, 7),
+            0x40.. => (Representation::Incremental, 6),
+            0x20.. => {
+                block = integer(block, 5).1;
+                continue;
+            }
+            _ => (Representation::WithoutIndexing, 4),
+        };
+        let (index, rest) = integer(block, prefix);
+        block = rest;
+        if !matches!(kind(index), Representation::Indexed(_)) {
+            if index == 0 {
+                block = string(block);
+            }
+            block = string(block);
+        }
+        out.push(kind(index));
+    }
+    out
+}
+
+/// An HPACK integer with an N-bit prefix (RFC 7541 §5.1), and what follows it.
+fn integer(bytes: &[u8], prefix: u8) -> (usize, &[u8]) {
+    let mask = (1usize << prefix) - 1;
+    let mut value = usize::from(bytes[0]) & mask;
+    let mut rest = &bytes[1..];
+    if value == mask {
+        let mut shift = 0;
+        while let Some((&b, tail)) = rest.split_first() {
+            value += usize::from(b & 0x7f) << shift;
+            shift += 7;
+            rest = tail;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+    }
+    (value, rest)
+}
+
+/// Skips a string literal (RFC 7541 §5.2): a length with a 7-bit prefix, then the octets.
+fn string(bytes: &[u8]) -> &[u8] {
+    let (len, rest) = integer(bytes, 7);
+    &rest[len..]
+}
+
 /// Opens the connection as a client does (preface, empty SETTINGS), writes `bytes`, then
 /// reads frames until the proxy sends GOAWAY or RST_STREAM, ends a response (END_STREAM), or
 /// closes the connection.

@@ -190,11 +190,15 @@ impl Header {
         use http::header;
 
         match *self {
+            // `date` changes every second: indexed, it would add an entry per second per
+            // connection, evicting useful ones, and every lookup walks the name's chain from
+            // its oldest entry, comparing the value with each stale date still in the table.
             Header::Field { ref name, .. } => matches!(
                 *name,
                 header::AGE
                     | header::AUTHORIZATION
                     | header::CONTENT_LENGTH
+                    | header::DATE
                     | header::ETAG
                     | header::IF_MODIFIED_SINCE
                     | header::IF_NONE_MATCH
