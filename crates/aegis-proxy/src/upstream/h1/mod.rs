@@ -109,9 +109,10 @@ pub(crate) async fn pooled_or_new<E: Exchange>(
             other => return other.map_err(Failure::into_error),
         }
     }
-    let stream = endpoint
-        .connector
-        .open()
+    // Boxed: dialing (resolve, connect, an upstream TLS handshake) is a large future that most
+    // requests, served from the pool, never run; inline, every request's future would carry
+    // its size and copy it as the request's future is built and moved.
+    let stream = Box::pin(endpoint.connector.open())
         .await
         .map_err(|e| ProxyError::UpstreamConnect(Box::new(e)))?;
     exchange.on(stream).await.map_err(Failure::into_error)
