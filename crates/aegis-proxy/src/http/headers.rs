@@ -39,7 +39,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .keys()
         .filter(|name| {
             let hop = HOP_BY_HOP.contains(name) && !(keep_te && *name == header::TE);
-            hop || names(&connection, name.as_str())
+            hop || connection_names(&connection, name.as_str())
         })
         .cloned()
         .collect();
@@ -49,7 +49,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Whether the `Connection` header lines name `name` (RFC 9110 §7.6.1).
-fn names(connection: &header::GetAll<'_, HeaderValue>, name: &str) -> bool {
+fn connection_names(connection: &header::GetAll<'_, HeaderValue>, name: &str) -> bool {
     connection
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))

@@ -185,7 +185,7 @@ pub fn parse_parts(
     const INLINE_FIELDS: usize = 24;
     let mut inline = [[0u32; 4]; INLINE_FIELDS];
     let mut spilled = Vec::new();
-    let head = {
+    let (head, count) = {
         let mut slots = super::header_slots::<MAX_HEADERS>();
         let mut response = httparse::Response::new(&mut []);
         let Some(len) = parse_into(&mut response, buf, &mut slots)? else {
@@ -205,16 +205,16 @@ pub fn parse_parts(
         let at = |field: &[u8]| (field.as_ptr() as usize - start) as u32;
         for (slot, header) in fields.iter_mut().zip(response.headers.iter()) {
             let (name, value) = (header.name.as_bytes(), header.value);
+            let (name_at, value_at) = (at(name), at(value));
             *slot = [
-                at(name),
-                at(name) + name.len() as u32,
-                at(value),
-                at(value) + value.len() as u32,
+                name_at,
+                name_at + name.len() as u32,
+                value_at,
+                value_at + value.len() as u32,
             ];
         }
         (head, count)
     };
-    let (head, count) = head;
     let fields = match count <= INLINE_FIELDS {
         true => &inline[..count],
         false => &spilled[..],
